@@ -1,0 +1,175 @@
+//! A variant's compiled scripts, its revision, and its reply pre-serialized so serving costs a memcpy.
+
+use super::platforms::CompileOptions;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// One compiled connector as delivered to apps.
+#[derive(Debug, Clone, Serialize)]
+pub struct Script {
+    /// Connector name (`fleet/tracking`).
+    pub name: String,
+    /// The JavaScript.
+    pub code: Arc<str>,
+    /// Hex SHA-256 of `code`, for integrity checks and caching on the device.
+    pub sha256: String,
+    /// Source map JSON, when the variant asks for them.
+    #[serde(rename = "sourceMap", skip_serializing_if = "Option::is_none")]
+    pub source_map: Option<Arc<str>>,
+}
+
+/// The compiled, ready-to-send form of one variant.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// Platform name.
+    pub platform: String,
+    /// Variant name.
+    pub variant: String,
+    /// The variant's version range, as written.
+    pub versions: String,
+    /// Compile options.
+    pub options: CompileOptions,
+    /// Scripts ordered by name.
+    pub scripts: Vec<Script>,
+    /// Hash over the options and the scripts: equal revisions mean identical replies.
+    pub revision: String,
+    /// `{"platform":…,"version":` — the app version goes after it.
+    head: Vec<u8>,
+    /// `,"variant":…,"revision":…,"connectors":[`.
+    middle: Vec<u8>,
+    /// Each script's JSON object, in `scripts` order.
+    script_json: Vec<Vec<u8>>,
+    /// All script objects joined by commas.
+    all_scripts: Vec<u8>,
+}
+
+/// Hex SHA-256.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+impl Bundle {
+    /// Builds the bundle, its revision and its pre-serialized reply parts.
+    pub fn new(platform: &str, variant: &str, versions: &str, options: CompileOptions, mut scripts: Vec<Script>) -> Bundle {
+        scripts.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut h = Sha256::new();
+        h.update(options.to_string().as_bytes());
+        for s in &scripts {
+            h.update([0]);
+            h.update(s.name.as_bytes());
+            h.update([0]);
+            h.update(s.sha256.as_bytes());
+            if let Some(map) = &s.source_map {
+                h.update(Sha256::digest(map.as_bytes()));
+            }
+        }
+        // 64 bits are plenty to tell revisions of one variant apart and keep not-modified requests small.
+        let revision = hex(&h.finalize()[..8]);
+        let json = |v: &str| serde_json::to_string(v).unwrap_or_default();
+        let head = format!("{{\"platform\":{},\"version\":", json(platform)).into_bytes();
+        let middle =
+            format!(",\"variant\":{},\"revision\":{},\"connectors\":[", json(variant), json(&revision)).into_bytes();
+        let script_json: Vec<Vec<u8>> = scripts.iter().map(|s| serde_json::to_vec(s).unwrap_or_default()).collect();
+        let all_scripts = script_json.join(&b","[..]);
+        Bundle {
+            platform: platform.to_string(),
+            variant: variant.to_string(),
+            versions: versions.to_string(),
+            options,
+            scripts,
+            revision,
+            head,
+            middle,
+            script_json,
+            all_scripts,
+        }
+    }
+
+    /// Index of a script by name.
+    pub fn script_index(&self, name: &str) -> Option<usize> {
+        self.scripts.binary_search_by(|s| s.name.as_str().cmp(name)).ok()
+    }
+
+    /// Appends the reply object `{platform, version, variant, revision, connectors}` to `out`, with every script
+    /// or only those at `only` (indices into `scripts`). `version` is the normalized app version.
+    pub fn write_reply(&self, version: &str, only: Option<&[usize]>, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.head);
+        // A normalized semver string holds only [0-9A-Za-z.+-]: no escaping needed, but stay safe.
+        out.extend_from_slice(serde_json::to_string(version).unwrap_or_default().as_bytes());
+        out.extend_from_slice(&self.middle);
+        match only {
+            None => out.extend_from_slice(&self.all_scripts),
+            Some(indices) => {
+                for (n, &i) in indices.iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(&self.script_json[i]);
+                }
+            }
+        }
+        out.extend_from_slice(b"]}");
+    }
+
+    /// Size of the full reply, for capacity hints.
+    pub fn reply_len_hint(&self) -> usize {
+        self.head.len() + self.middle.len() + self.all_scripts.len() + 64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::platforms::{ModuleFormat, Target};
+
+    fn script(name: &str, code: &str) -> Script {
+        Script { name: name.into(), code: code.into(), sha256: sha256_hex(code.as_bytes()), source_map: None }
+    }
+
+    const OPTS: CompileOptions =
+        CompileOptions { target: Target::Es2017, module: ModuleFormat::Esm, minify: false, source_maps: false };
+
+    #[test]
+    fn reply_is_valid_json_in_the_documented_shape() {
+        let b = Bundle::new("ios", "current", ">=2", OPTS, vec![script("b", "let b = \"\\n\";"), script("a", "1")]);
+        let mut out = Vec::new();
+        b.write_reply("2.4.1", None, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["platform"], "ios");
+        assert_eq!(v["version"], "2.4.1");
+        assert_eq!(v["variant"], "current");
+        assert_eq!(v["revision"], b.revision.as_str());
+        assert_eq!(v["connectors"][0]["name"], "a");
+        assert_eq!(v["connectors"][1]["code"], "let b = \"\\n\";");
+        assert_eq!(v["connectors"][1]["sha256"], sha256_hex(b"let b = \"\\n\";"));
+        assert!(v["connectors"][0].get("sourceMap").is_none());
+        let mut only = Vec::new();
+        b.write_reply("2.4.1", Some(&[b.script_index("b").unwrap()]), &mut only);
+        let v: serde_json::Value = serde_json::from_slice(&only).unwrap();
+        assert_eq!(v["connectors"].as_array().unwrap().len(), 1);
+        assert_eq!(v["connectors"][0]["name"], "b");
+    }
+
+    #[test]
+    fn revision_changes_with_content_and_options_only() {
+        let a = Bundle::new("ios", "v", "*", OPTS, vec![script("a", "1")]);
+        let same = Bundle::new("ios", "v", "*", OPTS, vec![script("a", "1")]);
+        let code = Bundle::new("ios", "v", "*", OPTS, vec![script("a", "2")]);
+        let opts = Bundle::new("ios", "v", "*", CompileOptions { minify: true, ..OPTS }, vec![script("a", "1")]);
+        assert_eq!(a.revision, same.revision);
+        assert_ne!(a.revision, code.revision);
+        assert_ne!(a.revision, opts.revision);
+        assert_eq!(a.revision.len(), 16);
+    }
+}

@@ -1,0 +1,450 @@
+//! Platform manifests (`platforms/<platform>.toml`): the ordered variants of a platform, parsed and validated.
+//!
+//! Pure: takes the file's text, returns a [`Platform`] or diagnostics. Resolution of an app version to a variant
+//! is [`Platform::resolve`]: the first variant whose range matches wins.
+
+use super::diagnostic::Diagnostic;
+use super::version::{AppVersion, VersionRange};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// The manifest format this build understands (`format = 1`).
+pub const FORMAT: u32 = 1;
+
+/// The JavaScript language level a variant is compiled to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target {
+    /// ES5: old WebViews and embedded engines; everything downleveled, helpers inlined.
+    Es5,
+    /// ES2015 (ES6).
+    Es2015,
+    /// ES2016.
+    Es2016,
+    /// ES2017 (async/await).
+    Es2017,
+    /// ES2018.
+    Es2018,
+    /// ES2019.
+    Es2019,
+    /// ES2020 (optional chaining).
+    Es2020,
+    /// ES2021.
+    Es2021,
+    /// ES2022 (class fields).
+    Es2022,
+    /// Whatever the parser knows: only TypeScript is removed.
+    EsNext,
+}
+
+impl Target {
+    /// Every target with its name, oldest first.
+    pub const ALL: [(Target, &'static str); 10] = [
+        (Target::Es5, "es5"),
+        (Target::Es2015, "es2015"),
+        (Target::Es2016, "es2016"),
+        (Target::Es2017, "es2017"),
+        (Target::Es2018, "es2018"),
+        (Target::Es2019, "es2019"),
+        (Target::Es2020, "es2020"),
+        (Target::Es2021, "es2021"),
+        (Target::Es2022, "es2022"),
+        (Target::EsNext, "esnext"),
+    ];
+
+    /// The manifest spelling.
+    pub fn name(self) -> &'static str {
+        Target::ALL.iter().find(|(t, _)| *t == self).map_or("esnext", |(_, n)| n)
+    }
+}
+
+impl FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.to_ascii_lowercase();
+        let lower = if lower == "es6" { "es2015".to_string() } else { lower };
+        Target::ALL.iter().find(|(_, n)| *n == lower).map(|(t, _)| *t).ok_or_else(|| {
+            let names: Vec<&str> = Target::ALL.iter().map(|(_, n)| *n).collect();
+            format!("unknown target {s:?}; expected one of {}", names.join(", "))
+        })
+    }
+}
+
+/// How a compiled connector is packaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModuleFormat {
+    /// ES modules (`export` kept).
+    Esm,
+    /// CommonJS (`exports.x = …`), for engines that provide `module`/`exports`.
+    Commonjs,
+    /// A self-running script: the exports land in `globalThis.connectors[name]`; for engines without modules.
+    Iife,
+}
+
+impl ModuleFormat {
+    /// The manifest spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModuleFormat::Esm => "esm",
+            ModuleFormat::Commonjs => "commonjs",
+            ModuleFormat::Iife => "iife",
+        }
+    }
+}
+
+/// What a source is compiled to. Two variants with equal options share compiled output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CompileOptions {
+    /// Language level.
+    pub target: Target,
+    /// Module format.
+    pub module: ModuleFormat,
+    /// Minify (compress + mangle).
+    pub minify: bool,
+    /// Produce a source map per script.
+    pub source_maps: bool,
+}
+
+impl fmt::Display for CompileOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.target.name(), self.module.name())?;
+        if self.minify {
+            f.write_str("/min")?;
+        }
+        if self.source_maps {
+            f.write_str("/map")?;
+        }
+        Ok(())
+    }
+}
+
+/// One variant of a platform, validated.
+#[derive(Debug, Clone)]
+pub struct VariantSpec {
+    /// Name, unique within the platform.
+    pub name: String,
+    /// App versions it serves.
+    pub versions: VersionRange,
+    /// Compile options.
+    pub options: CompileOptions,
+    include: GlobSet,
+    exclude: GlobSet,
+    /// Connector name → snippet path (relative to the snippets directory) used instead of the default source.
+    pub overrides: BTreeMap<String, PathBuf>,
+}
+
+impl VariantSpec {
+    /// Does this variant ship the connector?
+    pub fn includes(&self, connector: &str) -> bool {
+        self.include.is_match(connector) && !self.exclude.is_match(connector)
+    }
+}
+
+/// A platform manifest, validated.
+#[derive(Debug, Clone)]
+pub struct Platform {
+    /// Platform name: the file stem (`ios`).
+    pub name: String,
+    /// The manifest file.
+    pub file: PathBuf,
+    /// Variants in declaration order.
+    pub variants: Vec<VariantSpec>,
+}
+
+impl Platform {
+    /// The first variant whose range matches `version`.
+    pub fn resolve(&self, version: &AppVersion) -> Option<&VariantSpec> {
+        self.variants.iter().find(|v| v.versions.matches(version))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    format: Option<u32>,
+    #[serde(default, rename = "variant")]
+    variants: Vec<RawVariant>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVariant {
+    name: String,
+    versions: String,
+    target: String,
+    #[serde(default = "default_module")]
+    module: ModuleFormat,
+    #[serde(default)]
+    minify: bool,
+    #[serde(default)]
+    source_maps: bool,
+    #[serde(default)]
+    include: Option<Vec<String>>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    overrides: BTreeMap<String, PathBuf>,
+}
+
+fn default_module() -> ModuleFormat {
+    ModuleFormat::Esm
+}
+
+/// Parses and validates one manifest. Errors make the platform unusable; warnings do not.
+pub fn parse_manifest(name: &str, file: &Path, text: &str) -> (Option<Platform>, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let raw: RawManifest = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let mut d = Diagnostic::error("manifest", file.to_path_buf(), e.message().to_string());
+            if let Some(span) = e.span() {
+                let (line, col) = line_col(text, span.start);
+                d = d.at(text, line, col);
+            }
+            return (None, vec![d]);
+        }
+    };
+    let err = |code, msg: String| Diagnostic::error(code, file.to_path_buf(), msg);
+    if let Some(format) = raw.format {
+        if format != FORMAT {
+            diags.push(
+                err("manifest-format", format!("unknown platform file format {format}"))
+                    .with_help(format!("this build reads `format = {FORMAT}`")),
+            );
+            return (None, diags);
+        }
+    }
+    if raw.variants.is_empty() {
+        diags.push(
+            err("no-variants", format!("platform {name:?} declares no variant"))
+                .with_help("add at least one [[variant]] table"),
+        );
+    }
+    let mut variants: Vec<VariantSpec> = Vec::new();
+    for rv in raw.variants {
+        let vname = rv.name.clone();
+        let what = |m: String| format!("variant {vname:?}: {m}");
+        if vname.trim().is_empty() {
+            diags.push(err("variant-name", "a variant has an empty name".into()));
+            continue;
+        }
+        if variants.iter().any(|v| v.name == vname) {
+            diags.push(err("duplicate-variant", what("declared twice".into())));
+            continue;
+        }
+        let versions = match VersionRange::parse(&rv.versions) {
+            Ok(r) => r,
+            Err(e) => {
+                diags.push(
+                    err("version-range", what(format!("invalid versions {:?}: {e}", rv.versions)))
+                        .with_help("write a semver requirement such as \">=2.0, <3\" or \"*\""),
+                );
+                continue;
+            }
+        };
+        if versions.is_empty() {
+            diags.push(err("empty-range", what(format!("versions {:?} matches no version at all", rv.versions))));
+            continue;
+        }
+        let target = match rv.target.parse::<Target>() {
+            Ok(t) => t,
+            Err(e) => {
+                diags.push(err("unknown-target", what(e)));
+                continue;
+            }
+        };
+        let include = rv.include.unwrap_or_else(|| vec!["**".to_string()]);
+        let (include, exclude) = match (globs(&include), globs(&rv.exclude)) {
+            (Ok(i), Ok(e)) => (i, e),
+            (Err(e), _) | (_, Err(e)) => {
+                diags.push(err("glob", what(e)));
+                continue;
+            }
+        };
+        for earlier in &variants {
+            if let Some(shared) = earlier.versions.overlap(&versions) {
+                diags.push(
+                    Diagnostic::warning(
+                        "overlapping-ranges",
+                        file.to_path_buf(),
+                        format!(
+                            "variants {:?} ({}) and {vname:?} ({versions}) overlap, e.g. at {shared}; {:?} wins there",
+                            earlier.name, earlier.versions, earlier.name
+                        ),
+                    )
+                    .with_help("the first matching variant wins; make the ranges disjoint if that is not intended"),
+                );
+            }
+        }
+        variants.push(VariantSpec {
+            name: vname,
+            versions,
+            options: CompileOptions { target, module: rv.module, minify: rv.minify, source_maps: rv.source_maps },
+            include,
+            exclude,
+            overrides: rv.overrides,
+        });
+    }
+    let ok = !diags.iter().any(Diagnostic::is_error);
+    let platform = ok.then(|| Platform { name: name.to_string(), file: file.to_path_buf(), variants });
+    (platform, diags)
+}
+
+/// Connector-name globs: `*` stays within a folder, `**` crosses folders.
+fn globs(patterns: &[String]) -> Result<GlobSet, String> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        let glob = GlobBuilder::new(p)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| format!("invalid glob {p:?}: {e}"))?;
+        b.add(glob);
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+/// 1-based line and column of a byte offset.
+pub(crate) fn line_col(text: &str, offset: usize) -> (u32, u32) {
+    let offset = offset.min(text.len());
+    let before = &text[..text.floor_char_boundary_compat(offset)];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line as u32, col as u32)
+}
+
+/// `str::floor_char_boundary` is unstable; this is the same thing.
+trait FloorCharBoundary {
+    fn floor_char_boundary_compat(&self, i: usize) -> usize;
+}
+
+impl FloorCharBoundary for str {
+    fn floor_char_boundary_compat(&self, mut i: usize) -> usize {
+        while i > 0 && !self.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (Option<Platform>, Vec<Diagnostic>) {
+        parse_manifest("ios", Path::new("platforms/ios.toml"), text)
+    }
+
+    const IOS: &str = r#"
+format = 1
+[[variant]]
+name = "legacy"
+versions = "<2.0"
+target = "es5"
+module = "iife"
+minify = true
+exclude = ["experimental/*"]
+[variant.overrides]
+"fleet/tracking" = "fleet/tracking.legacy.ts"
+
+[[variant]]
+name = "current"
+versions = ">=2.0, <3"
+target = "es2017"
+module = "commonjs"
+
+[[variant]]
+name = "next"
+versions = ">=3"
+target = "es2022"
+source_maps = true
+"#;
+
+    #[test]
+    fn resolves_first_matching_variant() {
+        let (p, d) = parse(IOS);
+        assert!(d.is_empty(), "{d:?}");
+        let p = p.unwrap();
+        let cases = [
+            ("1.9.9", Some("legacy")),
+            ("0.1", Some("legacy")),
+            ("2", Some("current")),
+            ("2.0.0-beta.1", Some("current")),
+            ("2.99", Some("current")),
+            ("3", Some("next")),
+            ("3.0.0-rc.1", Some("next")),
+            ("42.0.0", Some("next")),
+        ];
+        for (version, want) in cases {
+            let got = p.resolve(&AppVersion::parse(version).unwrap()).map(|v| v.name.as_str());
+            assert_eq!(got, want, "{version}");
+        }
+        let legacy = &p.variants[0];
+        assert_eq!(legacy.options.target, Target::Es5);
+        assert!(legacy.options.minify);
+        assert!(legacy.includes("fleet/tracking"));
+        assert!(!legacy.includes("experimental/radar"));
+        assert!(legacy.includes("experimental/deep/radar"), "`*` does not cross folders");
+        assert_eq!(legacy.overrides["fleet/tracking"], PathBuf::from("fleet/tracking.legacy.ts"));
+    }
+
+    #[test]
+    fn no_match_is_none() {
+        let (p, _) = parse("[[variant]]\nname='a'\nversions='>=2, <3'\ntarget='es2015'\n");
+        assert!(p.unwrap().resolve(&AppVersion::parse("3.0.0").unwrap()).is_none());
+    }
+
+    #[test]
+    fn overlapping_ranges_warn_but_load() {
+        let (p, d) = parse(
+            "[[variant]]\nname='a'\nversions='>=2'\ntarget='es5'\n[[variant]]\nname='b'\nversions='>=2.5, <4'\ntarget='es2020'\n",
+        );
+        assert!(p.is_some());
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].code, "overlapping-ranges");
+        assert!(d[0].message.contains("e.g. at 2.5.0"), "{}", d[0].message);
+    }
+
+    #[test]
+    fn invalid_manifests_give_diagnostics() {
+        let cases: &[(&str, &str)] = &[
+            ("[[variant]]\nname='a'\nversions='>=3, <2'\ntarget='es5'\n", "empty-range"),
+            ("[[variant]]\nname='a'\nversions='banana'\ntarget='es5'\n", "version-range"),
+            ("[[variant]]\nname='a'\nversions='*'\ntarget='es1999'\n", "unknown-target"),
+            ("[[variant]]\nname='a'\nversions='*'\ntarget='es5'\nmodule='amd'\n", "manifest"),
+            ("[[variant]]\nname='a'\nversions='*'\ntarget='es5'\ncolour='red'\n", "manifest"),
+            ("format = 2\n", "manifest-format"),
+            ("", "no-variants"),
+            ("[[variant]]\nname='a'\nversions='*'\ntarget='es5'\ninclude=['[']\n", "glob"),
+            (
+                "[[variant]]\nname='a'\nversions='<2'\ntarget='es5'\n[[variant]]\nname='a'\nversions='>=2'\ntarget='es5'\n",
+                "duplicate-variant",
+            ),
+            ("this is = not toml [", "manifest"),
+        ];
+        for (text, code) in cases {
+            let (p, d) = parse(text);
+            assert!(p.is_none(), "{text}");
+            assert!(d.iter().any(|d| d.code == *code && d.is_error()), "{text}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn toml_errors_point_at_the_line() {
+        let (_, d) = parse("[[variant]]\nname='a'\nversions='*'\ntarget=es5\n");
+        let pos = d[0].position.unwrap();
+        assert_eq!(pos.line, 4, "{d:?}");
+        assert!(d[0].frame.as_ref().unwrap().contains("target=es5"));
+    }
+
+    #[test]
+    fn target_names() {
+        assert_eq!("ES2017".parse::<Target>(), Ok(Target::Es2017));
+        assert_eq!("es6".parse::<Target>(), Ok(Target::Es2015));
+        assert!("es4".parse::<Target>().unwrap_err().contains("es5, es2015"));
+    }
+}
