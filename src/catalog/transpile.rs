@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use swc_core::common::comments::SingleThreadedComments;
 use swc_core::common::errors::{DiagnosticBuilder, Emitter, Handler, Level, HANDLER};
-use swc_core::common::source_map::DefaultSourceMapGenConfig;
+use swc_core::common::source_map::SourceMapGenConfig;
 use swc_core::common::sync::Lrc;
 use swc_core::common::{BytePos, FileName, Globals, LineCol, Mark, SourceMap, Span, Spanned, GLOBALS};
 use swc_core::ecma::ast::{EsVersion, Expr, Program, Stmt, TsType};
@@ -141,7 +141,7 @@ fn transpile_here(job: &Job<'_>) -> Result<Output, Vec<Diagnostic>> {
         };
         if let Some(span) = span.filter(|s| !s.is_dummy()) {
             let loc = cm.lookup_char_pos(span.lo);
-            d = d.at(source, loc.line as u32, loc.col_display as u32 + 1);
+            d = d.at(source, loc.line as u32, loc.col.0 as u32 + 1);
         }
         d
     };
@@ -298,11 +298,24 @@ fn source_map_json(
     mappings: &[(BytePos, LineCol)],
     path: &Path,
 ) -> Result<String, Vec<Diagnostic>> {
-    let map = cm.build_source_map(mappings, None, DefaultSourceMapGenConfig);
+    let map = cm.build_source_map(mappings, None, MapConfig);
     let mut out = Vec::new();
     map.to_writer(&mut out)
         .map_err(|e| vec![Diagnostic::error("source-map", path.to_path_buf(), e.to_string())])?;
     String::from_utf8(out).map_err(|e| vec![Diagnostic::error("source-map", path.to_path_buf(), e.to_string())])
+}
+
+/// Source maps name the snippet by its path and embed the TypeScript, so device debuggers need nothing else.
+struct MapConfig;
+
+impl SourceMapGenConfig for MapConfig {
+    fn file_name_to_source(&self, f: &FileName) -> String {
+        f.to_string()
+    }
+
+    fn inline_sources_content(&self, _: &FileName) -> bool {
+        true
+    }
 }
 
 /// Wraps CommonJS output into a self-running script that publishes its exports on `connectors[name]` of the

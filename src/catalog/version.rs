@@ -65,9 +65,15 @@ impl AppVersion {
         }
         let mut version = Version::new(parts[0], parts[1], parts[2]);
         if let Some(pre) = pre {
+            if pre.is_empty() {
+                return Err(err("invalid pre-release"));
+            }
             version.pre = Prerelease::new(pre).map_err(|_| err("invalid pre-release"))?;
         }
         if let Some(build) = build {
+            if build.is_empty() {
+                return Err(err("invalid build metadata"));
+            }
             semver::BuildMetadata::new(build).map_err(|_| err("invalid build metadata"))?;
         }
         Ok(AppVersion(version))

@@ -1,0 +1,128 @@
+//! Shared test helpers: temporary snippet/platform trees, running compiled code under node, waiting on
+//! conditions. Each test binary uses a subset.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A temporary catalog: `root/snippets` and `root/platforms`.
+pub struct TempCatalog {
+    pub dir: tempfile::TempDir,
+}
+
+impl TempCatalog {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("snippets")).unwrap();
+        std::fs::create_dir_all(dir.path().join("platforms")).unwrap();
+        TempCatalog { dir }
+    }
+
+    /// A copy of the repository's example snippets and platforms.
+    pub fn examples() -> Self {
+        let t = TempCatalog::new();
+        copy_dir(&repo().join("snippets"), &t.snippets());
+        copy_dir(&repo().join("platforms"), &t.platforms());
+        t
+    }
+
+    pub fn snippets(&self) -> PathBuf {
+        self.dir.path().join("snippets")
+    }
+
+    pub fn platforms(&self) -> PathBuf {
+        self.dir.path().join("platforms")
+    }
+
+    /// Writes `snippets/<rel>`, creating folders.
+    pub fn snippet(&self, rel: &str, content: impl AsRef<[u8]>) -> &Self {
+        write(&self.snippets().join(rel), content.as_ref());
+        self
+    }
+
+    /// Writes `platforms/<rel>`.
+    pub fn platform(&self, rel: &str, content: &str) -> &Self {
+        write(&self.platforms().join(rel), content.as_bytes());
+        self
+    }
+
+    pub fn sources(&self) -> connector_scripts::catalog::Sources {
+        connector_scripts::catalog::Sources {
+            snippets: self.snippets(),
+            platforms: self.platforms(),
+            max_file_size: connector_scripts::catalog::loader::DEFAULT_MAX_FILE_SIZE,
+        }
+    }
+
+    pub fn build(&self) -> connector_scripts::catalog::Catalog {
+        connector_scripts::catalog::build(&self.sources(), &mut Default::default())
+    }
+}
+
+pub fn write(path: &Path, content: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The node helper packages (installed by `.ci/run`: `npm ci --prefix tests/interop`).
+pub fn node_dir() -> PathBuf {
+    let dir = repo().join("tests/interop");
+    assert!(
+        dir.join("node_modules").is_dir(),
+        "tests/interop/node_modules is missing: run `npm ci --prefix tests/interop` (done by .ci/run)"
+    );
+    dir
+}
+
+/// Runs compiled connector code under node (see tests/interop/run_script.js) and returns its JSON verdict.
+pub fn run_js(code: &str, format: &str, name: &str, es5: bool, call: &str) -> serde_json::Value {
+    let input = serde_json::json!({"code": code, "format": format, "name": name, "es5": es5, "call": call});
+    let dir = node_dir();
+    let mut child = Command::new("node")
+        .arg(dir.join("run_script.js"))
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node is required for the compile tests");
+    child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("bad output from run_script.js ({e}): {stdout}\n{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Polls `f` until it returns Some, or panics after `timeout` with `what`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
