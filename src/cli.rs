@@ -1,7 +1,9 @@
 //! Command-line flags (clap derive only). Validation into typed configuration happens in the commands.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Delivers transpiled TypeScript connector scripts to mobile apps over MQTT.
 #[derive(Debug, Parser)]
@@ -21,6 +23,136 @@ pub enum Command {
     Show(ShowArgs),
     /// Print platforms, variants, version ranges and connectors as a table.
     List(CatalogArgs),
+    /// Serve getConnectors over MQTT (starts an embedded broker unless --broker is given).
+    Serve(Box<ServeArgs>),
+    /// Send one getConnectors request as an app would and print the reply summary and round-trip time.
+    Request(RequestArgs),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (no colours or timestamps under journald).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// How to reach the broker (shared by `serve` and `request`).
+#[derive(Debug, Clone, Args)]
+pub struct BrokerArgs {
+    /// MQTT username (or CONNECTOR_SCRIPTS_MQTT_USERNAME). The password comes from
+    /// CONNECTOR_SCRIPTS_MQTT_PASSWORD or --mqtt-password-file, never from the command line.
+    #[arg(long, env = "CONNECTOR_SCRIPTS_MQTT_USERNAME")]
+    pub mqtt_username: Option<String>,
+    /// File holding the MQTT password (e.g. $CREDENTIALS_DIRECTORY/mqtt-password under systemd).
+    #[arg(long, env = "CONNECTOR_SCRIPTS_MQTT_PASSWORD_FILE")]
+    pub mqtt_password_file: Option<PathBuf>,
+    /// CA certificate(s) (PEM) to trust for mqtts://; the system roots otherwise.
+    #[arg(long, env = "CONNECTOR_SCRIPTS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) for brokers that require one.
+    #[arg(long, env = "CONNECTOR_SCRIPTS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long, env = "CONNECTOR_SCRIPTS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Request topic; requests arrive on TOPIC and TOPIC/<device>.
+    #[arg(long, env = "CONNECTOR_SCRIPTS_TOPIC", default_value = "getConnectors")]
+    pub topic: String,
+}
+
+/// `serve` flags.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Catalog location.
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
+    /// Broker access.
+    #[command(flatten)]
+    pub access: BrokerArgs,
+    /// Broker to serve through: mqtt://host:port, mqtts://host:port, host[:port], optionally ?client_id=ID.
+    /// Without it, an embedded broker is started.
+    #[arg(long, env = "CONNECTOR_SCRIPTS_BROKER")]
+    pub broker: Option<String>,
+    /// Address of the embedded broker's MQTT 3.1.1 listener (apps, NestJS clients).
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    pub embedded_listen: SocketAddr,
+    /// Address of the embedded broker's MQTT 5 listener (default: the next port after --embedded-listen).
+    #[arg(long)]
+    pub embedded_listen_v5: Option<SocketAddr>,
+    /// MQTT client id (default: connector-scripts-<host>-<pid>).
+    #[arg(long, env = "CONNECTOR_SCRIPTS_CLIENT_ID")]
+    pub client_id: Option<String>,
+    /// Subscribe through $share/NAME/… so several instances split the requests.
+    #[arg(long, env = "CONNECTOR_SCRIPTS_SHARE_GROUP")]
+    pub share_group: Option<String>,
+    /// QoS of the request subscription (0, 1 or 2).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub qos_in: u8,
+    /// QoS of replies (default: the request's QoS).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub qos_out: Option<u8>,
+    /// Largest MQTT packet accepted, in bytes.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_packet_size: u32,
+    /// Largest request payload decoded, in bytes; larger ones get BAD_REQUEST.
+    #[arg(long, default_value_t = 64 << 10)]
+    pub max_request_size: usize,
+    /// MQTT keep-alive, in seconds (the broker declares the service offline after 1.5x this).
+    #[arg(long, default_value = "30", value_parser = crate::config::seconds)]
+    pub keep_alive: Duration,
+    /// First reconnect delay, in seconds.
+    #[arg(long, default_value = "0.1", value_parser = crate::config::seconds)]
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay, in seconds.
+    #[arg(long, default_value = "10", value_parser = crate::config::seconds)]
+    pub reconnect_max: Duration,
+    /// How long shutdown may take to flush replies in flight, in seconds.
+    #[arg(long, default_value = "5", value_parser = crate::config::seconds)]
+    pub drain_timeout: Duration,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CONNECTOR_SCRIPTS_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// `request` flags.
+#[derive(Debug, Clone, Args)]
+pub struct RequestArgs {
+    /// Broker access.
+    #[command(flatten)]
+    pub access: BrokerArgs,
+    /// Broker to send through.
+    #[arg(long, env = "CONNECTOR_SCRIPTS_BROKER", default_value = "mqtt://127.0.0.1:1883")]
+    pub broker: String,
+    /// App platform.
+    #[arg(long)]
+    pub platform: String,
+    /// App version.
+    #[arg(long)]
+    pub version: String,
+    /// Device id: the request goes to TOPIC/<device> and the reply comes back on TOPIC/<device>/reply.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Use MQTT 5 request/response (Response Topic + Correlation Data, bare JSON) instead of a NestJS envelope.
+    /// With the embedded broker, point --broker at its MQTT 5 listener.
+    #[arg(long)]
+    pub mqtt5: bool,
+    /// The revision the app already has (a matching one gets `notModified`).
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Only these connectors (repeatable).
+    #[arg(long)]
+    pub connector: Vec<String>,
+    /// Seconds to wait for each reply.
+    #[arg(long, default_value = "5", value_parser = crate::config::seconds)]
+    pub timeout: Duration,
+    /// Send this many requests one after the other and print round-trip statistics.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub count: u32,
+    /// Print the whole reply JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where the catalog is read from.

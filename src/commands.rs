@@ -1,7 +1,15 @@
-//! The authoring commands: `check`, `show`, `list`. Each builds the catalog once and prints to stdout.
+//! The commands: flags → typed configuration → action. `check`, `show`, `list` build the catalog once and print;
+//! `serve` runs the service; `request` acts as a device.
 
 use crate::catalog::{self, diagnostic, AppVersion, Catalog, CompileCache, Sources};
-use crate::cli::{CatalogArgs, CheckArgs, CheckFormat, ShowArgs, ShowFormat};
+use crate::app::{self, ServeConfig};
+use crate::cli::{BrokerArgs, CatalogArgs, CheckArgs, CheckFormat, RequestArgs, ServeArgs, ShowArgs, ShowFormat};
+use crate::client::{self, RequestOptions};
+use crate::config::{self, BrokerChoice, BrokerUrl, Credentials, EmbeddedBroker};
+use crate::transport::TlsFiles;
+use crate::wire::Limits;
+use rumqttc::v5::mqttbytes::QoS;
+use std::net::SocketAddr;
 use anyhow::{bail, Context};
 use std::io::Write;
 use std::process::ExitCode;
@@ -134,4 +142,125 @@ pub fn list(args: &CatalogArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode>
             .context("writing to stdout")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+impl BrokerArgs {
+    fn tls(&self) -> TlsFiles {
+        TlsFiles { ca: self.tls_ca.clone(), client: self.tls_cert.clone().zip(self.tls_key.clone()) }
+    }
+
+    fn credentials(&self, url: &BrokerUrl) -> anyhow::Result<Option<Credentials>> {
+        Ok(config::credentials(
+            url.username.as_deref(),
+            self.mqtt_username.as_deref(),
+            self.mqtt_password_file.as_deref(),
+            std::env::var("CONNECTOR_SCRIPTS_MQTT_PASSWORD").ok(),
+        )?)
+    }
+}
+
+fn qos(n: u8) -> QoS {
+    match n {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+fn default_client_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect();
+    format!("connector-scripts-{}-{}", if host.is_empty() { "host" } else { &host }, std::process::id())
+}
+
+/// Validated `serve` configuration from the flags and environment.
+pub fn serve_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
+    let (broker, credentials) = match &args.broker {
+        Some(url) => {
+            let url = BrokerUrl::parse(url)?;
+            let creds = args.access.credentials(&url)?;
+            (BrokerChoice::External(url), creds)
+        }
+        None => {
+            let listen_v5 = args.embedded_listen_v5.unwrap_or_else(|| {
+                SocketAddr::new(args.embedded_listen.ip(), args.embedded_listen.port().wrapping_add(1))
+            });
+            if listen_v5 == args.embedded_listen {
+                anyhow::bail!("--embedded-listen and --embedded-listen-v5 must differ");
+            }
+            (BrokerChoice::Embedded(EmbeddedBroker { listen: args.embedded_listen, listen_v5 }), None)
+        }
+    };
+    let topic = args.access.topic.trim_matches('/').to_string();
+    if topic.is_empty() || topic.contains(['+', '#']) {
+        anyhow::bail!("--topic must be a plain topic without wildcards, e.g. getConnectors");
+    }
+    if let Some(g) = &args.share_group {
+        if g.is_empty() || g.contains(['/', '+', '#']) {
+            anyhow::bail!("--share-group must be a plain name without '/', '+' or '#'");
+        }
+    }
+    Ok(ServeConfig {
+        sources: args.catalog.sources(),
+        broker,
+        tls: args.access.tls(),
+        client_id: args.client_id.clone().unwrap_or_else(default_client_id),
+        credentials,
+        request_topic: topic,
+        share_group: args.share_group.clone(),
+        qos_in: qos(args.qos_in),
+        qos_out: args.qos_out.map(qos),
+        max_packet_size: args.max_packet_size,
+        limits: Limits { max_request_bytes: args.max_request_size, ..Limits::default() },
+        keep_alive: args.keep_alive,
+        backoff: (args.reconnect_min, args.reconnect_max),
+        drain_timeout: args.drain_timeout,
+    })
+}
+
+/// `serve`: runs until SIGINT/SIGTERM.
+pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let cfg = serve_config(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    runtime.block_on(app::run(cfg, app::shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `request`: one (or `--count`) request(s) as a device would send them.
+pub fn request(args: &RequestArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let broker = BrokerUrl::parse(&args.broker)?;
+    let credentials = args.access.credentials(&broker)?;
+    let mut data = serde_json::json!({"platform": args.platform, "version": args.version});
+    if let Some(r) = &args.revision {
+        data["revision"] = r.clone().into();
+    }
+    if !args.connector.is_empty() {
+        data["connectors"] = serde_json::json!(args.connector);
+    }
+    let options = RequestOptions {
+        broker,
+        tls: args.access.tls(),
+        credentials,
+        topic: args.access.topic.clone(),
+        device: args.device.clone(),
+        mqtt5: args.mqtt5,
+        data,
+        timeout: args.timeout,
+        count: args.count as usize,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+    let replies = runtime.block_on(client::request(&options))?;
+    if args.json {
+        if let Some(last) = replies.last() {
+            writeln!(out, "{}", last.body)?;
+        }
+    }
+    let mut sink = std::io::sink();
+    match client::print_summary(&replies, if args.json { &mut sink } else { out }) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }

@@ -2,10 +2,24 @@
 //!
 //! Map of the architecture:
 //! - [`catalog`]: snippets and platform manifests on disk → compiled per-variant bundles (pure core + loader).
-//! - [`cli`]: the command-line surface (clap only).
-//! - [`commands`]: the authoring commands `check`, `show`, `list`.
+//! - [`wire`]: NestJS envelopes and MQTT 5 request/response bodies (pure).
+//! - [`service`]: one request in, one reply out, against the current catalog snapshot (pure).
+//! - [`transport`]: the rumqttc event loop: subscribe, dispatch, publish, reconnect, drain.
+//! - [`broker`]: the embedded default broker (rumqttd).
+//! - [`app`]: `serve` wiring: catalog load, broker, transport, shutdown.
+//! - [`client`]: `request`, a device-like client for operators.
+//! - [`config`]: validated configuration (broker URL, credentials, durations).
+//! - [`cli`], [`commands`], [`logging`]: the command-line surface.
 #![warn(missing_docs)]
 
+pub mod app;
+pub mod broker;
 pub mod catalog;
 pub mod cli;
+pub mod client;
 pub mod commands;
+pub mod config;
+pub mod logging;
+pub mod service;
+pub mod transport;
+pub mod wire;

@@ -1,17 +1,24 @@
-//! Entry point: parse flags, run the command, print errors once with their cause chain.
+//! Entry point: parse flags, set up logging, run the command, print errors once with their cause chain.
 
 use clap::Parser;
-use connector_scripts::cli::{Cli, Command};
-use connector_scripts::commands;
+use connector_scripts::cli::{Cli, Command, LogFormat};
+use connector_scripts::{commands, logging};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let log_format = match &cli.command {
+        Command::Serve(args) => args.log_format,
+        _ => LogFormat::Text,
+    };
+    logging::init(log_format);
     let mut stdout = std::io::stdout().lock();
     let result = match &cli.command {
         Command::Check(args) => commands::check(args, &mut stdout),
         Command::Show(args) => commands::show(args, &mut stdout),
         Command::List(args) => commands::list(args, &mut stdout),
+        Command::Serve(args) => commands::serve(args),
+        Command::Request(args) => commands::request(args, &mut stdout),
     };
     match result {
         Ok(code) => code,

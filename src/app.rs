@@ -1,0 +1,197 @@
+//! `serve`: load the catalog, start the embedded broker when no broker is configured, connect, answer requests,
+//! shut down cleanly. [`start`] returns a handle so tests drive the whole service in-process on free ports.
+
+use crate::broker::{self, RunningBroker};
+use crate::catalog::{self, CompileCache, Sources};
+use crate::config::{BrokerChoice, BrokerUrl, Credentials, Scheme};
+use crate::service::Service;
+use crate::transport::{self, Link, TlsFiles, TransportConfig};
+use crate::wire::Limits;
+use rumqttc::v5::mqttbytes::QoS;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Everything `serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Catalog sources.
+    pub sources: Sources,
+    /// Embedded or external broker.
+    pub broker: BrokerChoice,
+    /// TLS files for `mqtts://`.
+    pub tls: TlsFiles,
+    /// Client id.
+    pub client_id: String,
+    /// Broker credentials.
+    pub credentials: Option<Credentials>,
+    /// Request topic.
+    pub request_topic: String,
+    /// Shared-subscription group.
+    pub share_group: Option<String>,
+    /// Request subscription QoS.
+    pub qos_in: QoS,
+    /// Reply QoS (`None`: as the request).
+    pub qos_out: Option<QoS>,
+    /// Largest MQTT packet accepted.
+    pub max_packet_size: u32,
+    /// Request limits.
+    pub limits: Limits,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+    /// Reconnect backoff bounds.
+    pub backoff: (Duration, Duration),
+    /// Shutdown drain deadline.
+    pub drain_timeout: Duration,
+}
+
+/// A running service.
+pub struct Running {
+    /// The request handler (catalog, counters).
+    pub service: Arc<Service>,
+    /// The broker connection state.
+    pub link: Arc<Link>,
+    /// The embedded broker, when one was started.
+    pub broker: Option<RunningBroker>,
+    cancel: CancellationToken,
+    transport: JoinHandle<Result<(), transport::TransportError>>,
+    catalog_loaded: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Running {
+    /// Resolves once the catalog is loaded and the subscriptions are confirmed.
+    pub async fn ready(&self) {
+        let mut loaded = self.catalog_loaded.clone();
+        let _ = loaded.wait_for(|l| *l).await;
+        self.link.wait_subscribed().await;
+    }
+
+    /// Stops taking requests, flushes replies in flight, disconnects.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.cancel.cancel();
+        self.transport.await??;
+        Ok(())
+    }
+}
+
+/// Starts the service; returns once the broker (if embedded) listens. Loading and connecting continue in the
+/// background: await [`Running::ready`].
+pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
+    let service = Arc::new(Service::new(cfg.request_topic.clone(), cfg.limits));
+    let (broker_url, embedded) = match &cfg.broker {
+        BrokerChoice::External(url) => (url.clone(), None),
+        BrokerChoice::Embedded(e) => {
+            let running = broker::start(*e).await?;
+            let target = loopback_if_unspecified(running.listen_v5);
+            let url = BrokerUrl {
+                scheme: Scheme::Mqtt,
+                host: target.ip().to_string(),
+                port: target.port(),
+                username: None,
+                client_id: None,
+            };
+            (url, Some(running))
+        }
+    };
+    let tcfg = TransportConfig {
+        client_id: broker_url.client_id.clone().unwrap_or_else(|| cfg.client_id.clone()),
+        broker: broker_url,
+        tls: cfg.tls.clone(),
+        credentials: cfg.credentials.clone(),
+        keep_alive: cfg.keep_alive,
+        max_packet_size: cfg.max_packet_size,
+        request_topic: cfg.request_topic.clone(),
+        share_group: cfg.share_group.clone(),
+        qos_in: cfg.qos_in,
+        qos_out: cfg.qos_out,
+        backoff_min: cfg.backoff.0,
+        backoff_max: cfg.backoff.1,
+        drain_timeout: cfg.drain_timeout,
+    };
+    // Fail fast on configuration the transport cannot use (unreadable TLS files).
+    transport::mqtt_options(&tcfg)?;
+    let (loaded_tx, loaded_rx) = tokio::sync::watch::channel(false);
+    {
+        let service = service.clone();
+        let sources = cfg.sources.clone();
+        tokio::task::spawn_blocking(move || {
+            let catalog = catalog::build(&sources, &mut CompileCache::default());
+            log_build(&catalog);
+            service.publish_catalog(Arc::new(catalog));
+            loaded_tx.send_replace(true);
+        });
+    }
+    let link = Arc::new(Link::default());
+    let cancel = CancellationToken::new();
+    let transport = tokio::spawn(transport::run(tcfg, service.clone(), link.clone(), cancel.clone()));
+    Ok(Running { service, link, broker: embedded, cancel, transport, catalog_loaded: loaded_rx })
+}
+
+/// Runs until `shutdown` resolves.
+pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let running = start(cfg).await?;
+    tokio::pin!(shutdown);
+    tokio::select! {
+        _ = running.ready() => {
+            let catalog = running.service.catalog.load_full();
+            let variants = catalog.as_ref().map_or(0, |c| c.bundles().count());
+            tracing::info!(variants, "ready: catalog loaded and subscribed");
+        }
+        _ = &mut shutdown => {}
+    }
+    shutdown.await;
+    tracing::info!("shutting down: draining replies in flight");
+    running.shutdown().await
+}
+
+fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+    } else {
+        addr
+    }
+}
+
+fn log_build(catalog: &catalog::Catalog) {
+    for d in &catalog.diagnostics {
+        if d.is_error() {
+            tracing::error!(code = d.code, location = d.location().unwrap_or_default(), "{}", d.message);
+        } else {
+            tracing::warn!(code = d.code, location = d.location().unwrap_or_default(), "{}", d.message);
+        }
+    }
+    tracing::info!(
+        platforms = catalog.platforms.len(),
+        variants = catalog.bundles().count(),
+        connectors = catalog.connectors.len(),
+        compiled = catalog.stats.compiled,
+        errors = catalog.error_count(),
+        elapsed_ms = catalog.stats.elapsed.as_millis() as u64,
+        "catalog built"
+    );
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

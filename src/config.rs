@@ -1,0 +1,295 @@
+//! Validated configuration: raw flags and environment → typed settings. No panics; every mistake is a
+//! [`ConfigError`] naming the flag to fix.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration mistake.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The broker URL does not parse.
+    #[error("invalid broker URL {url:?}: {reason}")]
+    BrokerUrl {
+        /// The URL with any password removed.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A credential file cannot be read.
+    #[error("cannot read {what} from {path}: {source}")]
+    CredentialFile {
+        /// Which credential.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Some other invalid value.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The transport security of a broker connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain TCP (`mqtt://`).
+    Mqtt,
+    /// TLS (`mqtts://`).
+    Mqtts,
+}
+
+/// Where the broker is: `mqtt://host:port`, `mqtts://host:port`, `host:port` or `host`; `?client_id=ID` optional.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    /// Plain or TLS.
+    pub scheme: Scheme,
+    /// Host name or IP address.
+    pub host: String,
+    /// Port (1883 / 8883 by default).
+    pub port: u16,
+    /// Username given in the URL (`mqtt://user@host`); the password never is.
+    pub username: Option<String>,
+    /// Client id given in the URL.
+    pub client_id: Option<String>,
+}
+
+impl fmt::Debug for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for BrokerUrl {
+    /// Safe to log: there is no password in a `BrokerUrl`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.scheme {
+            Scheme::Mqtt => "mqtt",
+            Scheme::Mqtts => "mqtts",
+        };
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        match &self.username {
+            Some(u) => write!(f, "{scheme}://{u}@{host}:{}", self.port),
+            None => write!(f, "{scheme}://{host}:{}", self.port),
+        }
+    }
+}
+
+impl BrokerUrl {
+    /// Parses a broker URL. A password in the URL is refused: it would show up in `ps` and shell history.
+    pub fn parse(input: &str) -> Result<BrokerUrl, ConfigError> {
+        let fail = |reason: &str| ConfigError::BrokerUrl { url: redact(input), reason: reason.to_string() };
+        let (scheme, rest) = match input.split_once("://") {
+            Some(("mqtt" | "tcp", rest)) => (Scheme::Mqtt, rest),
+            Some(("mqtts" | "ssl" | "tls", rest)) => (Scheme::Mqtts, rest),
+            Some((other, _)) => return Err(fail(&format!("unknown scheme {other:?}; use mqtt:// or mqtts://"))),
+            None => (Scheme::Mqtt, input),
+        };
+        let (rest, query) = match rest.split_once('?') {
+            Some((r, q)) => (r, Some(q)),
+            None => (rest, None),
+        };
+        let rest = rest.trim_end_matches('/');
+        let (userinfo, hostport) = match rest.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, rest),
+        };
+        let username = match userinfo {
+            Some(u) if u.contains(':') => {
+                return Err(fail(
+                    "a password in the URL would leak into process lists and logs; \
+                     set CONNECTOR_SCRIPTS_MQTT_PASSWORD or use --mqtt-password-file",
+                ))
+            }
+            Some("") => return Err(fail("empty username")),
+            Some(u) => Some(u.to_string()),
+            None => None,
+        };
+        let default_port = if scheme == Scheme::Mqtts { 8883 } else { 1883 };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or_else(|| fail("unclosed '[' in IPv6 address"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| fail("port must be a number 1-65535"))?,
+                None if after.is_empty() => default_port,
+                None => return Err(fail("unexpected text after IPv6 address")),
+            };
+            (h.to_string(), port)
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| fail("port must be a number 1-65535"))?),
+                None => (hostport.to_string(), default_port),
+            }
+        };
+        if host.is_empty() {
+            return Err(fail("missing host"));
+        }
+        if port == 0 {
+            return Err(fail("port must be a number 1-65535"));
+        }
+        let mut client_id = None;
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("client_id" | "clientId", v)) if !v.is_empty() => client_id = Some(v.to_string()),
+                _ => return Err(fail(&format!("unknown query parameter {pair:?}; only client_id=ID is understood"))),
+            }
+        }
+        Ok(BrokerUrl { scheme, host, port, username, client_id })
+    }
+}
+
+/// Removes anything between `://` and `@` so a mistyped URL with a password is never echoed.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        (None, Some(at)) => format!("***@{}", &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+/// A secret that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Username and password for the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// Username.
+    pub username: String,
+    /// Password.
+    pub password: Secret,
+}
+
+/// Reads credentials: username from the URL, the flag or `CONNECTOR_SCRIPTS_MQTT_USERNAME`; password from
+/// `--mqtt-password-file` or `CONNECTOR_SCRIPTS_MQTT_PASSWORD` (systemd: `EnvironmentFile=` or `LoadCredential=`).
+pub fn credentials(
+    url_username: Option<&str>,
+    username: Option<&str>,
+    password_file: Option<&Path>,
+    password_env: Option<String>,
+) -> Result<Option<Credentials>, ConfigError> {
+    let username = url_username.or(username).map(str::to_string);
+    let password = match password_file {
+        Some(path) => Some(read_secret_file(path, "the MQTT password")?),
+        None => password_env.map(Secret::new),
+    };
+    match (username, password) {
+        (Some(username), password) => {
+            Ok(Some(Credentials { username, password: password.unwrap_or_else(|| Secret::new("")) }))
+        }
+        (None, Some(_)) => Err(ConfigError::Invalid(
+            "an MQTT password is set but no username: set --mqtt-username or CONNECTOR_SCRIPTS_MQTT_USERNAME".into(),
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Reads a secret file, trimming one trailing newline.
+pub fn read_secret_file(path: &Path, what: &'static str) -> Result<Secret, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::CredentialFile { what, path: path.to_path_buf(), source })?;
+    Ok(Secret::new(text.strip_suffix('\n').unwrap_or(&text).trim_end_matches('\r')))
+}
+
+/// The embedded broker's listeners. rumqttd listeners speak one protocol version each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddedBroker {
+    /// MQTT 3.1.1 listener (apps, NestJS clients).
+    pub listen: SocketAddr,
+    /// MQTT 5 listener (request/response with Response Topic; the service itself connects here).
+    pub listen_v5: SocketAddr,
+}
+
+/// Which broker `serve` uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerChoice {
+    /// Start the embedded broker and serve through it.
+    Embedded(EmbeddedBroker),
+    /// Connect to an existing broker.
+    External(BrokerUrl),
+}
+
+/// Parses a duration given in seconds (fractions allowed).
+pub fn seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.0..=86_400.0).contains(&v) {
+        return Err(format!("{s} s is out of range (0 to 86400)"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls() {
+        let ok = [
+            ("mqtt://localhost:1883", "mqtt://localhost:1883"),
+            ("localhost", "mqtt://localhost:1883"),
+            ("10.0.0.5:1884", "mqtt://10.0.0.5:1884"),
+            ("mqtts://broker.example", "mqtts://broker.example:8883"),
+            ("mqtt://svc@broker:1883/", "mqtt://svc@broker:1883"),
+            ("mqtt://[::1]:1999", "mqtt://[::1]:1999"),
+            ("tcp://h:1", "mqtt://h:1"),
+        ];
+        for (input, want) in ok {
+            assert_eq!(BrokerUrl::parse(input).unwrap().to_string(), want, "{input}");
+        }
+        let u = BrokerUrl::parse("mqtt://h:1?client_id=cs-1").unwrap();
+        assert_eq!(u.client_id.as_deref(), Some("cs-1"));
+        let bad = [
+            ("http://h", "unknown scheme"),
+            ("mqtt://h:99999", "port must be"),
+            ("mqtt://h:0", "port must be"),
+            ("mqtt://:1883", "missing host"),
+            ("mqtt://h?foo=1", "unknown query"),
+        ];
+        for (input, needle) in bad {
+            let e = BrokerUrl::parse(input).unwrap_err().to_string();
+            assert!(e.contains(needle), "{input}: {e}");
+        }
+    }
+
+    #[test]
+    fn passwords_in_urls_are_refused_and_never_echoed() {
+        let e = BrokerUrl::parse("mqtt://svc:hunter2@broker:1883").unwrap_err().to_string();
+        assert!(e.contains("CONNECTOR_SCRIPTS_MQTT_PASSWORD"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn credentials_from_env_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let c = credentials(None, Some("svc"), Some(&file), Some("ignored".into())).unwrap().unwrap();
+        assert_eq!(c.password.expose(), "s3cret");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let c = credentials(Some("u"), None, None, Some("envpw".into())).unwrap().unwrap();
+        assert_eq!((c.username.as_str(), c.password.expose()), ("u", "envpw"));
+        assert!(credentials(None, None, None, Some("pw".into())).is_err());
+        assert_eq!(credentials(None, None, None, None).unwrap(), None);
+        let e = credentials(Some("u"), None, Some(Path::new("/nonexistent/pw")), None).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/pw"), "{e}");
+    }
+}

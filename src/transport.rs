@@ -1,0 +1,418 @@
+//! Owns the MQTT 5 connection (rumqttc): connect, subscribe, hand requests to the reply worker, publish replies,
+//! reconnect with backoff, drain on shutdown.
+//!
+//! The task that polls the event loop never awaits handler work: it hands each publish to the reply worker over a
+//! bounded channel (`try_send`; when the worker is that far behind, the request is dropped and counted). The
+//! worker builds the reply and awaits `publish`, which the poll task keeps draining.
+
+use crate::config::{BrokerUrl, Credentials, Scheme};
+use crate::service::{Incoming, Service};
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, PublishProperties, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
+use rumqttc::{NetworkOptions, Outgoing, TlsConfiguration, Transport};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// TLS settings for `mqtts://`.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// PEM file of the CA(s) to trust; the system roots when absent.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate chain and private key, for brokers that require client certificates.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+/// Everything the transport needs.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// The broker.
+    pub broker: BrokerUrl,
+    /// TLS files (used with `mqtts://`).
+    pub tls: TlsFiles,
+    /// MQTT client id.
+    pub client_id: String,
+    /// Username and password.
+    pub credentials: Option<Credentials>,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+    /// Largest packet accepted from the broker.
+    pub max_packet_size: u32,
+    /// The request topic (`getConnectors`); `<topic>/+` is subscribed too.
+    pub request_topic: String,
+    /// Subscribe through `$share/<group>/…` so several instances split the load.
+    pub share_group: Option<String>,
+    /// QoS of the request subscription.
+    pub qos_in: QoS,
+    /// QoS of replies; `None` = the request's QoS.
+    pub qos_out: Option<QoS>,
+    /// First reconnect delay.
+    pub backoff_min: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// How long shutdown may take to flush replies in flight.
+    pub drain_timeout: Duration,
+}
+
+/// Connection state, for readiness and diagnostics.
+#[derive(Debug)]
+pub struct Link {
+    /// Connected to the broker (CONNACK received).
+    pub connected: AtomicBool,
+    /// Request subscriptions confirmed (SUBACK) on the current connection.
+    pub subscribed: AtomicBool,
+    /// Connection losses since start.
+    pub reconnects: AtomicU64,
+    /// Requests dropped because the reply worker was saturated.
+    pub overloaded: AtomicU64,
+    /// The last connection error, for health output.
+    pub last_error: Mutex<Option<String>>,
+    ready: watch::Sender<bool>,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Link {
+            connected: AtomicBool::new(false),
+            subscribed: AtomicBool::new(false),
+            reconnects: AtomicU64::new(0),
+            overloaded: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            ready: watch::channel(false).0,
+        }
+    }
+}
+
+impl Link {
+    /// Resolves once connected and subscribed (now or later).
+    pub async fn wait_subscribed(&self) {
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|ready| *ready).await;
+    }
+
+    /// A watch of "connected and subscribed".
+    pub fn watch(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
+    fn set_subscribed(&self, v: bool) {
+        self.subscribed.store(v, Ordering::Relaxed);
+        self.ready.send_replace(v);
+    }
+
+    fn set_error(&self, e: String) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(e);
+        }
+    }
+}
+
+/// Why the transport cannot even start.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// TLS files unreadable or invalid.
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+/// rumqttc options for the service connection.
+pub fn mqtt_options(cfg: &TransportConfig) -> Result<MqttOptions, TransportError> {
+    let mut opts = MqttOptions::new(&cfg.client_id, &cfg.broker.host, cfg.broker.port);
+    opts.set_keep_alive(cfg.keep_alive.max(Duration::from_secs(5)));
+    opts.set_max_packet_size(Some(cfg.max_packet_size));
+    opts.set_clean_start(true);
+    opts.set_request_channel_capacity(1024);
+    if let Some(c) = &cfg.credentials {
+        opts.set_credentials(&c.username, c.password.expose());
+    }
+    let mut net = NetworkOptions::new();
+    // Replies carry whole scripts: without NODELAY a 15 KB reply waits ~40 ms for Nagle + delayed ACK.
+    net.set_tcp_nodelay(true);
+    net.set_connection_timeout(10);
+    opts.set_network_options(net);
+    if cfg.broker.scheme == Scheme::Mqtts {
+        opts.set_transport(Transport::tls_with_config(tls_config(&cfg.tls)?));
+    }
+    Ok(opts)
+}
+
+/// A rustls client configuration (ring provider) from the CA file or the system roots.
+pub fn tls_config(files: &TlsFiles) -> Result<TlsConfiguration, TransportError> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let err = |m: String| TransportError::Tls(m);
+    let read_certs = |path: &PathBuf| -> Result<Vec<CertificateDer<'static>>, TransportError> {
+        let pem = std::fs::read(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+        let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut pem.as_slice()).collect();
+        let certs = certs.map_err(|e| err(format!("{}: not a PEM certificate file: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(err(format!("{}: no certificate found", path.display())));
+        }
+        Ok(certs)
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match &files.ca {
+        Some(ca) => {
+            for cert in read_certs(ca)? {
+                roots.add(cert).map_err(|e| err(format!("{}: {e}", ca.display())))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(err("no system CA certificates found; pass --tls-ca FILE".into()));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(e.to_string()))?
+        .with_root_certificates(roots);
+    let config = match &files.client {
+        Some((cert, key)) => {
+            let chain = read_certs(cert)?;
+            let pem = std::fs::read(key).map_err(|e| err(format!("cannot read {}: {e}", key.display())))?;
+            let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut pem.as_slice())
+                .map_err(|e| err(format!("{}: {e}", key.display())))?
+                .ok_or_else(|| err(format!("{}: no private key found", key.display())))?;
+            builder.with_client_auth_cert(chain, key_der).map_err(|e| err(e.to_string()))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(TlsConfiguration::Rustls(Arc::new(config)))
+}
+
+/// The subscription filters: `topic` and `topic/+`, shared when a group is set.
+pub fn filters(cfg: &TransportConfig) -> Vec<Filter> {
+    [cfg.request_topic.clone(), format!("{}/+", cfg.request_topic)]
+        .into_iter()
+        .map(|t| {
+            let path = match &cfg.share_group {
+                Some(g) => format!("$share/{g}/{t}"),
+                None => t,
+            };
+            let mut f = Filter::new(path, cfg.qos_in);
+            // Our own replies to `topic/reply` would match `topic/+`. No Local is a protocol error on shared
+            // subscriptions, where the `reply` segment is filtered instead.
+            f.nolocal = cfg.share_group.is_none();
+            f
+        })
+        .collect()
+}
+
+/// A request handed from the poll task to the reply worker.
+struct Job {
+    topic: Bytes,
+    payload: Bytes,
+    qos: QoS,
+    properties: Option<PublishProperties>,
+}
+
+/// Runs the connection until `cancel` fires, then drains replies in flight and disconnects.
+pub async fn run(
+    cfg: TransportConfig,
+    service: Arc<Service>,
+    link: Arc<Link>,
+    cancel: CancellationToken,
+) -> Result<(), TransportError> {
+    let opts = mqtt_options(&cfg)?;
+    let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+    let (tx, rx) = mpsc::channel::<Job>(4096);
+    let worker = tokio::spawn(reply_worker(client.clone(), service, rx, cfg.qos_out));
+    let filters = filters(&cfg);
+    let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
+    tracing::info!(broker = %cfg.broker, client_id = %cfg.client_id, "connecting to MQTT broker");
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => break,
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let job = Job { topic: p.topic, payload: p.payload, qos: p.qos, properties: p.properties };
+                if tx.try_send(job).is_err() {
+                    link.overloaded.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                link.connected.store(true, Ordering::Relaxed);
+                backoff.reset();
+                tracing::info!(broker = %cfg.broker, session_present = ack.session_present, "connected");
+                if !ack.session_present || !link.subscribed.load(Ordering::Relaxed) {
+                    if let Err(e) = client.try_subscribe_many(filters.clone()) {
+                        tracing::error!(error = %e, "cannot queue subscription");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let refused: Vec<String> = ack
+                    .return_codes
+                    .iter()
+                    .zip(&filters)
+                    .filter(|(code, _)| !matches!(code, SubscribeReasonCode::Success(_)))
+                    .map(|(code, f)| format!("{} ({code:?})", f.path))
+                    .collect();
+                if refused.is_empty() {
+                    link.set_subscribed(true);
+                    tracing::info!(topics = ?filters.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), "subscribed");
+                } else {
+                    let msg = format!("broker refused subscription to {}", refused.join(", "));
+                    tracing::error!("{msg}");
+                    link.set_error(msg);
+                }
+            }
+            Ok(Event::Incoming(Packet::Disconnect(d))) => {
+                tracing::warn!(reason = ?d.reason_code, "broker sent DISCONNECT");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let was_connected = link.connected.swap(false, Ordering::Relaxed);
+                link.set_subscribed(false);
+                if was_connected {
+                    link.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                let msg = describe(&e, &cfg.broker);
+                let delay = backoff.next();
+                tracing::warn!(error = %msg, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed");
+                link.set_error(msg);
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    // Drain: no new requests; let the worker finish, keep polling so its publishes go out; then disconnect.
+    drop(tx);
+    let drained = drain(&client, &mut eventloop, worker, cfg.drain_timeout).await;
+    link.connected.store(false, Ordering::Relaxed);
+    link.set_subscribed(false);
+    if !drained {
+        tracing::warn!("shutdown deadline reached before every reply was flushed");
+    }
+    Ok(())
+}
+
+async fn drain(
+    client: &AsyncClient,
+    eventloop: &mut EventLoop,
+    mut worker: tokio::task::JoinHandle<()>,
+    timeout: Duration,
+) -> bool {
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut worker_done = false;
+    loop {
+        tokio::select! {
+            _ = &mut deadline => return false,
+            _ = &mut worker, if !worker_done => {
+                worker_done = true;
+                if client.try_disconnect().is_err() {
+                    return true;
+                }
+            }
+            event = eventloop.poll() => match event {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => return true,
+                Ok(_) => {}
+                Err(_) => return worker_done,
+            }
+        }
+    }
+}
+
+async fn reply_worker(client: AsyncClient, service: Arc<Service>, mut rx: mpsc::Receiver<Job>, qos_out: Option<QoS>) {
+    while let Some(job) = rx.recv().await {
+        let Ok(topic) = std::str::from_utf8(&job.topic) else { continue };
+        let props = job.properties.as_ref();
+        let incoming = Incoming {
+            topic,
+            payload: &job.payload,
+            response_topic: props.and_then(|p| p.response_topic.as_deref()),
+            correlation_data: props.and_then(|p| p.correlation_data.clone()),
+        };
+        let Some(reply) = service.handle(incoming) else { continue };
+        let qos = qos_out.unwrap_or(job.qos);
+        let result = match reply.correlation_data {
+            Some(cd) => {
+                let props = PublishProperties { correlation_data: Some(cd), ..Default::default() };
+                client.publish_with_properties(reply.topic, qos, false, reply.payload, props).await
+            }
+            None => client.publish(reply.topic, qos, false, reply.payload).await,
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "reply not queued: the connection is closing");
+        }
+    }
+}
+
+/// A connection error in words an operator can act on.
+pub fn describe(e: &ConnectionError, broker: &BrokerUrl) -> String {
+    match e {
+        ConnectionError::ConnectionRefused(code) => {
+            format!("broker {broker} refused the connection: {code:?} (check the username/password and the broker ACL)")
+        }
+        ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            format!("nothing listens on {broker} (connection refused)")
+        }
+        ConnectionError::Tls(t) => format!("TLS handshake with {broker} failed: {t}"),
+        other => format!("{broker}: {other}"),
+    }
+}
+
+/// Exponential backoff with jitter.
+#[derive(Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    /// Starts at `min`, doubles up to `max`.
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1;
+        Backoff { min, max: max.max(min), current: min, seed }
+    }
+
+    /// Back to the first delay (after a successful connection).
+    pub fn reset(&mut self) {
+        self.current = self.min;
+    }
+
+    /// The next delay: the current step with ±25 % jitter; the step doubles.
+    pub fn next(&mut self) -> Duration {
+        // xorshift: spreading reconnects of many instances needs no cryptographic randomness.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let jitter = 0.75 + (self.seed % 1000) as f64 / 2000.0;
+        let delay = self.current.mul_f64(jitter).min(self.max);
+        self.current = (self.current * 2).min(self.max);
+        delay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_caps() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let delays: Vec<Duration> = (0..8).map(|_| b.next()).collect();
+        assert!(delays[0] >= Duration::from_millis(75) && delays[0] <= Duration::from_millis(125), "{delays:?}");
+        assert!(delays[3] >= Duration::from_millis(600), "{delays:?}");
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(2)), "{delays:?}");
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(125));
+    }
+}

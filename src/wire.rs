@@ -1,0 +1,374 @@
+//! The wire format: NestJS MQTT envelopes and bare MQTT 5 request/response bodies. Pure, no I/O.
+//!
+//! Facts it implements (see `shared/notes/mqtt-and-nest.md`):
+//! - A NestJS request is `{"pattern":…,"data":…,"id":"…"}`; its reply is `{"response":…,"isDisposed":true,"id":…}`
+//!   or `{"err":…,"isDisposed":true,"id":…}` on `<request topic>/reply`. Only `id`, `response`, `err`,
+//!   `isDisposed` and `status` may appear at the top level of a reply.
+//! - A payload with `pattern` or `data` but no `id` is an event: no reply.
+//! - A payload with neither `pattern` nor `data` is "external": the whole payload is the data. With an MQTT 5
+//!   Response Topic it is a bare request and gets a bare reply; without one it is an event, as in NestJS.
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Limits on what a request may contain.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest payload decoded, in bytes.
+    pub max_request_bytes: usize,
+    /// Longest string field (platform, version, revision, id, connector name).
+    pub max_field_len: usize,
+    /// Most connector names in one request.
+    pub max_connectors: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_request_bytes: 64 * 1024, max_field_len: 256, max_connectors: 256 }
+    }
+}
+
+/// What a caller asks for.
+/// Unknown fields are ignored so that newer apps can send more without breaking older services.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RequestData {
+    /// Platform name (`ios`, `android`).
+    pub platform: String,
+    /// App version as the app sends it.
+    pub version: String,
+    /// Only these connectors.
+    #[serde(default)]
+    pub connectors: Option<Vec<String>>,
+    /// The revision the caller already has; equal → `notModified`.
+    #[serde(default)]
+    pub revision: Option<String>,
+}
+
+/// How the reply must be framed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Framing {
+    /// NestJS envelope with this request id.
+    Nest {
+        /// The request id, echoed verbatim (as JSON).
+        id: String,
+    },
+    /// Bare JSON body (MQTT 5 request/response).
+    Bare,
+}
+
+/// The error codes a caller can receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// Malformed JSON, wrong types, too large.
+    BadRequest,
+    /// No such platform.
+    UnknownPlatform,
+    /// The app version does not parse.
+    InvalidVersion,
+    /// No variant serves that version.
+    NoVariant,
+    /// A requested connector is not in the variant.
+    UnknownConnector,
+    /// The catalog is not loaded.
+    NotReady,
+    /// The device sends too fast.
+    RateLimited,
+}
+
+impl ErrorCode {
+    /// The code as sent on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::UnknownPlatform => "UNKNOWN_PLATFORM",
+            ErrorCode::InvalidVersion => "INVALID_VERSION",
+            ErrorCode::NoVariant => "NO_VARIANT",
+            ErrorCode::UnknownConnector => "UNKNOWN_CONNECTOR",
+            ErrorCode::NotReady => "NOT_READY",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+        }
+    }
+}
+
+/// A typed error reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError {
+    /// Machine-readable code.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+    /// For UNKNOWN_PLATFORM / UNKNOWN_CONNECTOR: what does exist.
+    pub known: Option<Vec<String>>,
+}
+
+impl WireError {
+    /// An error without a `known` list.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        WireError { code, message: message.into(), known: None }
+    }
+
+    /// The `{"status":"error","code":…,"message":…}` object.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({"status": "error", "code": self.code.as_str(), "message": self.message});
+        if let Some(known) = &self.known {
+            v["known"] = serde_json::json!(known);
+        }
+        v
+    }
+}
+
+/// A decoded message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// A request to answer (or to answer with an error).
+    Request {
+        /// Reply framing.
+        framing: Framing,
+        /// The request, or why it is unusable.
+        data: Result<RequestData, WireError>,
+    },
+    /// An event (no id, no response topic): counted, never answered.
+    Event,
+    /// Undecodable and nobody to answer: dropped, counted.
+    Dropped(WireError),
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(default)]
+    pattern: Option<IgnoredAny>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// Decodes one payload. `has_response_topic`: the MQTT 5 publish carried a Response Topic.
+pub fn decode(payload: &[u8], has_response_topic: bool, limits: &Limits) -> Decoded {
+    let bad = |m: String| WireError::new(ErrorCode::BadRequest, m);
+    // Oversized payloads are still scanned for an id (serde skips the rest without building it), so the caller
+    // learns why; the scan is bounded by the broker's max packet size.
+    let too_large = payload.len() > limits.max_request_bytes;
+    let envelope: Result<Envelope<'_>, _> =
+        if payload.first() == Some(&b'{') { serde_json::from_slice(payload) } else { Err(not_object()) };
+    let envelope = match envelope {
+        Ok(e) => e,
+        Err(e) => {
+            let err = bad(format!("request is not a JSON object: {}", short(&e.to_string())));
+            return if has_response_topic {
+                Decoded::Request { framing: Framing::Bare, data: Err(err) }
+            } else {
+                Decoded::Dropped(err)
+            };
+        }
+    };
+    let nest_id = match envelope.id {
+        Some(raw) => match serde_json::from_str::<serde_json::Value>(raw.get()) {
+            // NestJS ids are strings; numbers are echoed too. Anything else cannot be an id.
+            Ok(serde_json::Value::String(s)) if s.len() <= limits.max_field_len => Some(raw.get().to_string()),
+            Ok(serde_json::Value::Number(_)) => Some(raw.get().to_string()),
+            _ => {
+                let err = bad(format!("`id` must be a string of at most {} characters", limits.max_field_len));
+                return if has_response_topic {
+                    Decoded::Request { framing: Framing::Bare, data: Err(err) }
+                } else {
+                    Decoded::Dropped(err)
+                };
+            }
+        },
+        None => None,
+    };
+    let is_nest = envelope.pattern.is_some() || envelope.data.is_some();
+    let framing = match (&nest_id, is_nest, has_response_topic) {
+        (Some(id), _, _) => Framing::Nest { id: id.clone() },
+        (None, false, true) => Framing::Bare,
+        (None, true, true) => Framing::Bare,
+        (None, _, false) => return Decoded::Event,
+    };
+    if too_large {
+        let err = bad(format!("request is {} bytes, over the {} byte limit", payload.len(), limits.max_request_bytes));
+        return Decoded::Request { framing, data: Err(err) };
+    }
+    let data_json: &[u8] = match (is_nest, envelope.data) {
+        (true, Some(raw)) => raw.get().as_bytes(),
+        (true, None) => return Decoded::Request { framing, data: Err(bad("the envelope has no `data`".into())) },
+        (false, _) => payload,
+    };
+    Decoded::Request { framing, data: parse_data(data_json, limits) }
+}
+
+fn not_object() -> serde_json::Error {
+    serde::de::Error::custom("expected `{`")
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(160).collect()
+}
+
+fn parse_data(json: &[u8], limits: &Limits) -> Result<RequestData, WireError> {
+    let bad = |m: String| WireError::new(ErrorCode::BadRequest, m);
+    let data: RequestData = serde_json::from_slice(json).map_err(|e| {
+        bad(format!(
+            "request data must be {{platform: string, version: string, connectors?: string[], revision?: string}}: {}",
+            short(&e.to_string())
+        ))
+    })?;
+    let max = limits.max_field_len;
+    let long = |what: &str| bad(format!("`{what}` is longer than {max} characters"));
+    if data.platform.len() > max {
+        return Err(long("platform"));
+    }
+    if data.version.len() > max {
+        return Err(long("version"));
+    }
+    if data.revision.as_ref().is_some_and(|r| r.len() > max) {
+        return Err(long("revision"));
+    }
+    if let Some(c) = &data.connectors {
+        if c.len() > limits.max_connectors {
+            return Err(bad(format!("at most {} connectors per request", limits.max_connectors)));
+        }
+        if c.iter().any(|n| n.len() > max) {
+            return Err(long("connectors[]"));
+        }
+    }
+    Ok(data)
+}
+
+/// Frames a successful reply body (a JSON object or value, already serialized).
+pub fn frame_response(framing: &Framing, body: &[u8], out: &mut Vec<u8>) {
+    match framing {
+        Framing::Bare => out.extend_from_slice(body),
+        Framing::Nest { id } => {
+            out.reserve(body.len() + id.len() + 40);
+            out.extend_from_slice(b"{\"response\":");
+            out.extend_from_slice(body);
+            out.extend_from_slice(b",\"isDisposed\":true,\"id\":");
+            out.extend_from_slice(id.as_bytes());
+            out.push(b'}');
+        }
+    }
+}
+
+/// Frames an error reply: `{"err":{…},"isDisposed":true,"id":…}`, or bare `{"err":{…}}`.
+pub fn frame_error(framing: &Framing, err: &WireError, out: &mut Vec<u8>) {
+    let obj = err.to_json().to_string();
+    out.extend_from_slice(b"{\"err\":");
+    out.extend_from_slice(obj.as_bytes());
+    if let Framing::Nest { id } = framing {
+        out.extend_from_slice(b",\"isDisposed\":true,\"id\":");
+        out.extend_from_slice(id.as_bytes());
+    }
+    out.push(b'}');
+}
+
+/// `{"revision":"…","notModified":true}`.
+pub fn not_modified_body(revision: &str) -> Vec<u8> {
+    serde_json::json!({"revision": revision, "notModified": true}).to_string().into_bytes()
+}
+
+/// The topic a NestJS-style reply goes to: `<request topic>/reply`.
+pub fn reply_topic(request_topic: &str) -> String {
+    format!("{request_topic}/reply")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn dec(payload: &str, rt: bool) -> Decoded {
+        decode(payload.as_bytes(), rt, &Limits::default())
+    }
+
+    fn data(platform: &str, version: &str) -> RequestData {
+        RequestData { platform: platform.into(), version: version.into(), connectors: None, revision: None }
+    }
+
+    #[test]
+    fn decodes_nest_envelopes_events_and_bare_requests() {
+        let nest = r#"{"pattern":"getConnectors","data":{"platform":"ios","version":"3.1.0"},"id":"abc"}"#;
+        assert_eq!(
+            dec(nest, false),
+            Decoded::Request { framing: Framing::Nest { id: "\"abc\"".into() }, data: Ok(data("ios", "3.1.0")) }
+        );
+        // Response topic on a Nest envelope: still Nest framing (the client speaks Nest).
+        assert!(matches!(dec(nest, true), Decoded::Request { framing: Framing::Nest { .. }, .. }));
+        // No id: an event.
+        assert_eq!(dec(r#"{"pattern":"getConnectors","data":{"platform":"ios","version":"3"}}"#, false), Decoded::Event);
+        // External payload (neither pattern nor data): event without a response topic, bare request with one.
+        assert_eq!(dec(r#"{"platform":"ios","version":"3"}"#, false), Decoded::Event);
+        assert_eq!(
+            dec(r#"{"platform":"ios","version":"3"}"#, true),
+            Decoded::Request { framing: Framing::Bare, data: Ok(data("ios", "3")) }
+        );
+        // Numeric ids are echoed as numbers.
+        let n = r#"{"pattern":"x","data":{"platform":"a","version":"1"},"id":42}"#;
+        assert!(matches!(dec(n, false), Decoded::Request { framing: Framing::Nest { id }, .. } if id == "42"));
+    }
+
+    #[test]
+    fn bad_requests_are_typed() {
+        let cases = [
+            (r#"{"pattern":"p","data":{"platform":1,"version":"3"},"id":"i"}"#, "request data must be"),
+            (r#"{"pattern":"p","data":{"platform":"ios"},"id":"i"}"#, "missing field `version`"),
+            (r#"{"pattern":"p","data":"ios","id":"i"}"#, "request data must be"),
+            (r#"{"pattern":"p","id":"i"}"#, "has no `data`"),
+            (r#"{"pattern":"p","data":{"platform":"ios","version":"3","connectors":"a"},"id":"i"}"#, "request data"),
+        ];
+        for (payload, needle) in cases {
+            match dec(payload, false) {
+                Decoded::Request { data: Err(e), framing: Framing::Nest { .. } } => {
+                    assert_eq!(e.code, ErrorCode::BadRequest);
+                    assert!(e.message.contains(needle), "{payload}: {}", e.message);
+                }
+                other => panic!("{payload}: {other:?}"),
+            }
+        }
+        // Not JSON: nobody to answer unless a response topic was given.
+        assert!(matches!(dec("garbage", false), Decoded::Dropped(_)));
+        assert!(matches!(dec("[1,2]", true), Decoded::Request { framing: Framing::Bare, data: Err(_) }));
+        assert!(matches!(dec(r#"{"id":{"x":1},"data":{}}"#, false), Decoded::Dropped(_)));
+    }
+
+    #[test]
+    fn limits_are_enforced_but_the_caller_is_told() {
+        let limits = Limits { max_request_bytes: 100, max_field_len: 8, max_connectors: 2 };
+        let big = format!(r#"{{"pattern":"p","data":{{"platform":"{}","version":"1"}},"id":"i"}}"#, "x".repeat(200));
+        match decode(big.as_bytes(), false, &limits) {
+            Decoded::Request { data: Err(e), .. } => assert!(e.message.contains("over the 100 byte limit"), "{}", e.message),
+            other => panic!("{other:?}"),
+        }
+        let long = r#"{"pattern":"p","data":{"platform":"abcdefghij","version":"1"},"id":"i"}"#;
+        assert!(matches!(decode(long.as_bytes(), false, &limits), Decoded::Request { data: Err(e), .. } if e.message.contains("`platform` is longer")));
+        let many = r#"{"data":{"platform":"a","version":"1","connectors":["a","b","c"]},"id":"i"}"#;
+        assert!(matches!(decode(many.as_bytes(), false, &limits), Decoded::Request { data: Err(e), .. } if e.message.contains("at most 2")));
+        let deep = format!(r#"{{"data":{}1{},"id":"i"}}"#, "[".repeat(10_000), "]".repeat(10_000));
+        assert!(matches!(decode(deep.as_bytes(), false, &Limits::default()), Decoded::Dropped(_) | Decoded::Request { data: Err(_), .. }));
+    }
+
+    #[test]
+    fn frames_only_nest_allowed_top_level_keys() {
+        let mut out = Vec::new();
+        frame_response(&Framing::Nest { id: "\"x1\"".into() }, br#"{"a":1}"#, &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v, serde_json::json!({"response": {"a": 1}, "isDisposed": true, "id": "x1"}));
+        out.clear();
+        let err = WireError { code: ErrorCode::UnknownPlatform, message: "m".into(), known: Some(vec!["ios".into()]) };
+        frame_error(&Framing::Nest { id: "\"x1\"".into() }, &err, &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"err": {"status": "error", "code": "UNKNOWN_PLATFORM", "message": "m", "known": ["ios"]}, "isDisposed": true, "id": "x1"})
+        );
+        for key in v.as_object().unwrap().keys() {
+            assert!(["id", "response", "err", "isDisposed", "status"].contains(&key.as_str()));
+        }
+        out.clear();
+        frame_error(&Framing::Bare, &err, &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["err"]["code"], "UNKNOWN_PLATFORM");
+        assert_eq!(serde_json::from_slice::<Value>(&not_modified_body("r1")).unwrap(), serde_json::json!({"revision": "r1", "notModified": true}));
+    }
+}

@@ -1,0 +1,190 @@
+//! In-process service harness and small MQTT test clients (v3.1.1 and v5) for the transport tests.
+#![allow(dead_code)]
+
+use super::TempCatalog;
+use bytes::Bytes;
+use connector_scripts::app::{self, Running, ServeConfig};
+use connector_scripts::config::{BrokerChoice, BrokerUrl, EmbeddedBroker};
+use connector_scripts::transport::TlsFiles;
+use connector_scripts::wire::Limits;
+use rumqttc::v5::mqttbytes::QoS;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the service's broker is, from a client's point of view.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    /// MQTT 3.1.1 port.
+    pub v4: u16,
+    /// MQTT 5 port (same as v4 on Mosquitto).
+    pub v5: u16,
+}
+
+pub fn serve_config(catalog: &TempCatalog, broker: BrokerChoice) -> ServeConfig {
+    ServeConfig {
+        sources: catalog.sources(),
+        broker,
+        tls: TlsFiles::default(),
+        client_id: format!("cs-test-{}", super::free_port()),
+        credentials: None,
+        request_topic: "getConnectors".into(),
+        share_group: None,
+        qos_in: QoS::AtLeastOnce,
+        qos_out: None,
+        max_packet_size: 16 << 20,
+        limits: Limits::default(),
+        keep_alive: Duration::from_secs(30),
+        backoff: (Duration::from_millis(20), Duration::from_millis(500)),
+        drain_timeout: Duration::from_secs(5),
+    }
+}
+
+/// Starts the service with its embedded broker on free ports; waits until ready.
+pub async fn serve_embedded(catalog: &TempCatalog) -> (Running, Ports) {
+    let (v4, v5) = super::free_port_pair();
+    let broker = BrokerChoice::Embedded(EmbeddedBroker {
+        listen: ([127, 0, 0, 1], v4).into(),
+        listen_v5: ([127, 0, 0, 1], v5).into(),
+    });
+    let running = app::start(serve_config(catalog, broker)).await.expect("service starts");
+    tokio::time::timeout(TIMEOUT, running.ready()).await.expect("service ready in time");
+    (running, Ports { v4, v5 })
+}
+
+/// Starts the service against an external broker; waits until ready.
+pub async fn serve_external(catalog: &TempCatalog, url: &str) -> Running {
+    serve_with(serve_config(catalog, BrokerChoice::External(BrokerUrl::parse(url).unwrap()))).await
+}
+
+pub async fn serve_with(cfg: ServeConfig) -> Running {
+    let running = app::start(cfg).await.expect("service starts");
+    tokio::time::timeout(TIMEOUT, running.ready()).await.expect("service ready in time");
+    running
+}
+
+/// A received message.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: Bytes,
+    pub correlation: Option<Bytes>,
+}
+
+impl Msg {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.payload))
+    }
+}
+
+/// A test MQTT client: subscribe, publish, receive with timeouts. v3.1.1 unless `v5`.
+pub struct Client {
+    v4: Option<rumqttc::AsyncClient>,
+    v5: Option<rumqttc::v5::AsyncClient>,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    subacks: mpsc::UnboundedReceiver<()>,
+}
+
+impl Client {
+    pub async fn v4(port: u16, id: &str) -> Client {
+        let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_max_packet_size(16 << 20, 16 << 20);
+        let (client, mut el) = rumqttc::AsyncClient::new(opts, 64);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stx, subacks) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        let _ = tx.send(Msg { topic: p.topic, payload: p.payload, correlation: None });
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        let _ = stx.send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+                if tx.is_closed() {
+                    break;
+                }
+            }
+        });
+        Client { v4: Some(client), v5: None, rx, subacks }
+    }
+
+    pub async fn v5(port: u16, id: &str) -> Client {
+        let mut opts = rumqttc::v5::MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_max_packet_size(Some(16 << 20));
+        let (client, mut el) = rumqttc::v5::AsyncClient::new(opts, 64);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stx, subacks) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            use rumqttc::v5::mqttbytes::v5::Packet;
+            loop {
+                match el.poll().await {
+                    Ok(rumqttc::v5::Event::Incoming(Packet::Publish(p))) => {
+                        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                        let correlation = p.properties.and_then(|pp| pp.correlation_data);
+                        let _ = tx.send(Msg { topic, payload: p.payload, correlation });
+                    }
+                    Ok(rumqttc::v5::Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = stx.send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+                if tx.is_closed() {
+                    break;
+                }
+            }
+        });
+        Client { v4: None, v5: Some(client), rx, subacks }
+    }
+
+    /// Subscribes and waits for the SUBACK.
+    pub async fn subscribe(&mut self, topic: &str) {
+        if let Some(c) = &self.v4 {
+            c.subscribe(topic, rumqttc::QoS::AtLeastOnce).await.unwrap();
+        }
+        if let Some(c) = &self.v5 {
+            c.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
+        }
+        tokio::time::timeout(TIMEOUT, self.subacks.recv()).await.expect("suback in time");
+    }
+
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        let payload = payload.into();
+        if let Some(c) = &self.v4 {
+            c.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await.unwrap();
+        } else if let Some(c) = &self.v5 {
+            c.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+        }
+    }
+
+    /// MQTT 5 publish with Response Topic and Correlation Data.
+    pub async fn publish_rr(&self, topic: &str, payload: impl Into<Vec<u8>>, response_topic: &str, correlation: &[u8]) {
+        let props = rumqttc::v5::mqttbytes::v5::PublishProperties {
+            response_topic: Some(response_topic.into()),
+            correlation_data: Some(Bytes::copy_from_slice(correlation)),
+            ..Default::default()
+        };
+        let c = self.v5.as_ref().expect("publish_rr needs a v5 client");
+        c.publish_with_properties(topic, QoS::AtLeastOnce, false, payload.into(), props).await.unwrap();
+    }
+
+    /// The next message, or a panic after the timeout.
+    pub async fn recv(&mut self) -> Msg {
+        tokio::time::timeout(TIMEOUT, self.rx.recv()).await.expect("a message in time").expect("client alive")
+    }
+
+    /// The next message within `d`, if any.
+    pub async fn try_recv_within(&mut self, d: Duration) -> Option<Msg> {
+        tokio::time::timeout(d, self.rx.recv()).await.ok().flatten()
+    }
+}
+
+/// A NestJS-style envelope.
+pub fn nest(data: serde_json::Value, id: &str) -> String {
+    serde_json::json!({"pattern": "getConnectors", "data": data, "id": id}).to_string()
+}

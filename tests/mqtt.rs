@@ -1,0 +1,219 @@
+//! getConnectors over real MQTT: the embedded broker and a Mosquitto started by the test, NestJS envelopes,
+//! per-device reply topics, MQTT 5 request/response, not-modified, typed errors, events.
+
+mod common;
+
+use common::mqtt::{nest, serve_embedded, serve_external, Client, Ports};
+use common::{Mosquitto, TempCatalog};
+use connector_scripts::wire::ErrorCode;
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Runs `f` against both brokers: the embedded one and a test-owned Mosquitto.
+async fn on_both_brokers<F, Fut>(f: F)
+where
+    F: Fn(Ports) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let catalog = TempCatalog::examples();
+    let (running, ports) = serve_embedded(&catalog).await;
+    f(ports).await;
+    running.shutdown().await.unwrap();
+
+    let mosquitto = Mosquitto::start();
+    let running = serve_external(&catalog, &mosquitto.url()).await;
+    f(Ports { v4: mosquitto.port, v5: mosquitto.port }).await;
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nest_envelope_round_trip() {
+    on_both_brokers(|ports| async move {
+        let mut app = Client::v4(ports.v4, "app-1").await;
+        app.subscribe("getConnectors/reply").await;
+        app.publish("getConnectors", nest(json!({"platform": "ios", "version": "3.1.0"}), "req-1")).await;
+        let reply = app.recv().await;
+        assert_eq!(reply.topic, "getConnectors/reply");
+        let v = reply.json();
+        assert_eq!(v["id"], "req-1");
+        assert_eq!(v["isDisposed"], true);
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 3, "only response, isDisposed, id: {keys:?}");
+        let r = &v["response"];
+        assert_eq!((r["platform"].as_str(), r["version"].as_str(), r["variant"].as_str()), (Some("ios"), Some("3.1.0"), Some("next")));
+        assert_eq!(r["revision"].as_str().unwrap().len(), 16);
+        let names: Vec<&str> = r["connectors"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert!(names.contains(&"fleet/tracking"), "{names:?}");
+        for c in r["connectors"].as_array().unwrap() {
+            let code = c["code"].as_str().unwrap();
+            assert_eq!(c["sha256"].as_str().unwrap(), connector_scripts::catalog::bundle::sha256_hex(code.as_bytes()));
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_device_reply_topics_isolate_devices() {
+    on_both_brokers(|ports| async move {
+        let mut a = Client::v4(ports.v4, "device-a").await;
+        let mut b = Client::v4(ports.v4, "device-b").await;
+        a.subscribe("getConnectors/device-a/reply").await;
+        b.subscribe("getConnectors/device-b/reply").await;
+        // B asks several times first; then A asks once. A's first (and only) message must be its own reply.
+        for i in 0..5 {
+            b.publish("getConnectors/device-b", nest(json!({"platform": "android", "version": "9"}), &format!("b{i}"))).await;
+        }
+        a.publish("getConnectors/device-a", nest(json!({"platform": "ios", "version": "1.0"}), "a0")).await;
+        let mine = a.recv().await;
+        assert_eq!(mine.topic, "getConnectors/device-a/reply");
+        assert_eq!(mine.json()["id"], "a0");
+        assert_eq!(mine.json()["response"]["variant"], "legacy");
+        for i in 0..5 {
+            let m = b.recv().await;
+            assert_eq!(m.topic, "getConnectors/device-b/reply");
+            assert_eq!(m.json()["id"], format!("b{i}"));
+        }
+        assert!(a.try_recv_within(Duration::from_millis(200)).await.is_none(), "device A saw someone else's reply");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_response_topic_and_correlation_data() {
+    on_both_brokers(|ports| async move {
+        let mut app = Client::v5(ports.v5, "app-v5").await;
+        app.subscribe("replies/app-v5/#").await;
+        let body = json!({"platform": "android", "version": "8.0.1"}).to_string();
+        app.publish_rr("getConnectors/app-v5", body.clone(), "replies/app-v5/x", b"corr-1").await;
+        let reply = app.recv().await;
+        assert_eq!(reply.topic, "replies/app-v5/x");
+        assert_eq!(reply.correlation.as_deref(), Some(&b"corr-1"[..]));
+        let v = reply.json();
+        // A bare request gets a bare reply: no envelope.
+        assert!(v.get("response").is_none() && v.get("id").is_none(), "{v}");
+        assert_eq!(v["variant"], "modern");
+        assert!(v["connectors"][0]["sourceMap"].is_string(), "modern android variant ships source maps");
+        // Errors are bare too, and keep the correlation data.
+        app.publish_rr("getConnectors", json!({"platform": "ios", "version": "x.y"}).to_string(), "replies/app-v5/y", b"corr-2")
+            .await;
+        let err = app.recv().await;
+        assert_eq!(err.correlation.as_deref(), Some(&b"corr-2"[..]));
+        assert_eq!(err.json()["err"]["code"], "INVALID_VERSION");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_modified_and_connector_subsets() {
+    on_both_brokers(|ports| async move {
+        let mut app = Client::v4(ports.v4, "app-nm").await;
+        app.subscribe("getConnectors/app-nm/reply").await;
+        let ask = |data: serde_json::Value, id: &str| nest(data, id);
+        app.publish("getConnectors/app-nm", ask(json!({"platform": "ios", "version": "2.4.1"}), "1")).await;
+        let full = app.recv().await;
+        let revision = full.json()["response"]["revision"].as_str().unwrap().to_string();
+        app.publish("getConnectors/app-nm", ask(json!({"platform": "ios", "version": "2.4.1", "revision": revision}), "2")).await;
+        let nm = app.recv().await;
+        assert_eq!(nm.json()["response"], json!({"revision": revision, "notModified": true}));
+        assert!(nm.payload.len() < 100, "not-modified reply is {} bytes", nm.payload.len());
+        assert!(full.payload.len() > 20 * nm.payload.len());
+        // A stale revision gets the bundle.
+        app.publish("getConnectors/app-nm", ask(json!({"platform": "ios", "version": "2.4.1", "revision": "0000"}), "3")).await;
+        assert_eq!(app.recv().await.json()["response"]["revision"], revision.as_str());
+        // Only the connectors asked for.
+        app.publish(
+            "getConnectors/app-nm",
+            ask(json!({"platform": "ios", "version": "2.4.1", "connectors": ["smart-home/thermostat"]}), "4"),
+        )
+        .await;
+        let subset = app.recv().await.json();
+        let names: Vec<&str> =
+            subset["response"]["connectors"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["smart-home/thermostat"]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_typed_error() {
+    let catalog = TempCatalog::examples();
+    let mosquitto = Mosquitto::start();
+    let running = serve_external(&catalog, &mosquitto.url()).await;
+    let mut app = Client::v4(mosquitto.port, "app-err").await;
+    app.subscribe("getConnectors/app-err/reply").await;
+    let cases: Vec<(String, &str, &str)> = vec![
+        (r#"{"pattern":"getConnectors","data":{"platform":7,"version":"1"},"id":"e1"}"#.into(), "BAD_REQUEST", "request data"),
+        (r#"{"pattern":"getConnectors","data":{"platform":"ios"},"id":"e2"}"#.into(), "BAD_REQUEST", "version"),
+        (
+            nest(json!({"platform": "ios", "version": "1", "pad": "x".repeat(70_000)}), "e3"),
+            "BAD_REQUEST",
+            "byte limit",
+        ),
+        (nest(json!({"platform": "windows", "version": "1"}), "e4"), "UNKNOWN_PLATFORM", "android, ios"),
+        (nest(json!({"platform": "ios", "version": "banana"}), "e5"), "INVALID_VERSION", "expected MAJOR"),
+        (
+            nest(json!({"platform": "ios", "version": "1", "connectors": ["nope"]}), "e6"),
+            "UNKNOWN_CONNECTOR",
+            "nope",
+        ),
+    ];
+    for (payload, code, needle) in &cases {
+        app.publish("getConnectors/app-err", payload.clone()).await;
+        let v = app.recv().await.json();
+        assert_eq!(v["err"]["status"], "error", "{v}");
+        assert_eq!(v["err"]["code"], *code, "{v}");
+        assert!(v["err"]["message"].as_str().unwrap().contains(needle), "{v}");
+        assert_eq!(v["isDisposed"], true);
+        assert!(v.get("response").is_none());
+    }
+    let v_unknown = {
+        app.publish("getConnectors/app-err", nest(json!({"platform": "windows", "version": "1"}), "e7")).await;
+        app.recv().await.json()
+    };
+    assert_eq!(v_unknown["err"]["known"], json!(["android", "ios"]));
+    running.shutdown().await.unwrap();
+
+    // NO_VARIANT: a platform whose ranges leave a gap.
+    let gap = TempCatalog::new();
+    gap.platform("ios.toml", "[[variant]]\nname='only2'\nversions='>=2, <3'\ntarget='es2020'\n");
+    gap.snippet("a.ts", "export const a = 1;\n");
+    let running = serve_external(&gap, &mosquitto.url()).await;
+    app.publish("getConnectors/app-err", nest(json!({"platform": "ios", "version": "5.0"}), "e8")).await;
+    let v = app.recv().await.json();
+    assert_eq!(v["err"]["code"], "NO_VARIANT", "{v}");
+    assert!(v["err"]["message"].as_str().unwrap().contains("only2: >=2, <3"), "{v}");
+    running.shutdown().await.unwrap();
+
+    // NOT_READY: no platform could be loaded.
+    let broken = TempCatalog::new();
+    broken.platform("ios.toml", "this is not toml [");
+    let running = serve_external(&broken, &mosquitto.url()).await;
+    app.publish("getConnectors/app-err", nest(json!({"platform": "ios", "version": "1"}), "e9")).await;
+    let v = app.recv().await.json();
+    assert_eq!(v["err"]["code"], "NOT_READY", "{v}");
+    assert_eq!(running.service.stats.errors_of(ErrorCode::NotReady), 1);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_garbage_get_no_reply_and_are_counted() {
+    let catalog = TempCatalog::examples();
+    let mosquitto = Mosquitto::start();
+    let running = serve_external(&catalog, &mosquitto.url()).await;
+    let mut app = Client::v4(mosquitto.port, "app-ev").await;
+    app.subscribe("getConnectors/app-ev/reply").await;
+    // NestJS emit() (no id), an external payload (no pattern, no data), garbage, a foreign reply topic.
+    app.publish("getConnectors/app-ev", json!({"pattern": "getConnectors", "data": {"platform": "ios", "version": "1"}}).to_string()).await;
+    app.publish("getConnectors/app-ev", json!({"platform": "ios", "version": "1"}).to_string()).await;
+    app.publish("getConnectors/app-ev", b"\x00\x01 not json".to_vec()).await;
+    app.publish("getConnectors/reply", nest(json!({"platform": "ios", "version": "1"}), "loop")).await;
+    app.publish("getConnectors/app-ev", nest(json!({"platform": "ios", "version": "1"}), "real")).await;
+    let first = app.recv().await;
+    assert_eq!(first.json()["id"], "real", "the events and garbage got a reply");
+    let stats = &running.service.stats;
+    assert_eq!(stats.events.load(Ordering::Relaxed), 2);
+    assert_eq!(stats.dropped.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.replies.load(Ordering::Relaxed), 1);
+    running.shutdown().await.unwrap();
+}
