@@ -1,0 +1,145 @@
+//! Interop with the real peers: an unchanged NestJS v12 `ClientMqtt` (node), `mosquitto_rr -V 5`, and the
+//! `connector-scripts` binary itself (`request`, `serve` on a taken port).
+
+mod common;
+
+use common::mqtt::{serve_embedded, serve_external};
+use common::{node_dir, Mosquitto, TempCatalog};
+use std::process::{Command, Output};
+
+fn nest_client(url: &str, data: &serde_json::Value, emit: bool) -> serde_json::Value {
+    let dir = node_dir();
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join("nest_client.js")).args(["--url", url, "--data", &data.to_string(), "--timeout-ms", "10000"]);
+    if emit {
+        cmd.arg("--emit");
+    }
+    let out = cmd.current_dir(&dir).output().expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "nest_client failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+async fn nest_client_async(url: String, data: serde_json::Value, emit: bool) -> serde_json::Value {
+    tokio::task::spawn_blocking(move || nest_client(&url, &data, emit)).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nestjs_v12_client_mqtt_gets_the_answer() {
+    let catalog = TempCatalog::examples();
+    let (running, ports) = serve_embedded(&catalog).await;
+    let mosquitto = Mosquitto::start();
+    let external = serve_external(&catalog, &mosquitto.url()).await;
+    for url in [format!("mqtt://127.0.0.1:{}", ports.v4), mosquitto.url()] {
+        let ok = nest_client_async(url.clone(), serde_json::json!({"platform": "ios", "version": "2.4.1"}), false).await;
+        assert_eq!(ok["ok"], true, "{url}: {ok}");
+        assert_eq!(ok["response"]["variant"], "current", "{url}: {ok}");
+        assert_eq!(ok["response"]["version"], "2.4.1");
+        assert!(ok["response"]["connectors"].as_array().unwrap().len() >= 4);
+        // Errors reach NestJS as `err`, typed.
+        let err = nest_client_async(url.clone(), serde_json::json!({"platform": "ios", "version": "nope"}), false).await;
+        assert_eq!(err["ok"], false, "{url}: {err}");
+        assert_eq!(err["error"]["code"], "INVALID_VERSION", "{url}: {err}");
+        assert_eq!(err["error"]["status"], "error");
+        // emit() is an event: published, no reply, counted.
+        let emitted = nest_client_async(url.clone(), serde_json::json!({"platform": "ios", "version": "1"}), true).await;
+        assert_eq!(emitted["emitted"], true);
+    }
+    common::wait_for(std::time::Duration::from_secs(10), "both services to count the event", || {
+        let a = running.service.stats.events.load(std::sync::atomic::Ordering::Relaxed);
+        let b = external.service.stats.events.load(std::sync::atomic::Ordering::Relaxed);
+        (a == 1 && b == 1).then_some(())
+    });
+    running.shutdown().await.unwrap();
+    external.shutdown().await.unwrap();
+}
+
+fn mosquitto_rr(port: u16, topic: &str, message: &str) -> Output {
+    Command::new("mosquitto_rr")
+        .args(["-V", "5", "-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic, "-e"])
+        .arg(format!("{topic}/reply"))
+        .args(["-m", message, "-W", "10"])
+        .output()
+        .expect("mosquitto_rr must be installed (apt-get install mosquitto-clients)")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_rr_v5_works_against_the_service() {
+    let catalog = TempCatalog::examples();
+    let mosquitto = Mosquitto::start();
+    let external = serve_external(&catalog, &mosquitto.url()).await;
+    let (embedded, ports) = serve_embedded(&catalog).await;
+    for port in [mosquitto.port, ports.v5] {
+        let out = tokio::task::spawn_blocking(move || {
+            mosquitto_rr(port, "getConnectors/rr-device", r#"{"platform":"android","version":"5.1"}"#)
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "port {port}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        assert_eq!(v["variant"], "current", "{v}");
+        assert_eq!(v["platform"], "android");
+    }
+    external.shutdown().await.unwrap();
+    embedded.shutdown().await.unwrap();
+}
+
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_connector-scripts"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_command_prints_the_reply_and_fails_on_errors() {
+    let catalog = TempCatalog::examples();
+    let (running, ports) = serve_embedded(&catalog).await;
+    let run = |args: Vec<String>| async move { tokio::task::spawn_blocking(move || binary().args(args).output().unwrap()).await.unwrap() };
+    let v4 = format!("mqtt://127.0.0.1:{}", ports.v4);
+    let v5 = format!("mqtt://127.0.0.1:{}", ports.v5);
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = vec!["request".into()];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let out = run(args(&["--broker", &v4, "--platform", "ios", "--version", "3.1.0", "--device", "ops-1", "--count", "20"])).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("reply on getConnectors/ops-1/reply"), "{text}");
+    assert!(text.contains("variant next"), "{text}");
+    assert!(text.contains("fleet/tracking"), "{text}");
+    assert!(text.contains("round trip over 20 requests"), "{text}");
+    let revision = text.split("revision ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+
+    let out = run(args(&["--broker", &v5, "--mqtt5", "--platform", "ios", "--version", "3.1.0", "--revision", &revision])).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("not modified: revision {revision}")), "{text}");
+
+    let out = run(args(&["--broker", &v4, "--platform", "tizen", "--version", "1"])).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("error UNKNOWN_PLATFORM"));
+
+    // Nobody home: a clear timeout, non-zero exit.
+    let dead = format!("mqtt://127.0.0.1:{}", common::free_port());
+    let out = run(args(&["--broker", &dead, "--platform", "ios", "--version", "1", "--timeout", "2"])).await;
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error:"), "{err}");
+    running.shutdown().await.unwrap();
+}
+
+#[test]
+fn serve_on_a_taken_port_names_the_port_and_the_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = binary()
+        .args(["serve", "--embedded-listen", &format!("127.0.0.1:{port}")])
+        .current_dir(common::repo())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port} is already in use")), "{err}");
+    assert!(err.contains("--embedded-listen 127.0.0.1:"), "{err}");
+    assert!(err.contains(&format!("--broker mqtt://127.0.0.1:{port}")), "{err}");
+}
