@@ -104,17 +104,17 @@ async fn request_v4(o: &RequestOptions) -> anyhow::Result<Vec<Reply>> {
         client.publish(&request_topic, QoS::AtMostOnce, false, envelope.to_string()).await?;
         let deadline = tokio::time::Instant::now() + o.timeout;
         loop {
-            let ev = timeout_at(deadline, el.poll())
-                .await
-                .map_err(|_| no_reply(o, &reply_topic))?
-                .map_err(poll_err)?;
-            let Event::Incoming(Packet::Publish(p)) = ev else { continue };
+            let ev = timeout_at(deadline, el.poll()).await.map_err(|_| no_reply(o, &reply_topic))?.map_err(poll_err)?;
+            let Event::Incoming(Packet::Publish(p)) = ev else {
+                continue;
+            };
             let rtt = sent.elapsed();
             let v: serde_json::Value = serde_json::from_slice(&p.payload).context("reply is not JSON")?;
             if v["id"] != serde_json::Value::String(id.clone()) {
                 continue; // someone else's reply on a shared topic
             }
-            let body = if v.get("err").is_some() { serde_json::json!({"err": v["err"]}) } else { v["response"].clone() };
+            let body =
+                if v.get("err").is_some() { serde_json::json!({"err": v["err"]}) } else { v["response"].clone() };
             replies.push(Reply { topic: reply_topic.clone(), body, bytes: p.payload.len(), rtt });
             break;
         }
@@ -164,11 +164,11 @@ async fn request_v5(o: &RequestOptions) -> anyhow::Result<Vec<Reply>> {
         client.publish_with_properties(&request_topic, QoS::AtMostOnce, false, o.data.to_string(), props).await?;
         let deadline = tokio::time::Instant::now() + o.timeout;
         loop {
-            let ev = timeout_at(deadline, el.poll())
-                .await
-                .map_err(|_| no_reply(o, &response_topic))?
-                .map_err(poll_err)?;
-            let Event::Incoming(Packet::Publish(p)) = ev else { continue };
+            let ev =
+                timeout_at(deadline, el.poll()).await.map_err(|_| no_reply(o, &response_topic))?.map_err(poll_err)?;
+            let Event::Incoming(Packet::Publish(p)) = ev else {
+                continue;
+            };
             let rtt = sent.elapsed();
             if p.properties.as_ref().and_then(|pp| pp.correlation_data.as_ref()) != Some(&correlation) {
                 continue;

@@ -1,17 +1,17 @@
 //! The commands: flags → typed configuration → action. `check`, `show`, `list` build the catalog once and print;
 //! `serve` runs the service; `request` acts as a device.
 
-use crate::catalog::{self, diagnostic, AppVersion, Catalog, CompileCache, Sources};
 use crate::app::{self, ServeConfig};
+use crate::catalog::{self, diagnostic, AppVersion, Catalog, CompileCache, Sources};
 use crate::cli::{BrokerArgs, CatalogArgs, CheckArgs, CheckFormat, RequestArgs, ServeArgs, ShowArgs, ShowFormat};
 use crate::client::{self, RequestOptions};
 use crate::config::{self, BrokerChoice, BrokerUrl, Credentials, EmbeddedBroker};
 use crate::transport::TlsFiles;
 use crate::wire::Limits;
-use rumqttc::v5::mqttbytes::QoS;
-use std::net::SocketAddr;
 use anyhow::{bail, Context};
+use rumqttc::v5::mqttbytes::QoS;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 impl CatalogArgs {
@@ -138,8 +138,7 @@ pub fn list(args: &CatalogArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode>
     }
     let errors = catalog.error_count();
     if errors > 0 {
-        writeln!(out, "\n{errors} error(s); run `connector-scripts check` for details")
-            .context("writing to stdout")?;
+        writeln!(out, "\n{errors} error(s); run `connector-scripts check` for details").context("writing to stdout")?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -205,8 +205,11 @@ pub fn credentials(
 
 /// Reads a secret file, trimming one trailing newline.
 pub fn read_secret_file(path: &Path, what: &'static str) -> Result<Secret, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::CredentialFile { what, path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::CredentialFile {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(Secret::new(text.strip_suffix('\n').unwrap_or(&text).trim_end_matches('\r')))
 }
 

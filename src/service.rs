@@ -94,7 +94,12 @@ const MAX_DEVICE_LEN: usize = 128;
 impl Service {
     /// A service with no catalog yet.
     pub fn new(request_topic: impl Into<String>, limits: Limits) -> Service {
-        Service { catalog: ArcSwapOption::empty(), limits, request_topic: request_topic.into(), stats: Stats::default() }
+        Service {
+            catalog: ArcSwapOption::empty(),
+            limits,
+            request_topic: request_topic.into(),
+            stats: Stats::default(),
+        }
     }
 
     /// Replaces the catalog atomically.
@@ -106,9 +111,9 @@ impl Service {
     pub fn accepts_topic(&self, topic: &str) -> bool {
         match topic.strip_prefix(self.request_topic.as_str()) {
             Some("") => true,
-            Some(rest) => rest
-                .strip_prefix('/')
-                .is_some_and(|device| !device.is_empty() && device != "reply" && device.len() <= MAX_DEVICE_LEN && !device.contains('/')),
+            Some(rest) => rest.strip_prefix('/').is_some_and(|device| {
+                !device.is_empty() && device != "reply" && device.len() <= MAX_DEVICE_LEN && !device.contains('/')
+            }),
             None => false,
         }
     }
@@ -163,7 +168,8 @@ impl Service {
                 ),
             ));
         }
-        let version = AppVersion::parse(&req.version).map_err(|e| WireError::new(ErrorCode::InvalidVersion, e.to_string()))?;
+        let version =
+            AppVersion::parse(&req.version).map_err(|e| WireError::new(ErrorCode::InvalidVersion, e.to_string()))?;
         let bundle = catalog.resolve(&req.platform, &version).map_err(|e| match &e {
             ResolveError::UnknownPlatform { known, .. } => {
                 WireError { code: ErrorCode::UnknownPlatform, message: e.to_string(), known: Some(known.clone()) }

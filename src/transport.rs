@@ -280,7 +280,7 @@ pub async fn run(
                     link.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
                 let msg = describe(&e, &cfg.broker);
-                let delay = backoff.next();
+                let delay = backoff.next_delay();
                 tracing::warn!(error = %msg, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed");
                 link.set_error(msg);
                 tokio::select! {
@@ -330,7 +330,9 @@ async fn drain(
 
 async fn reply_worker(client: AsyncClient, service: Arc<Service>, mut rx: mpsc::Receiver<Job>, qos_out: Option<QoS>) {
     while let Some(job) = rx.recv().await {
-        let Ok(topic) = std::str::from_utf8(&job.topic) else { continue };
+        let Ok(topic) = std::str::from_utf8(&job.topic) else {
+            continue;
+        };
         let props = job.properties.as_ref();
         let incoming = Incoming {
             topic,
@@ -338,7 +340,9 @@ async fn reply_worker(client: AsyncClient, service: Arc<Service>, mut rx: mpsc::
             response_topic: props.and_then(|p| p.response_topic.as_deref()),
             correlation_data: props.and_then(|p| p.correlation_data.clone()),
         };
-        let Some(reply) = service.handle(incoming) else { continue };
+        let Some(reply) = service.handle(incoming) else {
+            continue;
+        };
         let qos = qos_out.unwrap_or(job.qos);
         let result = match reply.correlation_data {
             Some(cd) => {
@@ -379,7 +383,8 @@ pub struct Backoff {
 impl Backoff {
     /// Starts at `min`, doubles up to `max`.
     pub fn new(min: Duration, max: Duration) -> Backoff {
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1;
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1;
         Backoff { min, max: max.max(min), current: min, seed }
     }
 
@@ -389,7 +394,7 @@ impl Backoff {
     }
 
     /// The next delay: the current step with ±25 % jitter; the step doubles.
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         // xorshift: spreading reconnects of many instances needs no cryptographic randomness.
         self.seed ^= self.seed << 13;
         self.seed ^= self.seed >> 7;
@@ -408,11 +413,11 @@ mod tests {
     #[test]
     fn backoff_doubles_with_jitter_and_caps() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let delays: Vec<Duration> = (0..8).map(|_| b.next()).collect();
+        let delays: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
         assert!(delays[0] >= Duration::from_millis(75) && delays[0] <= Duration::from_millis(125), "{delays:?}");
         assert!(delays[3] >= Duration::from_millis(600), "{delays:?}");
         assert!(delays.iter().all(|d| *d <= Duration::from_secs(2)), "{delays:?}");
         b.reset();
-        assert!(b.next() <= Duration::from_millis(125));
+        assert!(b.next_delay() <= Duration::from_millis(125));
     }
 }

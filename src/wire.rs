@@ -296,7 +296,10 @@ mod tests {
         // Response topic on a Nest envelope: still Nest framing (the client speaks Nest).
         assert!(matches!(dec(nest, true), Decoded::Request { framing: Framing::Nest { .. }, .. }));
         // No id: an event.
-        assert_eq!(dec(r#"{"pattern":"getConnectors","data":{"platform":"ios","version":"3"}}"#, false), Decoded::Event);
+        assert_eq!(
+            dec(r#"{"pattern":"getConnectors","data":{"platform":"ios","version":"3"}}"#, false),
+            Decoded::Event
+        );
         // External payload (neither pattern nor data): event without a response topic, bare request with one.
         assert_eq!(dec(r#"{"platform":"ios","version":"3"}"#, false), Decoded::Event);
         assert_eq!(
@@ -337,15 +340,24 @@ mod tests {
         let limits = Limits { max_request_bytes: 100, max_field_len: 8, max_connectors: 2 };
         let big = format!(r#"{{"pattern":"p","data":{{"platform":"{}","version":"1"}},"id":"i"}}"#, "x".repeat(200));
         match decode(big.as_bytes(), false, &limits) {
-            Decoded::Request { data: Err(e), .. } => assert!(e.message.contains("over the 100 byte limit"), "{}", e.message),
+            Decoded::Request { data: Err(e), .. } => {
+                assert!(e.message.contains("over the 100 byte limit"), "{}", e.message)
+            }
             other => panic!("{other:?}"),
         }
         let long = r#"{"pattern":"p","data":{"platform":"abcdefghij","version":"1"},"id":"i"}"#;
-        assert!(matches!(decode(long.as_bytes(), false, &limits), Decoded::Request { data: Err(e), .. } if e.message.contains("`platform` is longer")));
+        assert!(
+            matches!(decode(long.as_bytes(), false, &limits), Decoded::Request { data: Err(e), .. } if e.message.contains("`platform` is longer"))
+        );
         let many = r#"{"data":{"platform":"a","version":"1","connectors":["a","b","c"]},"id":"i"}"#;
-        assert!(matches!(decode(many.as_bytes(), false, &limits), Decoded::Request { data: Err(e), .. } if e.message.contains("at most 2")));
+        assert!(
+            matches!(decode(many.as_bytes(), false, &limits), Decoded::Request { data: Err(e), .. } if e.message.contains("at most 2"))
+        );
         let deep = format!(r#"{{"data":{}1{},"id":"i"}}"#, "[".repeat(10_000), "]".repeat(10_000));
-        assert!(matches!(decode(deep.as_bytes(), false, &Limits::default()), Decoded::Dropped(_) | Decoded::Request { data: Err(_), .. }));
+        assert!(matches!(
+            decode(deep.as_bytes(), false, &Limits::default()),
+            Decoded::Dropped(_) | Decoded::Request { data: Err(_), .. }
+        ));
     }
 
     #[test]
@@ -369,6 +381,9 @@ mod tests {
         frame_error(&Framing::Bare, &err, &mut out);
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["err"]["code"], "UNKNOWN_PLATFORM");
-        assert_eq!(serde_json::from_slice::<Value>(&not_modified_body("r1")).unwrap(), serde_json::json!({"revision": "r1", "notModified": true}));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&not_modified_body("r1")).unwrap(),
+            serde_json::json!({"revision": "r1", "notModified": true})
+        );
     }
 }

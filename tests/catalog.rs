@@ -55,11 +55,16 @@ fn assert_runs(code: &str, module: ModuleFormat, es5: bool) {
 fn type_only_constructs_are_gone_for_every_target() {
     for (target, name) in Target::ALL {
         let out = compile(target, ModuleFormat::Esm);
-        for gone in ["interface", "type Id", "declare", ": number", "private readonly", "satisfies", " as string", "<T>"] {
+        for gone in
+            ["interface", "type Id", "declare", ": number", "private readonly", "satisfies", " as string", "<T>"]
+        {
             assert!(!out.code.contains(gone), "{name}: `{gone}` survived:\n{}", out.code);
         }
         // Enums and parameter properties are lowered to plain JavaScript.
-        assert!(out.code.contains("Color[\"Green\"] = 5") || out.code.contains("Color[Color[\"Green\"] = 5]"), "{name}");
+        assert!(
+            out.code.contains("Color[\"Green\"] = 5") || out.code.contains("Color[Color[\"Green\"] = 5]"),
+            "{name}"
+        );
         assert!(out.code.contains("this.label = label"), "{name}:\n{}", out.code);
     }
 }
@@ -134,7 +139,8 @@ fn source_maps_point_back_to_the_typescript() {
 }
 
 fn diag_at(source: &str) -> Diagnostic {
-    let options = CompileOptions { target: Target::Es2017, module: ModuleFormat::Esm, minify: false, source_maps: false };
+    let options =
+        CompileOptions { target: Target::Es2017, module: ModuleFormat::Esm, minify: false, source_maps: false };
     let job = Job { path: Path::new("snippets/broken.ts"), source, connector: "broken", options };
     let mut diags = transpile(&job).unwrap_err();
     assert!(!diags.is_empty());
@@ -244,7 +250,10 @@ target = "es2020"
     assert_eq!(c.connectors.iter().map(String::as_str).collect::<Vec<_>>(), ["lab/radar", "pay", "track"]);
     let names = |p: &str, v: &str| -> Vec<String> {
         let b = c.resolve(p, &AppVersion::parse(v).unwrap()).unwrap();
-        b.scripts.iter().map(|s| format!("{}={}", s.name, s.code.contains("'old'") || s.code.contains("\"old\""))).collect()
+        b.scripts
+            .iter()
+            .map(|s| format!("{}={}", s.name, s.code.contains("'old'") || s.code.contains("\"old\"")))
+            .collect()
     };
     assert_eq!(names("ios", "1.5"), ["pay=false", "track=true"]);
     assert_eq!(names("ios", "2.0"), ["lab/radar=false", "pay=false", "track=false"]);
@@ -279,8 +288,14 @@ fn configuration_mistakes_are_reported() {
 fn identical_work_is_compiled_once_and_cached_across_builds() {
     let t = TempCatalog::new();
     // Two platforms, four variants, but only two distinct compile option sets.
-    t.platform("ios.toml", "[[variant]]\nname='a'\nversions='<2'\ntarget='es5'\n[[variant]]\nname='b'\nversions='>=2'\ntarget='es2020'\n");
-    t.platform("android.toml", "[[variant]]\nname='a'\nversions='<2'\ntarget='es5'\n[[variant]]\nname='b'\nversions='>=2'\ntarget='es2020'\n");
+    t.platform(
+        "ios.toml",
+        "[[variant]]\nname='a'\nversions='<2'\ntarget='es5'\n[[variant]]\nname='b'\nversions='>=2'\ntarget='es2020'\n",
+    );
+    t.platform(
+        "android.toml",
+        "[[variant]]\nname='a'\nversions='<2'\ntarget='es5'\n[[variant]]\nname='b'\nversions='>=2'\ntarget='es2020'\n",
+    );
     for i in 0..5 {
         t.snippet(&format!("c{i}.ts"), format!("export const v{i}: number = {i};\n"));
     }
@@ -292,9 +307,7 @@ fn identical_work_is_compiled_once_and_cached_across_builds() {
     t.snippet("c3.ts", "export const v3: number = 33;\n");
     let edited = connector_scripts::catalog::build(&t.sources(), &mut cache);
     assert_eq!(edited.stats.compiled, 2, "only the edited file, once per option set");
-    let rev = |c: &connector_scripts::catalog::Catalog| {
-        c.bundles().map(|b| b.revision.clone()).collect::<Vec<_>>()
-    };
+    let rev = |c: &connector_scripts::catalog::Catalog| c.bundles().map(|b| b.revision.clone()).collect::<Vec<_>>();
     assert_eq!(rev(&first), rev(&again));
     assert!(rev(&first).iter().zip(rev(&edited)).all(|(a, b)| *a != b));
 }

@@ -31,18 +31,21 @@ async fn nestjs_v12_client_mqtt_gets_the_answer() {
     let mosquitto = Mosquitto::start();
     let external = serve_external(&catalog, &mosquitto.url()).await;
     for url in [format!("mqtt://127.0.0.1:{}", ports.v4), mosquitto.url()] {
-        let ok = nest_client_async(url.clone(), serde_json::json!({"platform": "ios", "version": "2.4.1"}), false).await;
+        let ok =
+            nest_client_async(url.clone(), serde_json::json!({"platform": "ios", "version": "2.4.1"}), false).await;
         assert_eq!(ok["ok"], true, "{url}: {ok}");
         assert_eq!(ok["response"]["variant"], "current", "{url}: {ok}");
         assert_eq!(ok["response"]["version"], "2.4.1");
         assert!(ok["response"]["connectors"].as_array().unwrap().len() >= 4);
         // Errors reach NestJS as `err`, typed.
-        let err = nest_client_async(url.clone(), serde_json::json!({"platform": "ios", "version": "nope"}), false).await;
+        let err =
+            nest_client_async(url.clone(), serde_json::json!({"platform": "ios", "version": "nope"}), false).await;
         assert_eq!(err["ok"], false, "{url}: {err}");
         assert_eq!(err["error"]["code"], "INVALID_VERSION", "{url}: {err}");
         assert_eq!(err["error"]["status"], "error");
         // emit() is an event: published, no reply, counted.
-        let emitted = nest_client_async(url.clone(), serde_json::json!({"platform": "ios", "version": "1"}), true).await;
+        let emitted =
+            nest_client_async(url.clone(), serde_json::json!({"platform": "ios", "version": "1"}), true).await;
         assert_eq!(emitted["emitted"], true);
     }
     common::wait_for(std::time::Duration::from_secs(10), "both services to count the event", || {
@@ -93,7 +96,9 @@ fn binary() -> Command {
 async fn request_command_prints_the_reply_and_fails_on_errors() {
     let catalog = TempCatalog::examples();
     let (running, ports) = serve_embedded(&catalog).await;
-    let run = |args: Vec<String>| async move { tokio::task::spawn_blocking(move || binary().args(args).output().unwrap()).await.unwrap() };
+    let run = |args: Vec<String>| async move {
+        tokio::task::spawn_blocking(move || binary().args(args).output().unwrap()).await.unwrap()
+    };
     let v4 = format!("mqtt://127.0.0.1:{}", ports.v4);
     let v5 = format!("mqtt://127.0.0.1:{}", ports.v5);
     let args = |extra: &[&str]| -> Vec<String> {
@@ -101,7 +106,9 @@ async fn request_command_prints_the_reply_and_fails_on_errors() {
         a.extend(extra.iter().map(|s| s.to_string()));
         a
     };
-    let out = run(args(&["--broker", &v4, "--platform", "ios", "--version", "3.1.0", "--device", "ops-1", "--count", "20"])).await;
+    let out =
+        run(args(&["--broker", &v4, "--platform", "ios", "--version", "3.1.0", "--device", "ops-1", "--count", "20"]))
+            .await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("reply on getConnectors/ops-1/reply"), "{text}");
@@ -110,7 +117,9 @@ async fn request_command_prints_the_reply_and_fails_on_errors() {
     assert!(text.contains("round trip over 20 requests"), "{text}");
     let revision = text.split("revision ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
 
-    let out = run(args(&["--broker", &v5, "--mqtt5", "--platform", "ios", "--version", "3.1.0", "--revision", &revision])).await;
+    let out =
+        run(args(&["--broker", &v5, "--mqtt5", "--platform", "ios", "--version", "3.1.0", "--revision", &revision]))
+            .await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains(&format!("not modified: revision {revision}")), "{text}");

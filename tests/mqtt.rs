@@ -41,9 +41,13 @@ async fn nest_envelope_round_trip() {
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
         assert_eq!(keys.len(), 3, "only response, isDisposed, id: {keys:?}");
         let r = &v["response"];
-        assert_eq!((r["platform"].as_str(), r["version"].as_str(), r["variant"].as_str()), (Some("ios"), Some("3.1.0"), Some("next")));
+        assert_eq!(
+            (r["platform"].as_str(), r["version"].as_str(), r["variant"].as_str()),
+            (Some("ios"), Some("3.1.0"), Some("next"))
+        );
         assert_eq!(r["revision"].as_str().unwrap().len(), 16);
-        let names: Vec<&str> = r["connectors"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> =
+            r["connectors"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
         assert!(names.contains(&"fleet/tracking"), "{names:?}");
         for c in r["connectors"].as_array().unwrap() {
             let code = c["code"].as_str().unwrap();
@@ -62,7 +66,8 @@ async fn per_device_reply_topics_isolate_devices() {
         b.subscribe("getConnectors/device-b/reply").await;
         // B asks several times first; then A asks once. A's first (and only) message must be its own reply.
         for i in 0..5 {
-            b.publish("getConnectors/device-b", nest(json!({"platform": "android", "version": "9"}), &format!("b{i}"))).await;
+            b.publish("getConnectors/device-b", nest(json!({"platform": "android", "version": "9"}), &format!("b{i}")))
+                .await;
         }
         a.publish("getConnectors/device-a", nest(json!({"platform": "ios", "version": "1.0"}), "a0")).await;
         let mine = a.recv().await;
@@ -95,8 +100,13 @@ async fn mqtt5_response_topic_and_correlation_data() {
         assert_eq!(v["variant"], "modern");
         assert!(v["connectors"][0]["sourceMap"].is_string(), "modern android variant ships source maps");
         // Errors are bare too, and keep the correlation data.
-        app.publish_rr("getConnectors", json!({"platform": "ios", "version": "x.y"}).to_string(), "replies/app-v5/y", b"corr-2")
-            .await;
+        app.publish_rr(
+            "getConnectors",
+            json!({"platform": "ios", "version": "x.y"}).to_string(),
+            "replies/app-v5/y",
+            b"corr-2",
+        )
+        .await;
         let err = app.recv().await;
         assert_eq!(err.correlation.as_deref(), Some(&b"corr-2"[..]));
         assert_eq!(err.json()["err"]["code"], "INVALID_VERSION");
@@ -113,13 +123,21 @@ async fn not_modified_and_connector_subsets() {
         app.publish("getConnectors/app-nm", ask(json!({"platform": "ios", "version": "2.4.1"}), "1")).await;
         let full = app.recv().await;
         let revision = full.json()["response"]["revision"].as_str().unwrap().to_string();
-        app.publish("getConnectors/app-nm", ask(json!({"platform": "ios", "version": "2.4.1", "revision": revision}), "2")).await;
+        app.publish(
+            "getConnectors/app-nm",
+            ask(json!({"platform": "ios", "version": "2.4.1", "revision": revision}), "2"),
+        )
+        .await;
         let nm = app.recv().await;
         assert_eq!(nm.json()["response"], json!({"revision": revision, "notModified": true}));
         assert!(nm.payload.len() < 100, "not-modified reply is {} bytes", nm.payload.len());
         assert!(full.payload.len() > 20 * nm.payload.len());
         // A stale revision gets the bundle.
-        app.publish("getConnectors/app-nm", ask(json!({"platform": "ios", "version": "2.4.1", "revision": "0000"}), "3")).await;
+        app.publish(
+            "getConnectors/app-nm",
+            ask(json!({"platform": "ios", "version": "2.4.1", "revision": "0000"}), "3"),
+        )
+        .await;
         assert_eq!(app.recv().await.json()["response"]["revision"], revision.as_str());
         // Only the connectors asked for.
         app.publish(
@@ -143,7 +161,11 @@ async fn every_typed_error() {
     let mut app = Client::v4(mosquitto.port, "app-err").await;
     app.subscribe("getConnectors/app-err/reply").await;
     let cases: Vec<(String, &str, &str)> = vec![
-        (r#"{"pattern":"getConnectors","data":{"platform":7,"version":"1"},"id":"e1"}"#.into(), "BAD_REQUEST", "request data"),
+        (
+            r#"{"pattern":"getConnectors","data":{"platform":7,"version":"1"},"id":"e1"}"#.into(),
+            "BAD_REQUEST",
+            "request data",
+        ),
         (r#"{"pattern":"getConnectors","data":{"platform":"ios"},"id":"e2"}"#.into(), "BAD_REQUEST", "version"),
         (
             nest(json!({"platform": "ios", "version": "1", "pad": "x".repeat(70_000)}), "e3"),
@@ -152,11 +174,7 @@ async fn every_typed_error() {
         ),
         (nest(json!({"platform": "windows", "version": "1"}), "e4"), "UNKNOWN_PLATFORM", "android, ios"),
         (nest(json!({"platform": "ios", "version": "banana"}), "e5"), "INVALID_VERSION", "expected MAJOR"),
-        (
-            nest(json!({"platform": "ios", "version": "1", "connectors": ["nope"]}), "e6"),
-            "UNKNOWN_CONNECTOR",
-            "nope",
-        ),
+        (nest(json!({"platform": "ios", "version": "1", "connectors": ["nope"]}), "e6"), "UNKNOWN_CONNECTOR", "nope"),
     ];
     for (payload, code, needle) in &cases {
         app.publish("getConnectors/app-err", payload.clone()).await;
@@ -204,7 +222,11 @@ async fn events_and_garbage_get_no_reply_and_are_counted() {
     let mut app = Client::v4(mosquitto.port, "app-ev").await;
     app.subscribe("getConnectors/app-ev/reply").await;
     // NestJS emit() (no id), an external payload (no pattern, no data), garbage, a foreign reply topic.
-    app.publish("getConnectors/app-ev", json!({"pattern": "getConnectors", "data": {"platform": "ios", "version": "1"}}).to_string()).await;
+    app.publish(
+        "getConnectors/app-ev",
+        json!({"pattern": "getConnectors", "data": {"platform": "ios", "version": "1"}}).to_string(),
+    )
+    .await;
     app.publish("getConnectors/app-ev", json!({"platform": "ios", "version": "1"}).to_string()).await;
     app.publish("getConnectors/app-ev", b"\x00\x01 not json".to_vec()).await;
     app.publish("getConnectors/reply", nest(json!({"platform": "ios", "version": "1"}), "loop")).await;

@@ -61,7 +61,13 @@ fn hex(bytes: &[u8]) -> String {
 
 impl Bundle {
     /// Builds the bundle, its revision and its pre-serialized reply parts.
-    pub fn new(platform: &str, variant: &str, versions: &str, options: CompileOptions, mut scripts: Vec<Script>) -> Bundle {
+    pub fn new(
+        platform: &str,
+        variant: &str,
+        versions: &str,
+        options: CompileOptions,
+        mut scripts: Vec<Script>,
+    ) -> Bundle {
         scripts.sort_by(|a, b| a.name.cmp(&b.name));
         let mut h = Sha256::new();
         h.update(options.to_string().as_bytes());

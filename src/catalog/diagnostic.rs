@@ -149,7 +149,7 @@ fn clip_line(line: &str, column: usize) -> (String, usize) {
     let mut text: String = chars[start..end].iter().collect::<String>().replace('\t', " ");
     let mut col = column - start;
     if start > 0 {
-        text.insert_str(0, "…");
+        text.insert(0, '…');
         col += 1;
     }
     if end < chars.len() {

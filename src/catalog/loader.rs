@@ -63,8 +63,9 @@ pub fn load_platforms(dir: &Path) -> (Vec<Platform>, Vec<Diagnostic>) {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            let d = Diagnostic::error("platforms-dir", dir.to_path_buf(), format!("cannot read platforms directory: {e}"))
-                .with_help("pass --platforms DIR");
+            let d =
+                Diagnostic::error("platforms-dir", dir.to_path_buf(), format!("cannot read platforms directory: {e}"))
+                    .with_help("pass --platforms DIR");
             return (platforms, vec![d]);
         }
     };
@@ -121,7 +122,12 @@ pub fn valid_platform_name(name: &str) -> bool {
 }
 
 /// Collects (relative path, path) of regular files under `dir`. Symlinked directories are not entered (no cycles).
-fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>, diags: &mut Vec<Diagnostic>) -> Result<(), Diagnostic> {
+fn walk(
+    root: &Path,
+    dir: &Path,
+    out: &mut Vec<(String, PathBuf)>,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<(), Diagnostic> {
     let entries = fs::read_dir(dir).map_err(|e| {
         Diagnostic::error("snippets-dir", dir.to_path_buf(), format!("cannot read directory: {e}"))
             .with_help("pass --snippets DIR")
@@ -138,7 +144,9 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>, diags: &mut V
         if name.starts_with('.') {
             continue;
         }
-        let Ok(file_type) = entry.file_type() else { continue };
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
         if file_type.is_dir() {
             if let Err(d) = walk(root, &path, out, diags) {
                 diags.push(d);

@@ -100,16 +100,13 @@ impl Catalog {
             platform: platform.chars().take(64).collect(),
             known: self.platforms.keys().cloned().collect(),
         })?;
-        p.spec
-            .variants
-            .iter()
-            .position(|v| v.versions.matches(version))
-            .map(|i| &p.bundles[i])
-            .ok_or_else(|| ResolveError::NoVariant {
+        p.spec.variants.iter().position(|v| v.versions.matches(version)).map(|i| &p.bundles[i]).ok_or_else(|| {
+            ResolveError::NoVariant {
                 platform: platform.to_string(),
                 version: version.to_string(),
                 ranges: p.spec.variants.iter().map(|v| format!("{}: {}", v.name, v.versions)).collect(),
-            })
+            }
+        })
     }
 
     /// Number of error diagnostics.
@@ -254,24 +251,27 @@ pub fn build(sources: &Sources, cache: &mut CompileCache) -> Catalog {
     }
 
     // Compile each distinct job once, in parallel; reuse earlier outputs.
-    let needed: BTreeSet<&CacheKey> = plans.iter().flat_map(|(_, _, p)| p.iter().filter_map(|p| p.key.as_ref())).collect();
+    let needed: BTreeSet<&CacheKey> =
+        plans.iter().flat_map(|(_, _, p)| p.iter().filter_map(|p| p.key.as_ref())).collect();
     let missing: Vec<&CacheKey> = needed.iter().copied().filter(|k| !cache.entries.contains_key(*k)).collect();
     let compiled: Vec<(CacheKey, CompileResult)> = transpile::pool().install(|| {
         missing
             .par_iter()
             .map(|key| {
                 let file = &snippets.files[&key.rel];
-                let job =
-                    transpile::Job { path: &file.path, source: &file.text, connector: &key.connector, options: key.options };
+                let job = transpile::Job {
+                    path: &file.path,
+                    source: &file.text,
+                    connector: &key.connector,
+                    options: key.options,
+                };
                 ((*key).clone(), Arc::new(transpile::transpile(&job)))
             })
             .collect()
     });
     let stats_compiled = compiled.len();
-    let mut next_cache: HashMap<CacheKey, CompileResult> = needed
-        .iter()
-        .filter_map(|k| cache.entries.get(*k).map(|r| ((*k).clone(), r.clone())))
-        .collect();
+    let mut next_cache: HashMap<CacheKey, CompileResult> =
+        needed.iter().filter_map(|k| cache.entries.get(*k).map(|r| ((*k).clone(), r.clone()))).collect();
     next_cache.extend(compiled);
     for result in next_cache.values() {
         if let Err(d) = result.as_ref() {
@@ -298,7 +298,8 @@ pub fn build(sources: &Sources, cache: &mut CompileCache) -> Catalog {
                 })
             })
             .collect();
-        let bundle = Bundle::new(&platform.name, &variant.name, &variant.versions.to_string(), variant.options, scripts);
+        let bundle =
+            Bundle::new(&platform.name, &variant.name, &variant.versions.to_string(), variant.options, scripts);
         bundles_by_platform[*pi].push(Arc::new(bundle));
     }
     for (platform, bundles) in platforms.into_iter().zip(bundles_by_platform) {

@@ -298,10 +298,8 @@ pub fn parse_manifest(name: &str, file: &Path, text: &str) -> (Option<Platform>,
 fn globs(patterns: &[String]) -> Result<GlobSet, String> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
-        let glob = GlobBuilder::new(p)
-            .literal_separator(true)
-            .build()
-            .map_err(|e| format!("invalid glob {p:?}: {e}"))?;
+        let glob =
+            GlobBuilder::new(p).literal_separator(true).build().map_err(|e| format!("invalid glob {p:?}: {e}"))?;
         b.add(glob);
     }
     b.build().map_err(|e| e.to_string())
@@ -329,7 +327,6 @@ impl FloorCharBoundary for str {
         i
     }
 }
-
 
 #[cfg(test)]
 mod tests {

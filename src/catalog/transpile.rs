@@ -108,7 +108,10 @@ fn es_version(t: Target) -> EsVersion {
 
 /// Collects swc's diagnostics (from transforms) instead of printing them.
 #[derive(Clone, Default)]
-struct Collector(Arc<Mutex<Vec<(String, Option<Span>, bool)>>>);
+struct Collector(Arc<Mutex<Vec<Collected>>>);
+
+/// Message, primary span, is-error.
+type Collected = (String, Option<Span>, bool);
 
 impl Emitter for Collector {
     fn emit(&mut self, db: &mut DiagnosticBuilder<'_>) {
@@ -182,9 +185,11 @@ fn transpile_here(job: &Job<'_>) -> Result<Output, Vec<Diagnostic>> {
             HANDLER.set(&handler, || {
                 let unresolved = Mark::new();
                 let top_level = Mark::new();
-                let mut program = program
-                    .apply(resolver(unresolved, top_level, true))
-                    .apply(typescript::typescript(typescript::Config::default(), unresolved, top_level));
+                let mut program = program.apply(resolver(unresolved, top_level, true)).apply(typescript::typescript(
+                    typescript::Config::default(),
+                    unresolved,
+                    top_level,
+                ));
                 program = downlevel(program, options.target, unresolved, &comments);
                 if options.module != ModuleFormat::Esm {
                     let features = FeatureFlag {
@@ -300,8 +305,7 @@ fn source_map_json(
 ) -> Result<String, Vec<Diagnostic>> {
     let map = cm.build_source_map(mappings, None, MapConfig);
     let mut out = Vec::new();
-    map.to_writer(&mut out)
-        .map_err(|e| vec![Diagnostic::error("source-map", path.to_path_buf(), e.to_string())])?;
+    map.to_writer(&mut out).map_err(|e| vec![Diagnostic::error("source-map", path.to_path_buf(), e.to_string())])?;
     String::from_utf8(out).map_err(|e| vec![Diagnostic::error("source-map", path.to_path_buf(), e.to_string())])
 }
 

@@ -52,8 +52,7 @@ impl AppVersion {
             None => (s, None),
         };
         let mut parts = [0u64; 3];
-        let mut n = 0;
-        for part in core.split('.') {
+        for (n, part) in core.split('.').enumerate() {
             if n == 3 {
                 return Err(err("more than three numeric parts"));
             }
@@ -61,7 +60,6 @@ impl AppVersion {
                 return Err(err("the numeric parts must be digits"));
             }
             parts[n] = part.parse().map_err(|_| err("a numeric part is too large"))?;
-            n += 1;
         }
         let mut version = Version::new(parts[0], parts[1], parts[2]);
         if let Some(pre) = pre {

@@ -111,8 +111,9 @@ pub fn run_js(code: &str, format: &str, name: &str, es5: bool, call: &str) -> se
     child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("bad output from run_script.js ({e}): {stdout}\n{}", String::from_utf8_lossy(&out.stderr)))
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("bad output from run_script.js ({e}): {stdout}\n{}", String::from_utf8_lossy(&out.stderr))
+    })
 }
 
 /// Polls `f` until it returns Some, or panics after `timeout` with `what`.
