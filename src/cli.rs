@@ -57,7 +57,7 @@ pub struct BrokerArgs {
     /// Client private key (PEM).
     #[arg(long, env = "CONNECTOR_SCRIPTS_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Request topic; requests arrive on TOPIC and TOPIC/<device>.
+    /// Request topic; requests arrive on TOPIC and TOPIC/DEVICE.
     #[arg(long, env = "CONNECTOR_SCRIPTS_TOPIC", default_value = "getConnectors")]
     pub topic: String,
 }
@@ -71,7 +71,7 @@ pub struct ServeArgs {
     /// Broker access.
     #[command(flatten)]
     pub access: BrokerArgs,
-    /// Broker to serve through: mqtt://host:port, mqtts://host:port, host[:port], optionally ?client_id=ID.
+    /// Broker to serve through: `mqtt://host:port`, `mqtts://host:port`, `host[:port]`, optionally `?client_id=ID`.
     /// Without it, an embedded broker is started.
     #[arg(long, env = "CONNECTOR_SCRIPTS_BROKER")]
     pub broker: Option<String>,
@@ -81,7 +81,7 @@ pub struct ServeArgs {
     /// Address of the embedded broker's MQTT 5 listener (default: the next port after --embedded-listen).
     #[arg(long)]
     pub embedded_listen_v5: Option<SocketAddr>,
-    /// MQTT client id (default: connector-scripts-<host>-<pid>).
+    /// MQTT client id (default: connector-scripts-HOST-PID).
     #[arg(long, env = "CONNECTOR_SCRIPTS_CLIENT_ID")]
     pub client_id: Option<String>,
     /// Subscribe through $share/NAME/… so several instances split the requests.
@@ -131,7 +131,7 @@ pub struct RequestArgs {
     /// App version.
     #[arg(long)]
     pub version: String,
-    /// Device id: the request goes to TOPIC/<device> and the reply comes back on TOPIC/<device>/reply.
+    /// Device id: the request goes to TOPIC/DEVICE and the reply comes back on TOPIC/DEVICE/reply.
     #[arg(long)]
     pub device: Option<String>,
     /// Use MQTT 5 request/response (Response Topic + Correlation Data, bare JSON) instead of a NestJS envelope.

@@ -280,6 +280,16 @@ pub fn parse_manifest(name: &str, file: &Path, text: &str) -> (Option<Platform>,
                 );
             }
         }
+        if target == Target::Es5 && rv.module == ModuleFormat::Esm {
+            diags.push(
+                Diagnostic::warning(
+                    "es5-esm",
+                    file.to_path_buf(),
+                    what("target es5 with module \"esm\": ES5 engines do not understand `export`".into()),
+                )
+                .with_help("use module = \"iife\" or \"commonjs\" for ES5 engines"),
+            );
+        }
         variants.push(VariantSpec {
             name: vname,
             versions,
@@ -398,7 +408,7 @@ source_maps = true
     #[test]
     fn overlapping_ranges_warn_but_load() {
         let (p, d) = parse(
-            "[[variant]]\nname='a'\nversions='>=2'\ntarget='es5'\n[[variant]]\nname='b'\nversions='>=2.5, <4'\ntarget='es2020'\n",
+            "[[variant]]\nname='a'\nversions='>=2'\ntarget='es2015'\n[[variant]]\nname='b'\nversions='>=2.5, <4'\ntarget='es2020'\n",
         );
         assert!(p.is_some());
         assert_eq!(d.len(), 1, "{d:?}");
@@ -436,6 +446,13 @@ source_maps = true
         let pos = d[0].position.unwrap();
         assert_eq!(pos.line, 4, "{d:?}");
         assert!(d[0].frame.as_ref().unwrap().contains("target=es5"));
+    }
+
+    #[test]
+    fn es5_with_esm_warns() {
+        let (p, d) = parse("[[variant]]\nname='a'\nversions='*'\ntarget='es5'\n");
+        assert!(p.is_some());
+        assert_eq!(d.iter().map(|d| d.code).collect::<Vec<_>>(), ["es5-esm"]);
     }
 
     #[test]
