@@ -1,17 +1,20 @@
 //! `serve`: load the catalog, start the embedded broker when no broker is configured, connect, answer requests,
 //! shut down cleanly. [`start`] returns a handle so tests drive the whole service in-process on free ports.
 
+use crate::announce::Topics;
 use crate::broker::{self, RunningBroker};
 use crate::catalog::{self, CompileCache, Sources};
 use crate::config::{BrokerChoice, BrokerUrl, Credentials, Scheme};
 use crate::service::Service;
 use crate::transport::{self, Link, TlsFiles, TransportConfig};
+use crate::watch;
 use crate::wire::Limits;
 use rumqttc::v5::mqttbytes::QoS;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +49,12 @@ pub struct ServeConfig {
     pub backoff: (Duration, Duration),
     /// Shutdown drain deadline.
     pub drain_timeout: Duration,
+    /// Watch the catalog directories and reload on change.
+    pub watch: bool,
+    /// Quiet time before a burst of file changes is acted on.
+    pub debounce: Duration,
+    /// Manifest and event topics.
+    pub topics: Topics,
 }
 
 /// A running service.
@@ -59,6 +68,8 @@ pub struct Running {
     cancel: CancellationToken,
     transport: JoinHandle<Result<(), transport::TransportError>>,
     catalog_loaded: tokio::sync::watch::Receiver<bool>,
+    reload: mpsc::Sender<()>,
+    _watcher: Option<watch::Watcher>,
 }
 
 impl Running {
@@ -67,6 +78,11 @@ impl Running {
         let mut loaded = self.catalog_loaded.clone();
         let _ = loaded.wait_for(|l| *l).await;
         self.link.wait_subscribed().await;
+    }
+
+    /// Asks for a rescan and rebuild (what SIGHUP does).
+    pub fn reload(&self) {
+        let _ = self.reload.try_send(());
     }
 
     /// Stops taking requests, flushes replies in flight, disconnects.
@@ -110,24 +126,100 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
         backoff_min: cfg.backoff.0,
         backoff_max: cfg.backoff.1,
         drain_timeout: cfg.drain_timeout,
+        topics: cfg.topics.clone(),
     };
     // Fail fast on configuration the transport cannot use (unreadable TLS files).
     transport::mqtt_options(&tcfg)?;
-    let (loaded_tx, loaded_rx) = tokio::sync::watch::channel(false);
-    {
-        let service = service.clone();
-        let sources = cfg.sources.clone();
-        tokio::task::spawn_blocking(move || {
-            let catalog = catalog::build(&sources, &mut CompileCache::default());
-            log_build(&catalog);
-            service.publish_catalog(Arc::new(catalog));
-            loaded_tx.send_replace(true);
-        });
-    }
-    let link = Arc::new(Link::default());
     let cancel = CancellationToken::new();
+    let (loaded_tx, loaded_rx) = tokio::sync::watch::channel(false);
+    // One slot: triggers that arrive during a build coalesce into one more build.
+    let (reload_tx, reload_rx) = mpsc::channel::<()>(1);
+    tokio::spawn(reload_loop(cfg.sources.clone(), service.clone(), reload_rx, loaded_tx, cancel.clone()));
+    let _ = reload_tx.try_send(());
+    let watcher = if cfg.watch { start_watcher(&cfg, &reload_tx) } else { None };
+    spawn_sighup(reload_tx.clone(), cancel.clone());
+    let link = Arc::new(Link::default());
     let transport = tokio::spawn(transport::run(tcfg, service.clone(), link.clone(), cancel.clone()));
-    Ok(Running { service, link, broker: embedded, cancel, transport, catalog_loaded: loaded_rx })
+    Ok(Running {
+        service,
+        link,
+        broker: embedded,
+        cancel,
+        transport,
+        catalog_loaded: loaded_rx,
+        reload: reload_tx,
+        _watcher: watcher,
+    })
+}
+
+fn start_watcher(cfg: &ServeConfig, reload: &mpsc::Sender<()>) -> Option<watch::Watcher> {
+    let dirs = [cfg.sources.snippets.clone(), cfg.sources.platforms.clone()];
+    let tx = reload.clone();
+    match watch::watch(&dirs, cfg.debounce, Duration::from_millis(500), move || {
+        let _ = tx.try_send(());
+    }) {
+        Ok(w) => {
+            tracing::info!(polling = w.is_polling(), "watching snippets and platforms for changes");
+            Some(w)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "hot reload is off: cannot watch the catalog directories (SIGHUP still reloads)");
+            None
+        }
+    }
+}
+
+/// SIGHUP forces a full rescan and reload.
+fn spawn_sighup(reload: mpsc::Sender<()>, cancel: CancellationToken) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = hup.recv() => if r.is_none() { return },
+            }
+            tracing::info!("SIGHUP: rescanning snippets and platforms");
+            let _ = reload.try_send(());
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (reload, cancel);
+}
+
+/// Rebuilds the catalog on each trigger and swaps it in; what broke since the last build keeps its last good form.
+async fn reload_loop(
+    sources: Sources,
+    service: Arc<Service>,
+    mut triggers: mpsc::Receiver<()>,
+    loaded: tokio::sync::watch::Sender<bool>,
+    cancel: CancellationToken,
+) {
+    let cache = Arc::new(std::sync::Mutex::new(CompileCache::default()));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            t = triggers.recv() => if t.is_none() { return },
+        }
+        let previous = service.catalog.load_full();
+        let (sources, cache, prev) = (sources.clone(), cache.clone(), previous.clone());
+        let built = tokio::task::spawn_blocking(move || {
+            let mut cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            catalog::build(&sources, &mut cache, prev.as_deref())
+        })
+        .await;
+        let catalog = match built {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "catalog build failed; keeping the current catalog");
+                continue;
+            }
+        };
+        log_build(&catalog, previous.as_deref());
+        service.publish_catalog(Arc::new(catalog));
+        service.stats.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        loaded.send_replace(true);
+    }
 }
 
 /// Runs until `shutdown` resolves.
@@ -155,8 +247,10 @@ fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-fn log_build(catalog: &catalog::Catalog) {
-    for d in &catalog.diagnostics {
+/// Logs the diagnostics that are new since `previous`, and a summary.
+fn log_build(catalog: &catalog::Catalog, previous: Option<&catalog::Catalog>) {
+    let is_new = |d: &&catalog::Diagnostic| previous.is_none_or(|p| !p.diagnostics.contains(d));
+    for d in catalog.diagnostics.iter().filter(is_new) {
         if d.is_error() {
             tracing::error!(code = d.code, location = d.location().unwrap_or_default(), "{}", d.message);
         } else {
@@ -172,6 +266,15 @@ fn log_build(catalog: &catalog::Catalog) {
         elapsed_ms = catalog.stats.elapsed.as_millis() as u64,
         "catalog built"
     );
+    if let Some(prev) = previous {
+        let prev_revs: std::collections::BTreeMap<(&str, &str), &str> =
+            prev.bundles().map(|b| ((b.platform.as_str(), b.variant.as_str()), b.revision.as_str())).collect();
+        for b in catalog.bundles() {
+            if prev_revs.get(&(b.platform.as_str(), b.variant.as_str())) != Some(&b.revision.as_str()) {
+                tracing::info!(platform = %b.platform, variant = %b.variant, revision = %b.revision, "new revision");
+            }
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

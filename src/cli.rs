@@ -111,6 +111,18 @@ pub struct ServeArgs {
     /// How long shutdown may take to flush replies in flight, in seconds.
     #[arg(long, default_value = "5", value_parser = crate::config::seconds)]
     pub drain_timeout: Duration,
+    /// Do not watch the catalog directories (SIGHUP still reloads).
+    #[arg(long)]
+    pub no_watch: bool,
+    /// Quiet time before a burst of file changes is acted on, in seconds.
+    #[arg(long, default_value = "0.03", value_parser = crate::config::seconds)]
+    pub debounce: Duration,
+    /// Prefix of the retained per-variant manifests: PREFIX/PLATFORM/VARIANT.
+    #[arg(long, default_value = "connectors")]
+    pub manifest_topic: String,
+    /// Topic of the NestJS-style `connectorsChanged` events.
+    #[arg(long, default_value = "connectorsChanged")]
+    pub changed_topic: String,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CONNECTOR_SCRIPTS_LOG_FORMAT")]
     pub log_format: LogFormat,

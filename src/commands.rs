@@ -1,6 +1,7 @@
 //! The commands: flags → typed configuration → action. `check`, `show`, `list` build the catalog once and print;
 //! `serve` runs the service; `request` acts as a device.
 
+use crate::announce::Topics;
 use crate::app::{self, ServeConfig};
 use crate::catalog::{self, diagnostic, AppVersion, Catalog, CompileCache, Sources};
 use crate::cli::{BrokerArgs, CatalogArgs, CheckArgs, CheckFormat, RequestArgs, ServeArgs, ShowArgs, ShowFormat};
@@ -26,7 +27,7 @@ impl CatalogArgs {
 
     /// Builds the catalog these flags name.
     pub fn build(&self) -> Catalog {
-        catalog::build(&self.sources(), &mut CompileCache::default())
+        catalog::build(&self.sources(), &mut CompileCache::default(), None)
     }
 }
 
@@ -194,6 +195,11 @@ pub fn serve_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     if topic.is_empty() || topic.contains(['+', '#']) {
         anyhow::bail!("--topic must be a plain topic without wildcards, e.g. getConnectors");
     }
+    for (flag, t) in [("--manifest-topic", &args.manifest_topic), ("--changed-topic", &args.changed_topic)] {
+        if t.is_empty() || t.contains(['+', '#']) || t.ends_with('/') {
+            anyhow::bail!("{flag} must be a plain topic without wildcards");
+        }
+    }
     if let Some(g) = &args.share_group {
         if g.is_empty() || g.contains(['/', '+', '#']) {
             anyhow::bail!("--share-group must be a plain name without '/', '+' or '#'");
@@ -214,6 +220,9 @@ pub fn serve_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         keep_alive: args.keep_alive,
         backoff: (args.reconnect_min, args.reconnect_max),
         drain_timeout: args.drain_timeout,
+        watch: !args.no_watch,
+        debounce: args.debounce,
+        topics: Topics { manifest_prefix: args.manifest_topic.clone(), changed_topic: args.changed_topic.clone() },
     })
 }
 

@@ -6,7 +6,9 @@
 //! - [`service`]: one request in, one reply out, against the current catalog snapshot (pure).
 //! - [`transport`]: the rumqttc event loop: subscribe, dispatch, publish, reconnect, drain.
 //! - [`broker`]: the embedded default broker (rumqttd).
-//! - [`app`]: `serve` wiring: catalog load, broker, transport, shutdown.
+//! - [`watch`]: file events → debounced rebuild triggers (hot reload).
+//! - [`announce`]: retained manifests and `connectorsChanged` events on each new revision.
+//! - [`app`]: `serve` wiring: catalog (re)load, broker, transport, shutdown.
 //! - [`client`]: `request`, a device-like client for operators.
 //! - [`config`]: validated configuration (broker URL, credentials, durations).
 //! - [`cli`], [`commands`], [`logging`]: the command-line surface.
@@ -14,6 +16,7 @@
 // Diagnostics travel as values on cold paths (a bad file); boxing them would only add noise.
 #![allow(clippy::result_large_err)]
 
+pub mod announce;
 pub mod app;
 pub mod broker;
 pub mod catalog;
@@ -24,4 +27,5 @@ pub mod config;
 pub mod logging;
 pub mod service;
 pub mod transport;
+pub mod watch;
 pub mod wire;

@@ -25,6 +25,8 @@ pub struct Stats {
     pub dropped: AtomicU64,
     /// Bytes of reply payloads.
     pub reply_bytes: AtomicU64,
+    /// Catalog builds swapped in (the first load included).
+    pub reloads: AtomicU64,
 }
 
 /// Every error code, in the order of [`Stats::errors`].
@@ -86,6 +88,8 @@ pub struct Service {
     pub request_topic: String,
     /// Counters.
     pub stats: Stats,
+    /// Bumped on every catalog swap; the announcer and ops watch it.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 /// Longest device id accepted in `<request topic>/<device>`.
@@ -99,12 +103,19 @@ impl Service {
             limits,
             request_topic: request_topic.into(),
             stats: Stats::default(),
+            generation: tokio::sync::watch::channel(0).0,
         }
     }
 
     /// Replaces the catalog atomically.
     pub fn publish_catalog(&self, catalog: Arc<Catalog>) {
         self.catalog.store(Some(catalog));
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Watches catalog swaps (the value counts them).
+    pub fn catalog_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// Is this a topic we answer on? `getConnectors` or `getConnectors/<device>`, but not `…/reply`.

@@ -5,6 +5,7 @@
 //! bounded channel (`try_send`; when the worker is that far behind, the request is dropped and counted). The
 //! worker builds the reply and awaits `publish`, which the poll task keeps draining.
 
+use crate::announce::{self, Topics};
 use crate::config::{BrokerUrl, Credentials, Scheme};
 use crate::service::{Incoming, Service};
 use bytes::Bytes;
@@ -57,6 +58,8 @@ pub struct TransportConfig {
     pub backoff_max: Duration,
     /// How long shutdown may take to flush replies in flight.
     pub drain_timeout: Duration,
+    /// Manifest and event topics.
+    pub topics: Topics,
 }
 
 /// Connection state, for readiness and diagnostics.
@@ -190,8 +193,11 @@ pub fn tls_config(files: &TlsFiles) -> Result<TlsConfiguration, TransportError> 
     Ok(TlsConfiguration::Rustls(Arc::new(config)))
 }
 
-/// The subscription filters: `topic` and `topic/+`, shared when a group is set.
+/// The subscription filters: `topic` and `topic/+` (shared when a group is set), and the manifests (never shared:
+/// every instance reconciles them).
 pub fn filters(cfg: &TransportConfig) -> Vec<Filter> {
+    let mut manifests = Filter::new(cfg.topics.manifest_filter(), QoS::AtLeastOnce);
+    manifests.nolocal = true;
     [cfg.request_topic.clone(), format!("{}/+", cfg.request_topic)]
         .into_iter()
         .map(|t| {
@@ -205,6 +211,7 @@ pub fn filters(cfg: &TransportConfig) -> Vec<Filter> {
             f.nolocal = cfg.share_group.is_none();
             f
         })
+        .chain([manifests])
         .collect()
 }
 
@@ -226,7 +233,16 @@ pub async fn run(
     let opts = mqtt_options(&cfg)?;
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     let (tx, rx) = mpsc::channel::<Job>(4096);
-    let worker = tokio::spawn(reply_worker(client.clone(), service, rx, cfg.qos_out));
+    let worker = tokio::spawn(reply_worker(client.clone(), service.clone(), rx, cfg.qos_out));
+    let (retained_tx, retained_rx) = mpsc::channel::<String>(1024);
+    let announcer = tokio::spawn(announce::run(
+        client.clone(),
+        service,
+        cfg.topics.clone(),
+        link.watch(),
+        retained_rx,
+        cancel.clone(),
+    ));
     let filters = filters(&cfg);
     let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
     tracing::info!(broker = %cfg.broker, client_id = %cfg.client_id, "connecting to MQTT broker");
@@ -236,6 +252,11 @@ pub async fn run(
             event = eventloop.poll() => event,
         };
         match event {
+            Ok(Event::Incoming(Packet::Publish(p))) if cfg.topics.is_manifest(&String::from_utf8_lossy(&p.topic)) => {
+                if p.retain && !p.payload.is_empty() {
+                    let _ = retained_tx.try_send(String::from_utf8_lossy(&p.topic).into_owned());
+                }
+            }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let job = Job { topic: p.topic, payload: p.payload, qos: p.qos, properties: p.properties };
                 if tx.try_send(job).is_err() {
@@ -292,6 +313,7 @@ pub async fn run(
     }
     // Drain: no new requests; let the worker finish, keep polling so its publishes go out; then disconnect.
     drop(tx);
+    announcer.abort();
     let drained = drain(&client, &mut eventloop, worker, cfg.drain_timeout).await;
     link.connected.store(false, Ordering::Relaxed);
     link.set_subscribed(false);

@@ -300,12 +300,12 @@ fn identical_work_is_compiled_once_and_cached_across_builds() {
         t.snippet(&format!("c{i}.ts"), format!("export const v{i}: number = {i};\n"));
     }
     let mut cache = Default::default();
-    let first = connector_scripts::catalog::build(&t.sources(), &mut cache);
+    let first = connector_scripts::catalog::build(&t.sources(), &mut cache, None);
     assert_eq!((first.stats.jobs, first.stats.compiled), (10, 10));
-    let again = connector_scripts::catalog::build(&t.sources(), &mut cache);
+    let again = connector_scripts::catalog::build(&t.sources(), &mut cache, None);
     assert_eq!((again.stats.jobs, again.stats.compiled), (10, 0));
     t.snippet("c3.ts", "export const v3: number = 33;\n");
-    let edited = connector_scripts::catalog::build(&t.sources(), &mut cache);
+    let edited = connector_scripts::catalog::build(&t.sources(), &mut cache, None);
     assert_eq!(edited.stats.compiled, 2, "only the edited file, once per option set");
     let rev = |c: &connector_scripts::catalog::Catalog| c.bundles().map(|b| b.revision.clone()).collect::<Vec<_>>();
     assert_eq!(rev(&first), rev(&again));

@@ -102,6 +102,11 @@ impl Bundle {
         }
     }
 
+    /// A script by name.
+    pub fn script(&self, name: &str) -> Option<&Script> {
+        self.script_index(name).map(|i| &self.scripts[i])
+    }
+
     /// Index of a script by name.
     pub fn script_index(&self, name: &str) -> Option<usize> {
         self.scripts.binary_search_by(|s| s.name.as_str().cmp(name)).ok()

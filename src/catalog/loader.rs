@@ -56,9 +56,18 @@ pub fn load_snippets(dir: &Path, max_file_size: u64) -> (Snippets, Vec<Diagnosti
     (out, diags)
 }
 
+/// Platform manifests read from disk.
+#[derive(Debug, Default)]
+pub struct Platforms {
+    /// Valid manifests.
+    pub valid: Vec<Platform>,
+    /// Names of platforms whose manifest exists but cannot be used (unreadable or invalid).
+    pub broken: Vec<String>,
+}
+
 /// Reads every platform manifest in `dir`: `<platform>.toml`; other files are reported as an unknown format.
-pub fn load_platforms(dir: &Path) -> (Vec<Platform>, Vec<Diagnostic>) {
-    let mut platforms = Vec::new();
+pub fn load_platforms(dir: &Path) -> (Platforms, Vec<Diagnostic>) {
+    let mut platforms = Platforms::default();
     let mut diags = Vec::new();
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
@@ -98,14 +107,18 @@ pub fn load_platforms(dir: &Path) -> (Vec<Platform>, Vec<Diagnostic>) {
             Ok(t) => t,
             Err(d) => {
                 diags.push(d);
+                platforms.broken.push(name.to_string());
                 continue;
             }
         };
         let (platform, mut d) = parse_manifest(name, &path, &text);
         diags.append(&mut d);
-        platforms.extend(platform);
+        match platform {
+            Some(p) => platforms.valid.push(p),
+            None => platforms.broken.push(name.to_string()),
+        }
     }
-    if platforms.is_empty() && !diags.iter().any(Diagnostic::is_error) {
+    if platforms.valid.is_empty() && !diags.iter().any(Diagnostic::is_error) {
         diags.push(
             Diagnostic::error("no-platforms", dir.to_path_buf(), "no platform manifest found")
                 .with_help("add platforms/android.toml or platforms/ios.toml (see README)"),

@@ -155,9 +155,31 @@ struct Planned {
 }
 
 /// Reads, compiles and assembles the whole catalog. Keeps in `cache` exactly what this build used.
-pub fn build(sources: &Sources, cache: &mut CompileCache) -> Catalog {
+///
+/// With `previous` (a reload), what is broken now is replaced by what worked before: a platform whose manifest
+/// became invalid keeps its previous configuration, and a connector whose file no longer compiles keeps its last
+/// good script in every variant that shipped it. Both stay visible as warnings until fixed. A deleted file is
+/// gone for good.
+pub fn build(sources: &Sources, cache: &mut CompileCache, previous: Option<&Catalog>) -> Catalog {
     let started = Instant::now();
-    let (platforms, mut diags) = loader::load_platforms(&sources.platforms);
+    let (loaded, mut diags) = loader::load_platforms(&sources.platforms);
+    let mut platforms = loaded.valid;
+    if let Some(prev) = previous {
+        for name in &loaded.broken {
+            if let Some(p) = prev.platforms.get(name) {
+                diags.push(
+                    Diagnostic::warning(
+                        "last-good-platform",
+                        p.spec.file.clone(),
+                        format!("keeping the previous configuration of platform {name:?} until its manifest is fixed"),
+                    )
+                    .with_help("run `connector-scripts check` for the error"),
+                );
+                platforms.push(p.spec.clone());
+            }
+        }
+        platforms.sort_by(|a, b| a.name.cmp(&b.name));
+    }
     let (snippets, mut snippet_diags) = loader::load_snippets(&sources.snippets, sources.max_file_size);
     diags.append(&mut snippet_diags);
     diags.extend(snippets.broken.values().cloned());
@@ -285,19 +307,31 @@ pub fn build(sources: &Sources, cache: &mut CompileCache) -> Catalog {
     for (pi, vi, planned) in &plans {
         let platform = &platforms[*pi];
         let variant = &platform.variants[*vi];
-        let scripts = planned
-            .iter()
-            .filter_map(|p| {
-                let result = next_cache.get(p.key.as_ref()?)?;
-                let output = result.as_ref().as_ref().ok()?;
-                Some(Script {
+        let previous_bundle = previous
+            .and_then(|prev| prev.platforms.get(&platform.name))
+            .and_then(|p| p.bundles.iter().find(|b| b.variant == variant.name));
+        let mut scripts = Vec::with_capacity(planned.len());
+        for p in planned {
+            let output = p.key.as_ref().and_then(|k| next_cache.get(k)).and_then(|r| r.as_ref().as_ref().ok());
+            if let Some(output) = output {
+                scripts.push(Script {
                     name: p.connector.clone(),
                     sha256: bundle::sha256_hex(output.code.as_bytes()),
                     code: Arc::from(output.code.as_str()),
                     source_map: output.source_map.as_deref().map(Arc::from),
-                })
-            })
-            .collect();
+                });
+            } else if let Some(last_good) = previous_bundle.and_then(|b| b.script(&p.connector)) {
+                diags.push(Diagnostic::warning(
+                    "last-good",
+                    None,
+                    format!(
+                        "{}/{} keeps serving the last good version of {:?} until its source is fixed",
+                        platform.name, variant.name, p.connector
+                    ),
+                ));
+                scripts.push(last_good.clone());
+            }
+        }
         let bundle =
             Bundle::new(&platform.name, &variant.name, &variant.versions.to_string(), variant.options, scripts);
         bundles_by_platform[*pi].push(Arc::new(bundle));

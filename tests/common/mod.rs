@@ -59,7 +59,7 @@ impl TempCatalog {
     }
 
     pub fn build(&self) -> connector_scripts::catalog::Catalog {
-        connector_scripts::catalog::build(&self.sources(), &mut Default::default())
+        connector_scripts::catalog::build(&self.sources(), &mut Default::default(), None)
     }
 }
 

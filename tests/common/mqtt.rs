@@ -38,6 +38,9 @@ pub fn serve_config(catalog: &TempCatalog, broker: BrokerChoice) -> ServeConfig 
         keep_alive: Duration::from_secs(30),
         backoff: (Duration::from_millis(20), Duration::from_millis(500)),
         drain_timeout: Duration::from_secs(5),
+        watch: true,
+        debounce: Duration::from_millis(30),
+        topics: Default::default(),
     }
 }
 
