@@ -5,8 +5,9 @@ use crate::announce::Topics;
 use crate::broker::{self, RunningBroker};
 use crate::catalog::{self, CompileCache, Sources};
 use crate::config::{BrokerChoice, BrokerUrl, Credentials, Scheme};
+use crate::ops::{self, systemd, Ops};
 use crate::service::Service;
-use crate::transport::{self, Link, TlsFiles, TransportConfig};
+use crate::transport::{self, Link, StatusMessages, TlsFiles, TransportConfig};
 use crate::watch;
 use crate::wire::Limits;
 use rumqttc::v5::mqttbytes::QoS;
@@ -14,6 +15,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::SystemTime;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -55,6 +57,12 @@ pub struct ServeConfig {
     pub debounce: Duration,
     /// Manifest and event topics.
     pub topics: Topics,
+    /// Ops HTTP listener (`None`: off).
+    pub http_listen: Option<SocketAddr>,
+    /// Instance name, on the status topic and in health output.
+    pub instance: String,
+    /// Prefix of the retained liveness topic: `<prefix>/<instance>`.
+    pub status_prefix: String,
 }
 
 /// A running service.
@@ -65,6 +73,10 @@ pub struct Running {
     pub link: Arc<Link>,
     /// The embedded broker, when one was started.
     pub broker: Option<RunningBroker>,
+    /// Health, readiness and metrics.
+    pub ops: Arc<Ops>,
+    /// Where the ops HTTP listener listens, when on.
+    pub http_addr: Option<SocketAddr>,
     cancel: CancellationToken,
     transport: JoinHandle<Result<(), transport::TransportError>>,
     catalog_loaded: tokio::sync::watch::Receiver<bool>,
@@ -127,7 +139,10 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
         backoff_max: cfg.backoff.1,
         drain_timeout: cfg.drain_timeout,
         topics: cfg.topics.clone(),
+        status: Some(StatusMessages::new(&cfg.status_prefix, &cfg.instance, SystemTime::now())),
+        watchdog: systemd::watchdog_interval(),
     };
+    let broker_shown = tcfg.broker.to_string();
     // Fail fast on configuration the transport cannot use (unreadable TLS files).
     transport::mqtt_options(&tcfg)?;
     let cancel = CancellationToken::new();
@@ -139,11 +154,18 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
     let watcher = if cfg.watch { start_watcher(&cfg, &reload_tx) } else { None };
     spawn_sighup(reload_tx.clone(), cancel.clone());
     let link = Arc::new(Link::default());
+    let ops = Arc::new(Ops::new(service.clone(), link.clone(), cfg.instance.clone(), broker_shown));
+    let http_addr = match cfg.http_listen {
+        Some(addr) => Some(ops::http::start(addr, ops.clone(), cancel.clone()).await?),
+        None => None,
+    };
     let transport = tokio::spawn(transport::run(tcfg, service.clone(), link.clone(), cancel.clone()));
     Ok(Running {
         service,
         link,
         broker: embedded,
+        ops,
+        http_addr,
         cancel,
         transport,
         catalog_loaded: loaded_rx,
@@ -231,12 +253,16 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
             let catalog = running.service.catalog.load_full();
             let variants = catalog.as_ref().map_or(0, |c| c.bundles().count());
             tracing::info!(variants, "ready: catalog loaded and subscribed");
+            systemd::ready(&format!("serving {variants} variants"));
         }
         _ = &mut shutdown => {}
     }
     shutdown.await;
     tracing::info!("shutting down: draining replies in flight");
-    running.shutdown().await
+    systemd::stopping();
+    running.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {

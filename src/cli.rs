@@ -27,6 +27,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Send one getConnectors request as an app would and print the reply summary and round-trip time.
     Request(RequestArgs),
+    /// Ask a running service what state it is in; exit 1 when it is not ready, 2 when unreachable.
+    Status(StatusArgs),
 }
 
 /// Log output format.
@@ -123,9 +125,46 @@ pub struct ServeArgs {
     /// Topic of the NestJS-style `connectorsChanged` events.
     #[arg(long, default_value = "connectorsChanged")]
     pub changed_topic: String,
+    /// Ops HTTP listener for /healthz, /readyz and /metrics (`off` to disable).
+    #[arg(long, default_value = "127.0.0.1:9464", env = "CONNECTOR_SCRIPTS_HTTP_LISTEN")]
+    pub http_listen: HttpListen,
+    /// Instance name on the liveness topic and in health output (default: the client id).
+    #[arg(long, env = "CONNECTOR_SCRIPTS_INSTANCE")]
+    pub instance: Option<String>,
+    /// Prefix of the retained liveness topic PREFIX/INSTANCE ({"state":"online"|"offline",…}).
+    #[arg(long, default_value = "connector-scripts/status")]
+    pub status_topic: String,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CONNECTOR_SCRIPTS_LOG_FORMAT")]
     pub log_format: LogFormat,
+}
+
+/// An address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpListen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for HttpListen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "off" {
+            return Ok(HttpListen(None));
+        }
+        s.parse().map(|a| HttpListen(Some(a))).map_err(|_| format!("{s:?} is not ADDRESS:PORT or `off`"))
+    }
+}
+
+/// `status` flags.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The service's ops listener.
+    #[arg(long, default_value = "http://127.0.0.1:9464", env = "CONNECTOR_SCRIPTS_HTTP")]
+    pub http: String,
+    /// Seconds between the two samples used for request rates.
+    #[arg(long, default_value = "1", value_parser = crate::config::seconds)]
+    pub interval: Duration,
+    /// Print the raw status document (JSON).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `request` flags.

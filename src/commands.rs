@@ -205,11 +205,16 @@ pub fn serve_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
             anyhow::bail!("--share-group must be a plain name without '/', '+' or '#'");
         }
     }
+    let client_id = args.client_id.clone().unwrap_or_else(default_client_id);
+    let instance = args.instance.clone().unwrap_or_else(|| client_id.clone());
+    if instance.is_empty() || instance.contains(['/', '+', '#']) {
+        anyhow::bail!("--instance must be a plain name without '/', '+' or '#'");
+    }
     Ok(ServeConfig {
         sources: args.catalog.sources(),
         broker,
         tls: args.access.tls(),
-        client_id: args.client_id.clone().unwrap_or_else(default_client_id),
+        client_id,
         credentials,
         request_topic: topic,
         share_group: args.share_group.clone(),
@@ -223,6 +228,9 @@ pub fn serve_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         watch: !args.no_watch,
         debounce: args.debounce,
         topics: Topics { manifest_prefix: args.manifest_topic.clone(), changed_topic: args.changed_topic.clone() },
+        http_listen: args.http_listen.0,
+        instance: instance.clone(),
+        status_prefix: args.status_topic.trim_end_matches('/').to_string(),
     })
 }
 

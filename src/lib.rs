@@ -10,6 +10,7 @@
 //! - [`announce`]: retained manifests and `connectorsChanged` events on each new revision.
 //! - [`app`]: `serve` wiring: catalog (re)load, broker, transport, shutdown.
 //! - [`client`]: `request`, a device-like client for operators.
+//! - [`ops`]: health/readiness/metrics over HTTP, systemd notify and watchdog; [`status`] reads them.
 //! - [`config`]: validated configuration (broker URL, credentials, durations).
 //! - [`cli`], [`commands`], [`logging`]: the command-line surface.
 #![warn(missing_docs)]
@@ -25,7 +26,9 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod logging;
+pub mod ops;
 pub mod service;
+pub mod status;
 pub mod transport;
 pub mod watch;
 pub mod wire;

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::List(args) => commands::list(args, &mut stdout),
         Command::Serve(args) => commands::serve(args),
         Command::Request(args) => commands::request(args, &mut stdout),
+        Command::Status(args) => connector_scripts::status::run(args, &mut stdout),
     };
     match result {
         Ok(code) => code,

@@ -4,6 +4,7 @@
 //! a mix, and reading it costs no lock. Replies are spliced from each bundle's pre-serialized bytes.
 
 use crate::catalog::{AppVersion, Catalog, ResolveError};
+use crate::ops::metrics::{Metrics, RequestLabels};
 use crate::wire::{self, Decoded, ErrorCode, Framing, Limits, WireError};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -27,6 +28,8 @@ pub struct Stats {
     pub reply_bytes: AtomicU64,
     /// Catalog builds swapped in (the first load included).
     pub reloads: AtomicU64,
+    /// Requests handed to the reply worker.
+    pub received: AtomicU64,
 }
 
 /// Every error code, in the order of [`Stats::errors`].
@@ -88,6 +91,8 @@ pub struct Service {
     pub request_topic: String,
     /// Counters.
     pub stats: Stats,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
     /// Bumped on every catalog swap; the announcer and ops watch it.
     generation: tokio::sync::watch::Sender<u64>,
 }
@@ -103,6 +108,7 @@ impl Service {
             limits,
             request_topic: request_topic.into(),
             stats: Stats::default(),
+            metrics: Metrics::default(),
             generation: tokio::sync::watch::channel(0).0,
         }
     }
@@ -148,15 +154,26 @@ impl Service {
             }
             Decoded::Request { framing, data } => (framing, data),
         };
+        let reply_address = response_topic.unwrap_or(msg.topic);
+        let id: &[u8] = match &framing {
+            Framing::Nest { id } => id.as_bytes(),
+            Framing::Bare => msg.correlation_data.as_deref().unwrap_or_default(),
+        };
+        if !id.is_empty() {
+            self.metrics.note_request_id(&[reply_address.as_bytes(), b"\0", id].concat());
+        }
         let mut payload = Vec::new();
-        match data.and_then(|d| self.answer(&d, &framing, &mut payload)) {
+        let mut labels = RequestLabels { platform: "other".into(), variant: String::new(), result: "ok".into() };
+        match data.and_then(|d| self.answer(&d, &framing, &mut payload, &mut labels)) {
             Ok(()) => {}
             Err(e) => {
                 self.stats.count_error(e.code);
+                labels.result = e.code.as_str().to_string();
                 payload.clear();
                 wire::frame_error(&framing, &e, &mut payload);
             }
         }
+        self.metrics.record_request(&labels);
         self.stats.reply_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
         let topic = match response_topic {
             Some(t) => t.to_string(),
@@ -165,7 +182,13 @@ impl Service {
         Some(Outgoing { topic, payload, correlation_data: msg.correlation_data })
     }
 
-    fn answer(&self, req: &wire::RequestData, framing: &Framing, out: &mut Vec<u8>) -> Result<(), WireError> {
+    fn answer(
+        &self,
+        req: &wire::RequestData,
+        framing: &Framing,
+        out: &mut Vec<u8>,
+        labels: &mut RequestLabels,
+    ) -> Result<(), WireError> {
         let guard = self.catalog.load();
         let catalog = guard
             .as_deref()
@@ -179,6 +202,9 @@ impl Service {
                 ),
             ));
         }
+        if catalog.platforms.contains_key(&req.platform) {
+            labels.platform.clone_from(&req.platform);
+        }
         let version =
             AppVersion::parse(&req.version).map_err(|e| WireError::new(ErrorCode::InvalidVersion, e.to_string()))?;
         let bundle = catalog.resolve(&req.platform, &version).map_err(|e| match &e {
@@ -187,7 +213,9 @@ impl Service {
             }
             ResolveError::NoVariant { .. } => WireError::new(ErrorCode::NoVariant, e.to_string()),
         })?;
+        labels.variant.clone_from(&bundle.variant);
         if req.revision.as_deref() == Some(bundle.revision.as_str()) {
+            labels.result = "not_modified".into();
             self.stats.not_modified.fetch_add(1, Ordering::Relaxed);
             wire::frame_response(framing, &wire::not_modified_body(&bundle.revision), out);
             return Ok(());

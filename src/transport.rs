@@ -9,7 +9,7 @@ use crate::announce::{self, Topics};
 use crate::config::{BrokerUrl, Credentials, Scheme};
 use crate::service::{Incoming, Service};
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{Filter, Packet, PublishProperties, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, PublishProperties, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
 use rumqttc::{NetworkOptions, Outgoing, TlsConfiguration, Transport};
@@ -60,6 +60,38 @@ pub struct TransportConfig {
     pub drain_timeout: Duration,
     /// Manifest and event topics.
     pub topics: Topics,
+    /// Liveness on the bus: retained online/offline status and the Last Will.
+    pub status: Option<StatusMessages>,
+    /// Send systemd watchdog keep-alives from the poll loop at this interval.
+    pub watchdog: Option<Duration>,
+}
+
+/// The retained liveness messages on `<prefix>/<instance>`.
+#[derive(Debug, Clone)]
+pub struct StatusMessages {
+    /// The status topic.
+    pub topic: String,
+    /// Published (retained) on every connection.
+    pub online: Vec<u8>,
+    /// The Last Will (retained), and what a clean shutdown publishes.
+    pub offline: Vec<u8>,
+}
+
+impl StatusMessages {
+    /// `{"state":…, "instance", "version", "startedAt"}` on `<prefix>/<instance>`.
+    pub fn new(prefix: &str, instance: &str, started_at: std::time::SystemTime) -> StatusMessages {
+        let body = |state: &str| {
+            serde_json::json!({
+                "state": state,
+                "instance": instance,
+                "version": env!("CARGO_PKG_VERSION"),
+                "startedAt": humantime::format_rfc3339_millis(started_at).to_string(),
+            })
+            .to_string()
+            .into_bytes()
+        };
+        StatusMessages { topic: format!("{prefix}/{instance}"), online: body("online"), offline: body("offline") }
+    }
 }
 
 /// Connection state, for readiness and diagnostics.
@@ -141,6 +173,9 @@ pub fn mqtt_options(cfg: &TransportConfig) -> Result<MqttOptions, TransportError
     if cfg.broker.scheme == Scheme::Mqtts {
         opts.set_transport(Transport::tls_with_config(tls_config(&cfg.tls)?));
     }
+    if let Some(status) = &cfg.status {
+        opts.set_last_will(LastWill::new(&status.topic, status.offline.clone(), QoS::AtLeastOnce, true, None));
+    }
     Ok(opts)
 }
 
@@ -221,6 +256,7 @@ struct Job {
     payload: Bytes,
     qos: QoS,
     properties: Option<PublishProperties>,
+    received: std::time::Instant,
 }
 
 /// Runs the connection until `cancel` fires, then drains replies in flight and disconnects.
@@ -233,7 +269,9 @@ pub async fn run(
     let opts = mqtt_options(&cfg)?;
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     let (tx, rx) = mpsc::channel::<Job>(4096);
-    let worker = tokio::spawn(reply_worker(client.clone(), service.clone(), rx, cfg.qos_out));
+    let progress = Arc::new(AtomicU64::new(0));
+    let worker = tokio::spawn(reply_worker(client.clone(), service.clone(), rx, cfg.qos_out, progress.clone()));
+    let mut watchdog = WatchdogCheck::new(cfg.watchdog, progress);
     let (retained_tx, retained_rx) = mpsc::channel::<String>(1024);
     let announcer = tokio::spawn(announce::run(
         client.clone(),
@@ -249,6 +287,13 @@ pub async fn run(
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = watchdog.tick() => {
+                // Sent from the loop that serves: if it hangs, the keep-alives stop and systemd restarts us.
+                if watchdog.worker_healthy(tx.max_capacity() - tx.capacity()) {
+                    crate::ops::systemd::watchdog();
+                }
+                continue;
+            }
             event = eventloop.poll() => event,
         };
         match event {
@@ -258,7 +303,8 @@ pub async fn run(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let job = Job { topic: p.topic, payload: p.payload, qos: p.qos, properties: p.properties };
+                let received = std::time::Instant::now();
+                let job = Job { topic: p.topic, payload: p.payload, qos: p.qos, properties: p.properties, received };
                 if tx.try_send(job).is_err() {
                     link.overloaded.fetch_add(1, Ordering::Relaxed);
                 }
@@ -267,6 +313,9 @@ pub async fn run(
                 link.connected.store(true, Ordering::Relaxed);
                 backoff.reset();
                 tracing::info!(broker = %cfg.broker, session_present = ack.session_present, "connected");
+                if let Some(status) = &cfg.status {
+                    let _ = client.try_publish(&status.topic, QoS::AtLeastOnce, true, status.online.clone());
+                }
                 if !ack.session_present || !link.subscribed.load(Ordering::Relaxed) {
                     if let Err(e) = client.try_subscribe_many(filters.clone()) {
                         tracing::error!(error = %e, "cannot queue subscription");
@@ -314,7 +363,8 @@ pub async fn run(
     // Drain: no new requests; let the worker finish, keep polling so its publishes go out; then disconnect.
     drop(tx);
     announcer.abort();
-    let drained = drain(&client, &mut eventloop, worker, cfg.drain_timeout).await;
+    let offline = cfg.status.as_ref().map(|s| (s.topic.clone(), s.offline.clone()));
+    let drained = drain(&client, &mut eventloop, worker, offline, cfg.drain_timeout).await;
     link.connected.store(false, Ordering::Relaxed);
     link.set_subscribed(false);
     if !drained {
@@ -327,31 +377,47 @@ async fn drain(
     client: &AsyncClient,
     eventloop: &mut EventLoop,
     mut worker: tokio::task::JoinHandle<()>,
+    offline: Option<(String, Vec<u8>)>,
     timeout: Duration,
 ) -> bool {
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let mut worker_done = false;
+    let mut disconnect_sent = false;
     loop {
         tokio::select! {
             _ = &mut deadline => return false,
             _ = &mut worker, if !worker_done => {
                 worker_done = true;
+                // A clean DISCONNECT suppresses the Last Will: say offline ourselves, then leave.
+                if let Some((topic, payload)) = &offline {
+                    let _ = client.try_publish(topic, QoS::AtLeastOnce, true, payload.clone());
+                }
                 if client.try_disconnect().is_err() {
                     return true;
                 }
             }
             event = eventloop.poll() => match event {
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => return true,
+                // Keep reading until the broker closes: closing our end with unread input makes the kernel
+                // reset the connection, which can discard replies still in the send buffer.
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => disconnect_sent = true,
                 Ok(_) => {}
-                Err(_) => return worker_done,
+                Err(_) => return worker_done && disconnect_sent,
             }
         }
     }
 }
 
-async fn reply_worker(client: AsyncClient, service: Arc<Service>, mut rx: mpsc::Receiver<Job>, qos_out: Option<QoS>) {
+async fn reply_worker(
+    client: AsyncClient,
+    service: Arc<Service>,
+    mut rx: mpsc::Receiver<Job>,
+    qos_out: Option<QoS>,
+    progress: Arc<AtomicU64>,
+) {
     while let Some(job) = rx.recv().await {
+        progress.fetch_add(1, Ordering::Relaxed);
+        service.stats.received.fetch_add(1, Ordering::Relaxed);
         let Ok(topic) = std::str::from_utf8(&job.topic) else {
             continue;
         };
@@ -373,9 +439,46 @@ async fn reply_worker(client: AsyncClient, service: Arc<Service>, mut rx: mpsc::
             }
             None => client.publish(reply.topic, qos, false, reply.payload).await,
         };
+        service.metrics.latency.observe(job.received.elapsed().as_secs_f64());
         if let Err(e) = result {
             tracing::warn!(error = %e, "reply not queued: the connection is closing");
         }
+    }
+}
+
+/// Decides whether the serving path is healthy enough to send a watchdog keep-alive.
+struct WatchdogCheck {
+    interval: Option<tokio::time::Interval>,
+    progress: Arc<AtomicU64>,
+    last_progress: u64,
+}
+
+impl WatchdogCheck {
+    fn new(every: Option<Duration>, progress: Arc<AtomicU64>) -> WatchdogCheck {
+        let interval = every.map(|d| {
+            let mut i = tokio::time::interval(d);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
+        WatchdogCheck { interval, progress, last_progress: 0 }
+    }
+
+    /// Resolves at the next keep-alive time; never when the watchdog is off.
+    async fn tick(&mut self) {
+        match &mut self.interval {
+            Some(i) => {
+                i.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The reply worker is healthy when nothing waits for it or it made progress since the last tick.
+    fn worker_healthy(&mut self, queued: usize) -> bool {
+        let now = self.progress.load(Ordering::Relaxed);
+        let healthy = queued == 0 || now != self.last_progress;
+        self.last_progress = now;
+        healthy
     }
 }
 

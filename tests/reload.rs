@@ -237,7 +237,7 @@ fn sighup_forces_a_reload() {
     let t = single_variant_catalog();
     let (v4, v5) = common::free_port_pair();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_connector-scripts"))
-        .args(["serve", "--no-watch", "--embedded-listen", &format!("127.0.0.1:{v4}")])
+        .args(["serve", "--no-watch", "--http-listen", "127.0.0.1:0", "--embedded-listen", &format!("127.0.0.1:{v4}")])
         .arg("--embedded-listen-v5")
         .arg(format!("127.0.0.1:{v5}"))
         .arg("--snippets")

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Where the catalog comes from.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ pub struct PlatformCatalog {
 }
 
 /// Figures about one build.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct BuildStats {
     /// Snippet files read.
     pub files: usize,
@@ -55,6 +55,14 @@ pub struct BuildStats {
     pub compiled: usize,
     /// Wall time of the build.
     pub elapsed: Duration,
+    /// When the build finished.
+    pub built_at: SystemTime,
+}
+
+impl Default for BuildStats {
+    fn default() -> Self {
+        BuildStats { files: 0, jobs: 0, compiled: 0, elapsed: Duration::ZERO, built_at: SystemTime::UNIX_EPOCH }
+    }
 }
 
 /// An immutable snapshot of everything the service can serve.
@@ -359,6 +367,7 @@ pub fn build(sources: &Sources, cache: &mut CompileCache, previous: Option<&Cata
             jobs: needed.len(),
             compiled: stats_compiled,
             elapsed: started.elapsed(),
+            built_at: SystemTime::now(),
         },
     }
 }

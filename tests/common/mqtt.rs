@@ -41,6 +41,9 @@ pub fn serve_config(catalog: &TempCatalog, broker: BrokerChoice) -> ServeConfig 
         watch: true,
         debounce: Duration::from_millis(30),
         topics: Default::default(),
+        http_listen: Some(([127, 0, 0, 1], 0).into()),
+        instance: format!("test-{}", super::free_port()),
+        status_prefix: "connector-scripts/status".into(),
     }
 }
 
