@@ -6,6 +6,7 @@ use crate::broker::{self, RunningBroker};
 use crate::catalog::{self, CompileCache, Sources};
 use crate::config::{BrokerChoice, BrokerUrl, Credentials, Scheme};
 use crate::ops::{self, systemd, Ops};
+use crate::ratelimit::RateLimit;
 use crate::service::Service;
 use crate::transport::{self, Link, StatusMessages, TlsFiles, TransportConfig};
 use crate::watch;
@@ -63,6 +64,11 @@ pub struct ServeConfig {
     pub instance: String,
     /// Prefix of the retained liveness topic: `<prefix>/<instance>`.
     pub status_prefix: String,
+    /// Per-device rate limit (`None`: off).
+    pub rate_limit: Option<RateLimit>,
+    /// Persistent session expiry (`None`: clean session). With it, requests are acknowledged only after their
+    /// reply is published, and requests sent while the service is away are answered when it is back.
+    pub session_expiry: Option<Duration>,
 }
 
 /// A running service.
@@ -108,7 +114,7 @@ impl Running {
 /// Starts the service; returns once the broker (if embedded) listens. Loading and connecting continue in the
 /// background: await [`Running::ready`].
 pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
-    let service = Arc::new(Service::new(cfg.request_topic.clone(), cfg.limits));
+    let service = Arc::new(Service::new(cfg.request_topic.clone(), cfg.limits).with_rate_limit(cfg.rate_limit));
     let (broker_url, embedded) = match &cfg.broker {
         BrokerChoice::External(url) => (url.clone(), None),
         BrokerChoice::Embedded(e) => {
@@ -141,6 +147,7 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
         topics: cfg.topics.clone(),
         status: Some(StatusMessages::new(&cfg.status_prefix, &cfg.instance, SystemTime::now())),
         watchdog: systemd::watchdog_interval(),
+        session_expiry: cfg.session_expiry,
     };
     let broker_shown = tcfg.broker.to_string();
     // Fail fast on configuration the transport cannot use (unreadable TLS files).

@@ -134,6 +134,19 @@ pub struct ServeArgs {
     /// Prefix of the retained liveness topic PREFIX/INSTANCE ({"state":"online"|"offline",…}).
     #[arg(long, default_value = "connector-scripts/status")]
     pub status_topic: String,
+    /// Sustained requests per second allowed per device (TOPIC/DEVICE); excess gets RATE_LIMITED. 0 turns it off.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate_limit: f64,
+    /// Requests a quiet device may send at once.
+    #[arg(long, default_value_t = 30.0)]
+    pub rate_burst: f64,
+    /// Keep an MQTT session across restarts and disconnections (fixed client id, QoS 1, each request
+    /// acknowledged only after its reply is published): requests sent meanwhile are answered when it is back.
+    #[arg(long, env = "CONNECTOR_SCRIPTS_PERSISTENT_SESSION")]
+    pub persistent_session: bool,
+    /// How long the broker keeps the persistent session while the service is away, in seconds.
+    #[arg(long, default_value = "3600", value_parser = crate::config::seconds)]
+    pub session_expiry: Duration,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CONNECTOR_SCRIPTS_LOG_FORMAT")]
     pub log_format: LogFormat,

@@ -7,6 +7,7 @@ use crate::catalog::{self, diagnostic, AppVersion, Catalog, CompileCache, Source
 use crate::cli::{BrokerArgs, CatalogArgs, CheckArgs, CheckFormat, RequestArgs, ServeArgs, ShowArgs, ShowFormat};
 use crate::client::{self, RequestOptions};
 use crate::config::{self, BrokerChoice, BrokerUrl, Credentials, EmbeddedBroker};
+use crate::ratelimit::RateLimit;
 use crate::transport::TlsFiles;
 use crate::wire::Limits;
 use anyhow::{bail, Context};
@@ -167,10 +168,15 @@ fn qos(n: u8) -> QoS {
     }
 }
 
-fn default_client_id() -> String {
+fn default_client_id(with_pid: bool) -> String {
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect();
-    format!("connector-scripts-{}-{}", if host.is_empty() { "host" } else { &host }, std::process::id())
+    let host = if host.is_empty() { "host" } else { &host };
+    if with_pid {
+        format!("connector-scripts-{host}-{}", std::process::id())
+    } else {
+        format!("connector-scripts-{host}")
+    }
 }
 
 /// Validated `serve` configuration from the flags and environment.
@@ -205,7 +211,11 @@ pub fn serve_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
             anyhow::bail!("--share-group must be a plain name without '/', '+' or '#'");
         }
     }
-    let client_id = args.client_id.clone().unwrap_or_else(default_client_id);
+    // A persistent session needs the same client id after a restart: no pid in the default then.
+    let client_id = args.client_id.clone().unwrap_or_else(|| default_client_id(!args.persistent_session));
+    if args.persistent_session && args.qos_in == 0 {
+        anyhow::bail!("--persistent-session needs --qos-in 1 or 2: QoS 0 requests are never kept for the service");
+    }
     let instance = args.instance.clone().unwrap_or_else(|| client_id.clone());
     if instance.is_empty() || instance.contains(['/', '+', '#']) {
         anyhow::bail!("--instance must be a plain name without '/', '+' or '#'");
@@ -231,6 +241,9 @@ pub fn serve_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         http_listen: args.http_listen.0,
         instance: instance.clone(),
         status_prefix: args.status_topic.trim_end_matches('/').to_string(),
+        rate_limit: (args.rate_limit > 0.0)
+            .then_some(RateLimit { per_second: args.rate_limit, burst: args.rate_burst.max(1.0) }),
+        session_expiry: args.persistent_session.then_some(args.session_expiry),
     })
 }
 

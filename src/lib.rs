@@ -4,6 +4,7 @@
 //! - [`catalog`]: snippets and platform manifests on disk → compiled per-variant bundles (pure core + loader).
 //! - [`wire`]: NestJS envelopes and MQTT 5 request/response bodies (pure).
 //! - [`service`]: one request in, one reply out, against the current catalog snapshot (pure).
+//! - [`ratelimit`]: per-device token buckets.
 //! - [`transport`]: the rumqttc event loop: subscribe, dispatch, publish, reconnect, drain.
 //! - [`broker`]: the embedded default broker (rumqttd).
 //! - [`watch`]: file events → debounced rebuild triggers (hot reload).
@@ -27,6 +28,7 @@ pub mod commands;
 pub mod config;
 pub mod logging;
 pub mod ops;
+pub mod ratelimit;
 pub mod service;
 pub mod status;
 pub mod transport;

@@ -5,6 +5,7 @@
 
 use crate::catalog::{AppVersion, Catalog, ResolveError};
 use crate::ops::metrics::{Metrics, RequestLabels};
+use crate::ratelimit::{Limiter, RateLimit};
 use crate::wire::{self, Decoded, ErrorCode, Framing, Limits, WireError};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -93,6 +94,8 @@ pub struct Service {
     pub stats: Stats,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Per-device rate limit, when on.
+    limiter: Option<Limiter>,
     /// Bumped on every catalog swap; the announcer and ops watch it.
     generation: tokio::sync::watch::Sender<u64>,
 }
@@ -109,8 +112,20 @@ impl Service {
             request_topic: request_topic.into(),
             stats: Stats::default(),
             metrics: Metrics::default(),
+            limiter: None,
             generation: tokio::sync::watch::channel(0).0,
         }
+    }
+
+    /// Limits each device (the segment after the request topic) to `limit`.
+    pub fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Service {
+        self.limiter = limit.map(|l| Limiter::new(l, 100_000));
+        self
+    }
+
+    /// The device segment of a request topic, if any.
+    fn device<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        topic.strip_prefix(self.request_topic.as_str())?.strip_prefix('/')
     }
 
     /// Replaces the catalog atomically.
@@ -164,6 +179,15 @@ impl Service {
         }
         let mut payload = Vec::new();
         let mut labels = RequestLabels { platform: "other".into(), variant: String::new(), result: "ok".into() };
+        let limited = match (&self.limiter, self.device(msg.topic)) {
+            (Some(limiter), Some(device)) => !limiter.allow(device, std::time::Instant::now()),
+            _ => false,
+        };
+        let data = if limited {
+            Err(WireError::new(ErrorCode::RateLimited, "too many requests from this device; slow down and retry later"))
+        } else {
+            data
+        };
         match data.and_then(|d| self.answer(&d, &framing, &mut payload, &mut labels)) {
             Ok(()) => {}
             Err(e) => {

@@ -8,8 +8,7 @@
 use crate::announce::{self, Topics};
 use crate::config::{BrokerUrl, Credentials, Scheme};
 use crate::service::{Incoming, Service};
-use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, PublishProperties, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, Publish, PublishProperties, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
 use rumqttc::{NetworkOptions, Outgoing, TlsConfiguration, Transport};
@@ -64,6 +63,8 @@ pub struct TransportConfig {
     pub status: Option<StatusMessages>,
     /// Send systemd watchdog keep-alives from the poll loop at this interval.
     pub watchdog: Option<Duration>,
+    /// Persistent session with this expiry; requests are then acknowledged only after their reply is published.
+    pub session_expiry: Option<Duration>,
 }
 
 /// The retained liveness messages on `<prefix>/<instance>`.
@@ -160,7 +161,20 @@ pub fn mqtt_options(cfg: &TransportConfig) -> Result<MqttOptions, TransportError
     let mut opts = MqttOptions::new(&cfg.client_id, &cfg.broker.host, cfg.broker.port);
     opts.set_keep_alive(cfg.keep_alive.max(Duration::from_secs(5)));
     opts.set_max_packet_size(Some(cfg.max_packet_size));
-    opts.set_clean_start(true);
+    match cfg.session_expiry {
+        Some(expiry) => {
+            opts.set_clean_start(false);
+            opts.set_session_expiry_interval(Some(expiry.as_secs().min(u32::MAX as u64) as u32));
+        }
+        None => {
+            opts.set_clean_start(true);
+        }
+    }
+    // Requests are acknowledged by the reply worker once answered, in arrival order, and the broker may have at
+    // most RECEIVE_MAXIMUM unacknowledged QoS 1/2 requests out to us: that is the backpressure that keeps the
+    // worker's queue (larger than that) from overflowing under a flood. QoS 0 requests have no such brake.
+    opts.set_manual_acks(true);
+    opts.set_receive_maximum(Some(RECEIVE_MAXIMUM));
     opts.set_request_channel_capacity(1024);
     if let Some(c) = &cfg.credentials {
         opts.set_credentials(&c.username, c.password.expose());
@@ -250,12 +264,14 @@ pub fn filters(cfg: &TransportConfig) -> Vec<Filter> {
         .collect()
 }
 
+/// Most unacknowledged requests the broker may send us at once.
+const RECEIVE_MAXIMUM: u16 = 1024;
+/// Capacity of the reply worker's queue: above RECEIVE_MAXIMUM, so acknowledged traffic never overflows it.
+const WORKER_QUEUE: usize = 4096;
+
 /// A request handed from the poll task to the reply worker.
 struct Job {
-    topic: Bytes,
-    payload: Bytes,
-    qos: QoS,
-    properties: Option<PublishProperties>,
+    publish: Publish,
     received: std::time::Instant,
 }
 
@@ -268,11 +284,18 @@ pub async fn run(
 ) -> Result<(), TransportError> {
     let opts = mqtt_options(&cfg)?;
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
-    let (tx, rx) = mpsc::channel::<Job>(4096);
+    let (tx, rx) = mpsc::channel::<Job>(WORKER_QUEUE);
     let progress = Arc::new(AtomicU64::new(0));
-    let worker = tokio::spawn(reply_worker(client.clone(), service.clone(), rx, cfg.qos_out, progress.clone()));
-    let mut watchdog = WatchdogCheck::new(cfg.watchdog, progress);
     let (retained_tx, retained_rx) = mpsc::channel::<String>(1024);
+    let worker = tokio::spawn(reply_worker(
+        client.clone(),
+        service.clone(),
+        rx,
+        cfg.qos_out,
+        (cfg.topics.clone(), retained_tx),
+        progress.clone(),
+    ));
+    let mut watchdog = WatchdogCheck::new(cfg.watchdog, progress);
     let announcer = tokio::spawn(announce::run(
         client.clone(),
         service,
@@ -297,15 +320,10 @@ pub async fn run(
             event = eventloop.poll() => event,
         };
         match event {
-            Ok(Event::Incoming(Packet::Publish(p))) if cfg.topics.is_manifest(&String::from_utf8_lossy(&p.topic)) => {
-                if p.retain && !p.payload.is_empty() {
-                    let _ = retained_tx.try_send(String::from_utf8_lossy(&p.topic).into_owned());
-                }
-            }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let received = std::time::Instant::now();
-                let job = Job { topic: p.topic, payload: p.payload, qos: p.qos, properties: p.properties, received };
+                let job = Job { publish: p, received: std::time::Instant::now() };
                 if tx.try_send(job).is_err() {
+                    // Only QoS 0 floods get here (acknowledged traffic is capped by RECEIVE_MAXIMUM).
                     link.overloaded.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -408,41 +426,55 @@ async fn drain(
     }
 }
 
+/// Answers requests in arrival order and acknowledges each after its reply has been handed to the client
+/// (replies and acks leave in that order; acks stay in arrival order, which rumqttd insists on). A crash before
+/// that means redelivery with a persistent session. Retained manifests seen on the bus go to the announcer.
 async fn reply_worker(
     client: AsyncClient,
     service: Arc<Service>,
     mut rx: mpsc::Receiver<Job>,
     qos_out: Option<QoS>,
+    (topics, retained): (Topics, mpsc::Sender<String>),
     progress: Arc<AtomicU64>,
 ) {
     while let Some(job) = rx.recv().await {
         progress.fetch_add(1, Ordering::Relaxed);
-        service.stats.received.fetch_add(1, Ordering::Relaxed);
-        let Ok(topic) = std::str::from_utf8(&job.topic) else {
-            continue;
-        };
-        let props = job.properties.as_ref();
-        let incoming = Incoming {
-            topic,
-            payload: &job.payload,
-            response_topic: props.and_then(|p| p.response_topic.as_deref()),
-            correlation_data: props.and_then(|p| p.correlation_data.clone()),
-        };
-        let Some(reply) = service.handle(incoming) else {
-            continue;
-        };
-        let qos = qos_out.unwrap_or(job.qos);
-        let result = match reply.correlation_data {
-            Some(cd) => {
-                let props = PublishProperties { correlation_data: Some(cd), ..Default::default() };
-                client.publish_with_properties(reply.topic, qos, false, reply.payload, props).await
+        let p = &job.publish;
+        let topic = String::from_utf8_lossy(&p.topic);
+        if topics.is_manifest(&topic) {
+            if p.retain && !p.payload.is_empty() {
+                let _ = retained.try_send(topic.into_owned());
             }
-            None => client.publish(reply.topic, qos, false, reply.payload).await,
-        };
-        service.metrics.latency.observe(job.received.elapsed().as_secs_f64());
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "reply not queued: the connection is closing");
+        } else {
+            service.stats.received.fetch_add(1, Ordering::Relaxed);
+            answer(&client, &service, &job, qos_out).await;
         }
+        let _ = client.ack(&job.publish).await;
+    }
+}
+
+async fn answer(client: &AsyncClient, service: &Service, job: &Job, qos_out: Option<QoS>) {
+    let p = &job.publish;
+    let Ok(topic) = std::str::from_utf8(&p.topic) else { return };
+    let props = p.properties.as_ref();
+    let incoming = Incoming {
+        topic,
+        payload: &p.payload,
+        response_topic: props.and_then(|p| p.response_topic.as_deref()),
+        correlation_data: props.and_then(|p| p.correlation_data.clone()),
+    };
+    let Some(reply) = service.handle(incoming) else { return };
+    let qos = qos_out.unwrap_or(p.qos);
+    let result = match reply.correlation_data {
+        Some(cd) => {
+            let props = PublishProperties { correlation_data: Some(cd), ..Default::default() };
+            client.publish_with_properties(reply.topic, qos, false, reply.payload, props).await
+        }
+        None => client.publish(reply.topic, qos, false, reply.payload).await,
+    };
+    service.metrics.latency.observe(job.received.elapsed().as_secs_f64());
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "reply not queued: the connection is closing");
     }
 }
 

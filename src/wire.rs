@@ -386,4 +386,57 @@ mod tests {
             serde_json::json!({"revision": "r1", "notModified": true})
         );
     }
+
+    mod fuzz {
+        //! Property tests: decoding never panics, and what carries a usable id is always answerable.
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn json_value() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                ".{0,40}".prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(6, 64, 8, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map(".{0,12}", inner, 0..8)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512), rt in any::<bool>()) {
+                let _ = decode(&bytes, rt, &Limits::default());
+            }
+
+            #[test]
+            fn any_envelope_with_a_string_id_is_answered(data in json_value(), id in "[a-z0-9]{1,21}") {
+                let payload = serde_json::json!({"pattern": "getConnectors", "data": data, "id": id}).to_string();
+                match decode(payload.as_bytes(), false, &Limits::default()) {
+                    Decoded::Request { framing: Framing::Nest { id: got }, data } => {
+                        prop_assert_eq!(got, format!("\"{id}\""));
+                        if let Err(e) = data {
+                            prop_assert_eq!(e.code, ErrorCode::BadRequest);
+                            prop_assert!(e.message.len() < 400);
+                        }
+                    }
+                    other => prop_assert!(false, "not answerable: {:?}", other),
+                }
+            }
+
+            #[test]
+            fn bare_requests_with_a_response_topic_are_answered(data in json_value()) {
+                let payload = data.to_string();
+                let decoded = decode(payload.as_bytes(), true, &Limits::default());
+                prop_assert!(matches!(decoded, Decoded::Request { .. }), "{:?}", decoded);
+            }
+        }
+    }
 }

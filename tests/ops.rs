@@ -9,7 +9,7 @@ use connector_scripts::app;
 use connector_scripts::config::{BrokerChoice, BrokerUrl};
 use connector_scripts::status::get_json;
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, serde_json::Value) {
@@ -172,20 +172,9 @@ async fn graceful_shutdown_answers_every_request_in_flight() {
 }
 
 fn spawn_serve(broker: &str, catalog: &TempCatalog, http_port: u16, envs: &[(&str, String)]) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_connector-scripts"));
-    cmd.args(["serve", "--broker", broker, "--keep-alive", "5", "--instance", "svc-under-test"])
-        .arg("--http-listen")
-        .arg(format!("127.0.0.1:{http_port}"))
-        .arg("--snippets")
-        .arg(catalog.snippets())
-        .arg("--platforms")
-        .arg(catalog.platforms())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
+    let http = format!("127.0.0.1:{http_port}");
+    let args = ["--broker", broker, "--keep-alive", "5", "--instance", "svc-under-test", "--http-listen", &http];
+    common::spawn_service(catalog, &args, envs)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -150,30 +150,41 @@ pub fn free_port_pair() -> (u16, u16) {
 pub struct Mosquitto {
     pub port: u16,
     child: std::process::Child,
+    conf: PathBuf,
     pub dir: tempfile::TempDir,
 }
 
 impl Mosquitto {
     pub fn start() -> Mosquitto {
-        Mosquitto::start_with("")
+        Mosquitto::start_with("allow_anonymous true\n")
     }
 
-    /// Starts with extra config lines appended.
-    pub fn start_with(extra: &str) -> Mosquitto {
+    /// Starts with `settings` (options of the single listener and global ones; `{dir}` is the broker's own
+    /// temporary directory).
+    pub fn start_with(settings: &str) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
+        // Started as root, Mosquitto drops to its own user: let it write its log and persistence file here.
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
+        let settings = settings.replace("{dir}", &dir.path().display().to_string());
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n\
-                 log_dest stderr\nlog_type error\nlog_type warning\n{extra}\n"
+                "per_listener_settings false\nlistener {port} 127.0.0.1\nset_tcp_nodelay true\n\
+                 max_queued_messages 1000000\nlog_dest file {}/mosquitto.log\nlog_type all\n{settings}\n",
+                dir.path().display()
             ),
         )
         .unwrap();
+        let child = Mosquitto::spawn(&conf, port);
+        Mosquitto { port, child, conf, dir }
+    }
+
+    fn spawn(conf: &Path, port: u16) -> std::process::Child {
         let child = Command::new("mosquitto")
             .arg("-c")
-            .arg(&conf)
+            .arg(conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -181,7 +192,14 @@ impl Mosquitto {
         wait_for(Duration::from_secs(10), "mosquitto to listen", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).ok()
         });
-        Mosquitto { port, child, dir }
+        child
+    }
+
+    /// Stops the broker cleanly (SIGTERM: persistent state is saved) and starts it again on the same port.
+    pub fn restart(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+        self.child = Mosquitto::spawn(&self.conf, self.port);
     }
 
     pub fn url(&self) -> String {
@@ -194,4 +212,21 @@ impl Drop for Mosquitto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Spawns the `connector-scripts serve` binary on `catalog` with extra flags (stdout/stderr discarded).
+pub fn spawn_service(catalog: &TempCatalog, args: &[&str], envs: &[(&str, String)]) -> std::process::Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_connector-scripts"));
+    cmd.arg("serve")
+        .args(args)
+        .arg("--snippets")
+        .arg(catalog.snippets())
+        .arg("--platforms")
+        .arg(catalog.platforms())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("the service binary starts")
 }

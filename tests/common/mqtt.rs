@@ -44,6 +44,8 @@ pub fn serve_config(catalog: &TempCatalog, broker: BrokerChoice) -> ServeConfig 
         http_listen: Some(([127, 0, 0, 1], 0).into()),
         instance: format!("test-{}", super::free_port()),
         status_prefix: "connector-scripts/status".into(),
+        rate_limit: None,
+        session_expiry: None,
     }
 }
 
@@ -94,8 +96,31 @@ pub struct Client {
 
 impl Client {
     pub async fn v4(port: u16, id: &str) -> Client {
+        Client::v4_with(port, id, |_| {}).await
+    }
+
+    /// A v3.1.1 client with a persistent session (survives broker restarts with `persistence true`).
+    pub async fn v4_persistent(port: u16, id: &str) -> Client {
+        Client::v4_with(port, id, |o| {
+            o.set_clean_session(false);
+        })
+        .await
+    }
+
+    /// A v3.1.1 client with credentials.
+    pub async fn v4_login(port: u16, id: &str, user: &str, password: &str) -> Client {
+        let (user, password) = (user.to_string(), password.to_string());
+        Client::v4_with(port, id, move |o| {
+            o.set_credentials(user, password);
+        })
+        .await
+    }
+
+    pub async fn v4_with(port: u16, id: &str, tune: impl FnOnce(&mut rumqttc::MqttOptions)) -> Client {
         let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
         opts.set_max_packet_size(16 << 20, 16 << 20);
+        opts.set_keep_alive(Duration::from_secs(5));
+        tune(&mut opts);
         let (client, mut el) = rumqttc::AsyncClient::new(opts, 64);
         let (tx, rx) = mpsc::unbounded_channel();
         let (stx, subacks) = mpsc::unbounded_channel();
@@ -146,6 +171,11 @@ impl Client {
             }
         });
         Client { v4: None, v5: Some(client), rx, subacks }
+    }
+
+    /// The underlying v3.1.1 client (for publishing from another task).
+    pub fn clone_handle(&self) -> rumqttc::AsyncClient {
+        self.v4.clone().expect("a v4 client")
     }
 
     /// Subscribes and waits for the SUBACK.

@@ -1,0 +1,442 @@
+//! Reliability, security and scale-out against real Mosquitto brokers started by the tests: rate limits,
+//! hostile input, persistent sessions across service crashes and broker restarts, TLS with passwords, the ACL
+//! example, and several instances in one shared-subscription group.
+
+mod common;
+
+use common::mqtt::{nest, serve_config, serve_external, serve_with, Client, TIMEOUT};
+use common::{free_port, spawn_service, wait_for, Mosquitto, TempCatalog};
+use connector_scripts::config::{BrokerChoice, BrokerUrl, Credentials, Secret};
+use connector_scripts::ratelimit::RateLimit;
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_device_is_limited_and_a_well_behaved_one_is_not() {
+    let catalog = TempCatalog::examples();
+    let mosquitto = Mosquitto::start();
+    let mut cfg = serve_config(&catalog, BrokerChoice::External(BrokerUrl::parse(&mosquitto.url()).unwrap()));
+    cfg.rate_limit = Some(RateLimit { per_second: 2.0, burst: 5.0 });
+    let r = serve_with(cfg).await;
+    let mut flood = Client::v4(mosquitto.port, "flooder").await;
+    flood.subscribe("getConnectors/flooder/reply").await;
+    let mut calm = Client::v4(mosquitto.port, "calm").await;
+    calm.subscribe("getConnectors/calm/reply").await;
+    for i in 0..60 {
+        flood.publish("getConnectors/flooder", nest(json!({"platform": "ios", "version": "3"}), &i.to_string())).await;
+    }
+    let mut codes: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..60 {
+        let v = flood.recv().await.json();
+        let code = v["err"]["code"].as_str().unwrap_or("ok").to_string();
+        *codes.entry(code).or_default() += 1;
+    }
+    assert!(codes["RATE_LIMITED"] >= 50, "{codes:?}");
+    assert!(codes.get("ok").is_some_and(|n| (5..=10).contains(n)), "the burst gets through: {codes:?}");
+    // Meanwhile a well-behaved device is served normally.
+    for i in 0..3 {
+        calm.publish("getConnectors/calm", nest(json!({"platform": "ios", "version": "3"}), &i.to_string())).await;
+        let v = calm.recv().await.json();
+        assert!(v.get("response").is_some(), "{v}");
+    }
+    let text = r.ops.metrics_text();
+    assert!(text.contains(r#"result="RATE_LIMITED"} "#), "{text}");
+    r.shutdown().await.unwrap();
+}
+
+/// Deterministic pseudo-random bytes.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// A hostile `data` value for request `i`.
+fn hostile_data(i: usize, rng: &mut Rng) -> serde_json::Value {
+    match i % 8 {
+        0 => json!({"platform": "x".repeat(100_000), "version": "1"}),
+        1 => serde_json::from_str(&format!("{}1{}", "[".repeat(120), "]".repeat(120))).unwrap(),
+        2 => json!({"platform": 42, "version": ["3"]}),
+        3 => json!({"platform": format!("p{}", rng.next()), "version": "1.0"}),
+        4 => json!({"platform": "ios", "version": format!("{}{}.{}", rng.next(), "9".repeat(40), rng.next())}),
+        5 => json!({"platform": "ios", "version": "3", "connectors": vec!["nope"; 1000]}),
+        6 => json!({"platform": "ios", "version": "3", "connectors": [format!("../../{}", rng.next())]}),
+        _ => json!({"platform": "ios", "version": "💥\u{0}\u{202e}"}),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_hostile_payloads() {
+    let catalog = TempCatalog::examples();
+    let mosquitto = Mosquitto::start();
+    let r = serve_external(&catalog, &mosquitto.url()).await;
+    let mut attacker = Client::v4(mosquitto.port, "attacker").await;
+    attacker.subscribe("getConnectors/attacker/reply").await;
+    let rss_before = rss_kib();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut with_id = BTreeSet::new();
+    let mut answered = BTreeSet::new();
+    let mut codes = BTreeSet::new();
+    for i in 0..10_000usize {
+        let payload: Vec<u8> = match i % 4 {
+            // No id: random bytes, truncated JSON, deep nesting, huge strings. Never answered.
+            0 => {
+                let n = (rng.next() % 2048) as usize;
+                rng.bytes(n)
+            }
+            1 => {
+                let full = nest(json!({"platform": "ios", "version": "3"}), "t");
+                full.as_bytes()[..(rng.next() as usize % full.len())].to_vec()
+            }
+            2 if i % 8 == 2 => format!("{}{}", "{\"a\":".repeat(50_000), "}".repeat(50_000)).into_bytes(),
+            // With an id: every one gets a typed error.
+            _ => {
+                let id = format!("h{i}");
+                with_id.insert(id.clone());
+                nest(hostile_data(with_id.len(), &mut rng), &id).into_bytes()
+            }
+        };
+        attacker.publish("getConnectors/attacker", payload).await;
+        // Like a real client, do not run ahead of the answers without bound.
+        while with_id.len() - answered.len() > 256 {
+            take_reply(&mut attacker, &mut answered, &mut codes).await;
+        }
+    }
+    while answered.len() < with_id.len() {
+        take_reply(&mut attacker, &mut answered, &mut codes).await;
+    }
+    assert_eq!(answered, with_id);
+    let all: BTreeSet<String> =
+        ["BAD_REQUEST", "UNKNOWN_PLATFORM", "INVALID_VERSION", "UNKNOWN_CONNECTOR"].map(String::from).into();
+    assert_eq!(codes, all);
+    // Still up and serving.
+    attacker.publish("getConnectors/attacker", nest(json!({"platform": "ios", "version": "3"}), "sane")).await;
+    assert_eq!(attacker.recv().await.json()["response"]["variant"], "next");
+    let grown_mib = rss_kib().saturating_sub(rss_before) / 1024;
+    assert!(grown_mib < 96, "memory grew by {grown_mib} MiB");
+    assert!(r.service.stats.dropped.load(Ordering::Relaxed) >= 2500);
+    r.shutdown().await.unwrap();
+}
+
+/// Takes one reply to a hostile request: it must be a typed error, answered once.
+async fn take_reply(c: &mut Client, answered: &mut BTreeSet<String>, codes: &mut BTreeSet<String>) {
+    let known = ["BAD_REQUEST", "UNKNOWN_PLATFORM", "INVALID_VERSION", "UNKNOWN_CONNECTOR"];
+    let m = c.try_recv_within(TIMEOUT).await;
+    assert!(m.is_some(), "no reply within {TIMEOUT:?} after {} answers", answered.len());
+    let v = m.unwrap().json();
+    let code = v["err"]["code"].as_str().unwrap_or_default();
+    assert!(known.contains(&code), "untyped reply: {v}");
+    codes.insert(code.to_string());
+    assert!(answered.insert(v["id"].as_str().unwrap().to_string()), "answered twice: {v}");
+}
+
+const PERSISTENT: &str = "allow_anonymous true\npersistence true\npersistence_location {dir}/\nautosave_interval 1\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_killed_mid_load_answers_what_was_sent_meanwhile() {
+    let catalog = TempCatalog::examples();
+    let mosquitto = Mosquitto::start_with(PERSISTENT);
+    let url = mosquitto.url();
+    let args = ["--broker", &url, "--persistent-session", "--client-id", "cs-persistent", "--http-listen", "off"];
+    let mut app = Client::v4(mosquitto.port, "app-crash").await;
+    app.subscribe("getConnectors/app-crash/reply").await;
+    let mut service = spawn_service(&catalog, &args, &[]);
+    // Up (subscribed, session created): a first request is answered.
+    ask_until_answered(&mut app, "getConnectors/app-crash", "r0").await;
+    let mut sent = BTreeSet::from(["r0".to_string()]);
+    let mut answered = BTreeSet::from(["r0".to_string()]);
+    for phase in 0..3 {
+        if phase == 1 {
+            service.kill().unwrap(); // SIGKILL mid-load
+            service.wait().unwrap();
+        }
+        if phase == 2 {
+            service = spawn_service(&catalog, &args, &[]);
+        }
+        for i in 0..100 {
+            let id = format!("r{phase}-{i}");
+            app.publish("getConnectors/app-crash", nest(json!({"platform": "android", "version": "6"}), &id)).await;
+            sent.insert(id);
+        }
+    }
+    while answered.len() < sent.len() {
+        let v = app.recv().await.json();
+        answered.insert(v["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(answered, sent);
+    service.kill().unwrap();
+    service.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_loses_no_request() {
+    let catalog = TempCatalog::examples();
+    let mut mosquitto = Mosquitto::start_with(PERSISTENT);
+    let mut cfg = serve_config(&catalog, BrokerChoice::External(BrokerUrl::parse(&mosquitto.url()).unwrap()));
+    cfg.session_expiry = Some(Duration::from_secs(600));
+    cfg.client_id = "cs-broker-restart".into();
+    let r = serve_with(cfg).await;
+    let mut app = Client::v4_persistent(mosquitto.port, "app-restart").await;
+    app.subscribe("getConnectors/app-restart/reply").await;
+    let total = 300;
+    let mut answered = BTreeSet::new();
+    for i in 0..total {
+        if i == 100 {
+            mosquitto.restart();
+        }
+        app.publish("getConnectors/app-restart", nest(json!({"platform": "ios", "version": "2.5"}), &i.to_string()))
+            .await;
+        while let Some(m) = app.try_recv_within(Duration::from_millis(1)).await {
+            answered.insert(m.json()["id"].as_str().unwrap().to_string());
+        }
+    }
+    while answered.len() < total {
+        let m = app.try_recv_within(TIMEOUT).await;
+        if m.is_none() {
+            let log = std::fs::read_to_string(mosquitto.dir.path().join("mosquitto.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
+        assert!(m.is_some(), "{} of {total} answered", answered.len());
+        answered.insert(m.unwrap().json()["id"].as_str().unwrap().to_string());
+    }
+    assert!(r.link.reconnects.load(Ordering::Relaxed) >= 1);
+    wait_for(TIMEOUT, "readiness to come back", || r.ops.not_ready_reasons().is_empty().then_some(()));
+    r.shutdown().await.unwrap();
+}
+
+/// Asks until a reply with `id` arrives (the service may still be starting); other replies are skipped.
+async fn ask_until_answered(app: &mut Client, topic: &str, id: &str) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        app.publish(topic, nest(json!({"platform": "ios", "version": "3"}), id)).await;
+        while let Some(m) = app.try_recv_within(Duration::from_millis(500)).await {
+            if m.json()["id"] == id {
+                return;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the service never answered {id}");
+    }
+}
+
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// A CA and a server certificate for `names`, written as PEM files.
+    fn new(names: &[&str]) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let server_key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let server = CertificateParams::new(names).unwrap().signed_by(&server_key, &issuer).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
+        std::fs::write(dir.path().join("server.pem"), server.pem()).unwrap();
+        std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).unwrap();
+        Pki { dir }
+    }
+
+    fn path(&self, f: &str) -> String {
+        self.dir.path().join(f).display().to_string()
+    }
+}
+
+fn password_file(dir: &std::path::Path, users: &[(&str, &str)]) -> String {
+    let file = dir.join("passwd");
+    std::fs::write(&file, "").unwrap();
+    for (u, p) in users {
+        let ok = std::process::Command::new("mosquitto_passwd").arg("-b").arg(&file).args([u, p]).status().unwrap();
+        assert!(ok.success(), "mosquitto_passwd");
+    }
+    file.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_password_file() {
+    let catalog = TempCatalog::examples();
+    let pki = Pki::new(&["localhost"]);
+    let wrong_name = Pki::new(&["broker.example"]);
+    let passwd = password_file(pki.dir.path(), &[("svc", "right-password")]);
+    let tls = |p: &Pki| {
+        format!(
+            "allow_anonymous false\npassword_file {passwd}\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            p.path("ca.pem"),
+            p.path("server.pem"),
+            p.path("server.key")
+        )
+    };
+    let mosquitto = Mosquitto::start_with(&tls(&pki));
+    let url = format!("mqtts://localhost:{}", mosquitto.port);
+    let config = |password: &str, ca: Option<String>| {
+        let mut cfg = serve_config(&catalog, BrokerChoice::External(BrokerUrl::parse(&url).unwrap()));
+        cfg.credentials = Some(Credentials { username: "svc".into(), password: Secret::new(password) });
+        cfg.tls.ca = ca.map(Into::into);
+        cfg
+    };
+    // Right credentials and the CA: ready.
+    let r = serve_with(config("right-password", Some(pki.path("ca.pem")))).await;
+    let (_, doc) = r.ops.status();
+    assert!(!doc.to_string().contains("right-password"), "the password leaked into the status document");
+    assert!(!r.ops.metrics_text().contains("right-password"));
+    r.shutdown().await.unwrap();
+
+    // Each failure gives a clear reason and never readiness.
+    async fn reason_of(cfg: connector_scripts::app::ServeConfig) -> String {
+        let r = connector_scripts::app::start(cfg).await.unwrap();
+        let reason = wait_for_async(|| {
+            let e = r.link.last_error.lock().unwrap().clone();
+            e.filter(|_| !r.link.connected.load(Ordering::Relaxed))
+        })
+        .await;
+        assert!(r.ops.not_ready_reasons().iter().any(|x| x.contains("broker not connected")));
+        r.shutdown().await.unwrap();
+        reason
+    }
+    let wrong = reason_of(config("wrong-password", Some(pki.path("ca.pem")))).await;
+    assert!(wrong.contains("refused the connection") && wrong.contains("password"), "{wrong}");
+    assert!(!wrong.contains("wrong-password"));
+    let untrusted = reason_of(config("right-password", None)).await;
+    assert!(untrusted.contains("TLS handshake") && untrusted.contains("UnknownIssuer"), "{untrusted}");
+    drop(mosquitto);
+    let mismatched = Mosquitto::start_with(&tls(&wrong_name));
+    let url2 = format!("mqtts://localhost:{}", mismatched.port);
+    let mut cfg = config("right-password", Some(wrong_name.path("ca.pem")));
+    cfg.broker = BrokerChoice::External(BrokerUrl::parse(&url2).unwrap());
+    let name = reason_of(cfg).await;
+    assert!(name.contains("TLS handshake") && name.contains("not valid for name"), "{name}");
+}
+
+async fn wait_for_async<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acl_example_keeps_devices_apart() {
+    let catalog = TempCatalog::examples();
+    let dir = tempfile::tempdir().unwrap();
+    let passwd =
+        password_file(dir.path(), &[("connector-scripts", "svc-pw"), ("device-a", "a-pw"), ("device-b", "b-pw")]);
+    let acl = common::repo().join("deploy/mosquitto/acl");
+    let mosquitto =
+        Mosquitto::start_with(&format!("allow_anonymous false\npassword_file {passwd}\nacl_file {}\n", acl.display()));
+    let mut cfg = serve_config(&catalog, BrokerChoice::External(BrokerUrl::parse(&mosquitto.url()).unwrap()));
+    cfg.credentials = Some(Credentials { username: "connector-scripts".into(), password: Secret::new("svc-pw") });
+    let r = serve_with(cfg).await;
+    let mut a = Client::v4_login(mosquitto.port, "device-a", "device-a", "a-pw").await;
+    let mut b = Client::v4_login(mosquitto.port, "device-b", "device-b", "b-pw").await;
+    // A tries to eavesdrop on B's replies; the broker refuses (no message will ever reach A from there).
+    a.subscribe("getConnectors/device-b/reply").await;
+    a.subscribe("getConnectors/device-a/reply").await;
+    b.subscribe("getConnectors/device-b/reply").await;
+    b.publish("getConnectors/device-b", nest(json!({"platform": "ios", "version": "3"}), "b1")).await;
+    assert_eq!(b.recv().await.json()["id"], "b1");
+    // A asking on B's topic is refused too: B gets nothing from it.
+    a.publish("getConnectors/device-b", nest(json!({"platform": "ios", "version": "3"}), "a-as-b")).await;
+    a.publish("getConnectors/device-a", nest(json!({"platform": "ios", "version": "3"}), "a1")).await;
+    // Replies to A and B leave the service in request order: A's first message must be its own reply.
+    let first = a.recv().await;
+    assert_eq!(first.topic, "getConnectors/device-a/reply");
+    assert_eq!(first.json()["id"], "a1");
+    b.publish("getConnectors/device-b", nest(json!({"platform": "ios", "version": "3"}), "b2")).await;
+    assert_eq!(b.recv().await.json()["id"], "b2", "B must not have received the reply to A's spoofed request");
+    r.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_in_a_share_group_answer_each_request_once() {
+    let catalog = TempCatalog::examples();
+    let mosquitto = Mosquitto::start();
+    let url = mosquitto.url();
+    let mut instances: Vec<std::process::Child> = (0..3)
+        .map(|i| {
+            let id = format!("cs-shared-{i}");
+            let args = ["--broker", &url, "--share-group", "cs", "--client-id", &id, "--http-listen", "off"];
+            spawn_service(&catalog, &args, &[])
+        })
+        .collect();
+    let mut status = Client::v4(mosquitto.port, "status-watch").await;
+    status.subscribe("connector-scripts/status/+").await;
+    let mut online = BTreeSet::new();
+    while online.len() < 3 {
+        let m = status.recv().await;
+        if m.json()["state"] == "online" {
+            online.insert(m.topic);
+        }
+    }
+    // Subscriptions follow the online status closely; a request that arrives first is still answered once.
+    let mut app = Client::v4(mosquitto.port, "app-shared").await;
+    app.subscribe("getConnectors/app-shared/reply").await;
+    let mut replies: BTreeMap<String, usize> = BTreeMap::new();
+    let ask = |i: usize| nest(json!({"platform": "ios", "version": "3"}), &format!("s{i}"));
+    for i in 0..300 {
+        app.publish("getConnectors/app-shared", ask(i)).await;
+    }
+    while replies.values().sum::<usize>() < 300 {
+        let v = app.recv().await.json();
+        *replies.entry(v["id"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    assert!(app.try_recv_within(Duration::from_millis(300)).await.is_none(), "a request was answered twice");
+    assert_eq!(replies.len(), 300);
+    assert!(replies.values().all(|n| *n == 1));
+
+    // One instance dies mid-load; clients that retry after a timeout all get answers.
+    let mut pending: BTreeSet<usize> = (1000..1300).collect();
+    for (n, i) in pending.iter().enumerate() {
+        if n == 100 {
+            instances[0].kill().unwrap();
+        }
+        app.publish("getConnectors/app-shared", ask(*i)).await;
+    }
+    let mut rounds = 0;
+    while !pending.is_empty() {
+        rounds += 1;
+        assert!(rounds < 10, "{} requests never answered", pending.len());
+        while let Some(m) = app.try_recv_within(Duration::from_secs(2)).await {
+            let id: usize = m.json()["id"].as_str().unwrap()[1..].parse().unwrap();
+            pending.remove(&id);
+            if pending.is_empty() {
+                break;
+            }
+        }
+        for i in &pending {
+            app.publish("getConnectors/app-shared", ask(*i)).await; // the app's retry after its timeout
+        }
+    }
+    for mut c in instances {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let _ = free_port();
+}
