@@ -8,13 +8,9 @@
 //!
 //! `cargo bench --bench reload -- [--edits N] [--debounce-ms MS]`
 
-use connector_scripts::announce::Topics;
 use connector_scripts::app::{self, ServeConfig};
 use connector_scripts::catalog::{self, CompileCache, Sources};
 use connector_scripts::config::{BrokerChoice, EmbeddedBroker};
-use connector_scripts::transport::TlsFiles;
-use connector_scripts::wire::Limits;
-use rumqttc::v5::mqttbytes::QoS;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -87,33 +83,12 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let (v4, v5) = free_pair();
-        let cfg = ServeConfig {
-            sources: sources.clone(),
-            broker: BrokerChoice::Embedded(EmbeddedBroker {
-                listen: ([127, 0, 0, 1], v4).into(),
-                listen_v5: ([127, 0, 0, 1], v5).into(),
-            }),
-            tls: TlsFiles::default(),
-            client_id: "bench-reload".into(),
-            credentials: None,
-            request_topic: "getConnectors".into(),
-            share_group: None,
-            qos_in: QoS::AtLeastOnce,
-            qos_out: None,
-            max_packet_size: 16 << 20,
-            limits: Limits::default(),
-            keep_alive: Duration::from_secs(30),
-            backoff: (Duration::from_millis(20), Duration::from_millis(500)),
-            drain_timeout: Duration::from_secs(2),
-            watch: true,
-            debounce,
-            topics: Topics::default(),
-            http_listen: None,
-            instance: "bench".into(),
-            status_prefix: "connector-scripts/status".into(),
-            rate_limit: None,
-            session_expiry: None,
-        };
+        let broker = BrokerChoice::Embedded(EmbeddedBroker {
+            listen: ([127, 0, 0, 1], v4).into(),
+            listen_v5: ([127, 0, 0, 1], v5).into(),
+        });
+        let mut cfg = ServeConfig::new(sources.clone(), broker, "bench-reload");
+        cfg.debounce = debounce;
         let running = app::start(cfg).await.unwrap();
         running.ready().await;
         // An app watching the manifest of the variant ios 3.x gets.

@@ -71,6 +71,37 @@ pub struct ServeConfig {
     pub session_expiry: Option<Duration>,
 }
 
+impl ServeConfig {
+    /// The defaults `serve` documents, for `sources` through `broker`: QoS 1 in, replies at the request's QoS,
+    /// 16 MiB packets, 64 KiB requests, hot reload on, no ops listener, no rate limit, a clean session.
+    pub fn new(sources: Sources, broker: BrokerChoice, instance: &str) -> ServeConfig {
+        ServeConfig {
+            sources,
+            broker,
+            tls: TlsFiles::default(),
+            client_id: instance.to_string(),
+            credentials: None,
+            request_topic: "getConnectors".into(),
+            share_group: None,
+            qos_in: QoS::AtLeastOnce,
+            qos_out: None,
+            max_packet_size: 16 << 20,
+            limits: Limits::default(),
+            keep_alive: Duration::from_secs(30),
+            backoff: (Duration::from_millis(100), Duration::from_secs(10)),
+            drain_timeout: Duration::from_secs(5),
+            watch: true,
+            debounce: Duration::from_millis(30),
+            topics: Topics::default(),
+            http_listen: None,
+            instance: instance.to_string(),
+            status_prefix: "connector-scripts/status".into(),
+            rate_limit: None,
+            session_expiry: None,
+        }
+    }
+}
+
 /// A running service.
 pub struct Running {
     /// The request handler (catalog, counters).

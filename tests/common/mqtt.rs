@@ -5,8 +5,6 @@ use super::TempCatalog;
 use bytes::Bytes;
 use connector_scripts::app::{self, Running, ServeConfig};
 use connector_scripts::config::{BrokerChoice, BrokerUrl, EmbeddedBroker};
-use connector_scripts::transport::TlsFiles;
-use connector_scripts::wire::Limits;
 use rumqttc::v5::mqttbytes::QoS;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -23,30 +21,11 @@ pub struct Ports {
 }
 
 pub fn serve_config(catalog: &TempCatalog, broker: BrokerChoice) -> ServeConfig {
-    ServeConfig {
-        sources: catalog.sources(),
-        broker,
-        tls: TlsFiles::default(),
-        client_id: format!("cs-test-{}", super::free_port()),
-        credentials: None,
-        request_topic: "getConnectors".into(),
-        share_group: None,
-        qos_in: QoS::AtLeastOnce,
-        qos_out: None,
-        max_packet_size: 16 << 20,
-        limits: Limits::default(),
-        keep_alive: Duration::from_secs(30),
-        backoff: (Duration::from_millis(20), Duration::from_millis(500)),
-        drain_timeout: Duration::from_secs(5),
-        watch: true,
-        debounce: Duration::from_millis(30),
-        topics: Default::default(),
-        http_listen: Some(([127, 0, 0, 1], 0).into()),
-        instance: format!("test-{}", super::free_port()),
-        status_prefix: "connector-scripts/status".into(),
-        rate_limit: None,
-        session_expiry: None,
-    }
+    let instance = format!("test-{}", super::free_port());
+    let mut cfg = ServeConfig::new(catalog.sources(), broker, &instance);
+    cfg.backoff = (Duration::from_millis(20), Duration::from_millis(500));
+    cfg.http_listen = Some(([127, 0, 0, 1], 0).into());
+    cfg
 }
 
 /// Starts the service with its embedded broker on free ports; waits until ready.

@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""bench/run.py - every benchmark of connector-scripts in one command, side by side in the same run.
+
+    python3 bench/run.py            full run, writes docs/BENCHMARKS.md
+    SMOKE=1 python3 bench/run.py    seconds, debug build, prints only (CI runs this so the harness cannot rot)
+
+Request serving: one Mosquitto (set_tcp_nodelay true) on a free loopback port; three responders in turn:
+connector-scripts (`serve`), the NestJS reference peer (bench/peers/nestjs: the old system's design) and the ideal
+responder (`loadgen respond`: pre-serialized bytes, nothing else: the broker-bound ceiling). For each, the Rust load
+generator (`loadgen load`, NestJS envelope, per-device topics, QoS 0) runs serial (1 x 1) and loaded (C x W);
+CPU time per request comes from /proc/<pid>/stat of the responder. Then: startup to ready and RSS of
+connector-scripts, hot-reload latency (benches/reload.rs) and compile speed (bench/compile.sh).
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = os.environ.get("SMOKE") == "1"
+DURATION = float(os.environ.get("DURATION", "2" if SMOKE else "10"))
+WARMUP = float(os.environ.get("WARMUP", "0.5" if SMOKE else "2"))
+LOADED = os.environ.get("LOADED", "2x4" if SMOKE else "4x16")
+PROFILE = os.environ.get("BENCH_PROFILE", "dev" if SMOKE else "release")
+OUT = os.environ.get("OUT", "" if SMOKE else "docs/BENCHMARKS.md")
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.002)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def cargo_artifacts():
+    """Builds the service, the load generator and the reload bench once; returns their paths."""
+    cmd = ["cargo", "build", "--bin", "connector-scripts", "--example", "loadgen", "--bench", "reload",
+           "--message-format=json-render-diagnostics"]
+    if PROFILE == "release":
+        cmd.insert(2, "--release")
+    log("==", " ".join(cmd))
+    out = subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True).stdout
+    paths = {}
+    for line in out.splitlines():
+        m = json.loads(line)
+        if m.get("reason") == "compiler-artifact" and m.get("executable"):
+            paths[m["target"]["name"]] = m["executable"]
+    return paths
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / HZ
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def readyz(port):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=0.5) as r:
+            return r.status == 200
+    except Exception:
+        return False
+
+
+class Mosquitto:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp()
+        os.chmod(self.dir, 0o777)
+        self.port = free_port()
+        conf = os.path.join(self.dir, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write(f"listener {self.port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+                    "max_queued_messages 100000\npersistence false\nlog_dest none\n")
+        self.proc = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait(self._listening, 10, "mosquitto")
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+
+    def _listening(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def start_connector_scripts(paths, broker):
+    http = free_port()
+    proc = subprocess.Popen([paths["connector-scripts"], "serve", "--broker", broker, "--http-listen",
+                             f"127.0.0.1:{http}", "--rate-limit", "0", "--qos-in", "0",
+                             "--snippets", os.path.join(ROOT, "snippets"), "--platforms", os.path.join(ROOT, "platforms")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait(lambda: readyz(http), 30, "connector-scripts ready")
+    return proc
+
+
+def start_printing_ready(cmd, cwd=ROOT):
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"{cmd[0]} exited before ready")
+        if line.strip() == "ready":
+            return proc
+    raise SystemExit(f"{cmd[0]} not ready in time")
+
+
+def nest_peer_cmd(broker):
+    peer = os.path.join(ROOT, "bench/peers/nestjs")
+    if not os.path.isdir(os.path.join(peer, "node_modules")):
+        log("== npm ci --prefix bench/peers/nestjs")
+        subprocess.run(["npm", "ci", "--prefix", peer, "--no-audit", "--no-fund", "--loglevel=error"], check=True)
+    return ["node", os.path.join(peer, "main.js"), "--url", broker, "--snippets", os.path.join(ROOT, "snippets"),
+            "--platforms", os.path.join(ROOT, "platforms")]
+
+
+def run_load(paths, broker, label, conns, window):
+    cmd = [paths["loadgen"], "load", "--broker", broker, "--connections", str(conns), "--window", str(window),
+           "--duration-secs", str(DURATION), "--warmup-secs", str(WARMUP), "--label", label,
+           "--platform", "ios", "--version", "3.1.0"]
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def measure_responder(paths, broker, label, proc):
+    c, w = (int(x) for x in LOADED.split("x"))
+    serial = run_load(paths, broker, label, 1, 1)
+    cpu0 = cpu_seconds(proc.pid)
+    loaded = run_load(paths, broker, label, c, w)
+    cpu1 = cpu_seconds(proc.pid)
+    replies = max(loaded["total"], 1)
+    return {"label": label, "serial": serial, "loaded": loaded, "cpu_us": (cpu1 - cpu0) / replies * 1e6,
+            "rss_mib": rss_mib(proc.pid)}
+
+
+def startup_to_ready(paths, broker, repeats):
+    times = []
+    for _ in range(repeats):
+        http = free_port()
+        t0 = time.monotonic()
+        proc = subprocess.Popen([paths["connector-scripts"], "serve", "--broker", broker, "--http-listen",
+                                 f"127.0.0.1:{http}", "--snippets", os.path.join(ROOT, "snippets"),
+                                 "--platforms", os.path.join(ROOT, "platforms")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait(lambda: readyz(http), 30, "ready")
+        times.append((time.monotonic() - t0) * 1000)
+        proc.terminate()
+        proc.wait()
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main():
+    paths = cargo_artifacts()
+    broker = Mosquitto()
+    results = []
+    try:
+        targets = [
+            ("connector-scripts", lambda: start_connector_scripts(paths, broker.url)),
+            ("NestJS peer", lambda: start_printing_ready(nest_peer_cmd(broker.url))),
+            ("ideal responder", lambda: start_printing_ready([paths["loadgen"], "respond", "--broker", broker.url,
+                                                              "--snippets", "snippets", "--platforms", "platforms"])),
+        ]
+        for label, start in targets:
+            log(f"== serving benchmark: {label}")
+            proc = start()
+            try:
+                results.append(measure_responder(paths, broker.url, label, proc))
+            finally:
+                proc.terminate()
+                proc.wait()
+            log(json.dumps(results[-1]))
+        ready_ms = startup_to_ready(paths, broker.url, 3 if SMOKE else 7)
+    finally:
+        broker.stop()
+    reload_args = [paths["reload"], "--edits", "10" if SMOKE else "60"]
+    log("==", " ".join(reload_args))
+    reload_out = subprocess.run(reload_args, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT).stdout
+    compile_env = dict(os.environ, OUT="" if SMOKE else "docs/BENCH-compile.md")
+    log("== bench/compile.sh")
+    compile_out = subprocess.run(["bash", "bench/compile.sh"], cwd=ROOT, env=compile_env, check=True,
+                                 stdout=subprocess.PIPE, text=True).stdout
+    report = render(results, ready_ms, reload_out, compile_out)
+    print(report)
+    if OUT:
+        with open(os.path.join(ROOT, OUT), "w") as f:
+            f.write(report)
+        log(f"wrote {OUT}")
+
+
+def render(results, ready_ms, reload_out, compile_out):
+    by = {r["label"]: r for r in results}
+    ideal, peer, cs = by["ideal responder"], by["NestJS peer"], by["connector-scripts"]
+    cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    mosq = subprocess.run(["mosquitto", "-h"], stdout=subprocess.PIPE, text=True).stdout.splitlines()[0]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores ({cpu_model}), "
+        f"loopback, {mosq} with `set_tcp_nodelay true`, profile `{PROFILE}`. Reproduce: "
+        f"`{'SMOKE=1 ' if SMOKE else ''}python3 bench/run.py` (it also runs `bench/compile.sh`). The machine is shared and"
+        " noisy: compare the ratios measured in the same run, not absolute figures across runs.",
+        "",
+        f"## Request serving (NestJS envelope, per-device topics, QoS 0; {DURATION:g} s per run after {WARMUP:g} s warm-up)",
+        "",
+        f"| responder | serial req/s | serial p50 µs | serial p99 µs | loaded ({LOADED}) req/s | loaded p50 µs "
+        "| loaded p99 µs | loaded max µs | errors+timeouts | CPU µs/request | RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        s, l = r["serial"], r["loaded"]
+        lines.append(f"| {r['label']} | {s['rps']:.0f} | {s['p50_us']} | {s['p99_us']} | {l['rps']:.0f} | {l['p50_us']} "
+                     f"| {l['p99_us']} | {l['max_us']} | {s['errors'] + s['timeouts'] + l['errors'] + l['timeouts']} "
+                     f"| {r['cpu_us']:.1f} | {r['rss_mib']:.1f} |")
+    ratio = lambda a, b: a / b if b else float("nan")
+    lt, st = cs["loaded"]["rps"], cs["serial"]["p50_us"]
+    checks = [
+        ("loaded throughput ≥ 0.95 × ideal", ratio(lt, ideal["loaded"]["rps"]), 0.95, True),
+        ("loaded throughput ≥ 2.5 × NestJS peer", ratio(lt, peer["loaded"]["rps"]), 2.5, True),
+        ("serial p50 ≤ 1.2 × ideal", ratio(st, ideal["serial"]["p50_us"]), 1.2, False),
+        ("CPU ≤ 15 µs per request", cs["cpu_us"], 15.0, False),
+        ("startup to ready ≤ 200 ms", ready_ms, 200.0, False),
+        ("RSS ≤ 30 MB while serving", cs["rss_mib"] * 1.048576, 30.0, False),
+    ]
+    lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    for name, value, bound, at_least in checks:
+        met = value >= bound if at_least else value <= bound
+        lines.append(f"| {name} | {value:.2f} | {'yes' if met else '**no**'} |")
+    lines += ["", f"Startup to ready (process start → `/readyz` 200, median): {ready_ms:.0f} ms.", "",
+              "## Hot reload (benches/reload.rs)", "", "```", reload_out.strip(), "```", "",
+              "## Compiling (bench/compile.sh)", "", compile_out.strip(), ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

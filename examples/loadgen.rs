@@ -1,0 +1,243 @@
+//! Benchmark tools used by `bench/run.sh` (not part of the service):
+//!
+//! - `loadgen load`: a load generator acting like C phones, each keeping W requests outstanding, NestJS envelope
+//!   on per-device topics (`getConnectors/load-<c>`), QoS 0 as NestJS clients do. Prints one JSON line:
+//!   requests/s, latency percentiles, errors.
+//! - `loadgen respond`: the "ideal responder": answers every request with pre-serialized bytes and does nothing
+//!   else (the id is spliced into a ready reply). It is the broker-bound ceiling a real service can approach.
+//!
+//! `cargo run --release --example loadgen -- load --broker mqtt://127.0.0.1:1883 --connections 4 --window 16`
+
+use connector_scripts::catalog::{self, AppVersion, CompileCache, Sources};
+use connector_scripts::wire::{frame_response, Framing};
+use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_string())
+}
+
+fn broker(url: &str) -> (String, u16) {
+    let rest = url.trim_start_matches("mqtt://");
+    let (h, p) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
+    (h.to_string(), p.parse().expect("port"))
+}
+
+fn options(id: &str, url: &str) -> MqttOptions {
+    let (host, port) = broker(url);
+    let mut o = MqttOptions::new(id, host, port);
+    o.set_max_packet_size(16 << 20, 16 << 20);
+    o.set_keep_alive(Duration::from_secs(30));
+    o
+}
+
+fn nodelay() -> NetworkOptions {
+    let mut n = NetworkOptions::new();
+    n.set_tcp_nodelay(true);
+    n
+}
+
+#[derive(Default)]
+struct Results {
+    latencies_us: Vec<u64>,
+    errors: u64,
+    timeouts: u64,
+    /// Every reply received, warm-up included (for CPU time per request).
+    total: u64,
+}
+
+async fn connection(
+    c: usize,
+    args: Arc<Vec<String>>,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    out: Arc<Mutex<Results>>,
+) {
+    let url = arg(&args, "--broker", "mqtt://127.0.0.1:1883");
+    let window: usize = arg(&args, "--window", "1").parse().unwrap();
+    let topic = format!("{}/load-{c}", arg(&args, "--topic", "getConnectors"));
+    let data =
+        serde_json::json!({"platform": arg(&args, "--platform", "ios"), "version": arg(&args, "--version", "3.1.0")});
+    let (client, mut el) =
+        AsyncClient::new(options(&format!("loadgen-{}-{c}", std::process::id()), &url), 4 * window + 16);
+    el.set_network_options(nodelay());
+    client.subscribe(format!("{topic}/reply"), QoS::AtMostOnce).await.unwrap();
+    let mut pending: HashMap<String, Instant> = HashMap::new();
+    let mut seq = 0u64;
+    let mut local = Results::default();
+    let send = |seq: &mut u64, pending: &mut HashMap<String, Instant>| {
+        *seq += 1;
+        let id = format!("{c}-{seq}");
+        let env = serde_json::json!({"pattern": "getConnectors", "data": data, "id": id}).to_string();
+        pending.insert(id, Instant::now());
+        let _ = client.try_publish(&topic, QoS::AtMostOnce, false, env);
+    };
+    let mut last_sweep = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let ev = match tokio::time::timeout(Duration::from_millis(200), el.poll()).await {
+            Ok(Ok(ev)) => ev,
+            Ok(Err(e)) => {
+                eprintln!("loadgen connection {c}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(_) => Event::Outgoing(rumqttc::Outgoing::PingReq),
+        };
+        match ev {
+            Event::Incoming(Packet::SubAck(_)) => {
+                for _ in 0..window {
+                    send(&mut seq, &mut pending);
+                }
+            }
+            Event::Incoming(Packet::Publish(p)) => {
+                // The id is the last field of a NestJS reply: `…,"id":"<id>"}`.
+                let tail = &p.payload[p.payload.len().saturating_sub(64)..];
+                let text = String::from_utf8_lossy(tail);
+                let id = text
+                    .rsplit_once("\"id\":\"")
+                    .and_then(|(_, r)| r.split('"').next())
+                    .unwrap_or_default()
+                    .to_string();
+                if let Some(sent) = pending.remove(&id) {
+                    local.total += 1;
+                    if measuring.load(Ordering::Relaxed) {
+                        let ok = p.payload.starts_with(b"{\"response\"");
+                        if ok {
+                            local.latencies_us.push(sent.elapsed().as_micros() as u64);
+                        } else {
+                            local.errors += 1;
+                        }
+                    }
+                    send(&mut seq, &mut pending);
+                }
+            }
+            _ => {}
+        }
+        if last_sweep.elapsed() > Duration::from_millis(500) {
+            last_sweep = Instant::now();
+            let expired: Vec<String> =
+                pending.iter().filter(|(_, t)| t.elapsed() > Duration::from_secs(5)).map(|(k, _)| k.clone()).collect();
+            for id in expired {
+                pending.remove(&id);
+                local.timeouts += 1;
+                send(&mut seq, &mut pending);
+            }
+        }
+    }
+    let mut r = out.lock().unwrap();
+    r.latencies_us.extend(local.latencies_us);
+    r.errors += local.errors;
+    r.timeouts += local.timeouts;
+    r.total += local.total;
+}
+
+async fn load(args: Vec<String>) {
+    let connections: usize = arg(&args, "--connections", "1").parse().unwrap();
+    let warmup = Duration::from_secs_f64(arg(&args, "--warmup-secs", "1").parse().unwrap());
+    let duration = Duration::from_secs_f64(arg(&args, "--duration-secs", "5").parse().unwrap());
+    let args = Arc::new(args);
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let out = Arc::new(Mutex::new(Results::default()));
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| tokio::spawn(connection(c, args.clone(), measuring.clone(), stop.clone(), out.clone())))
+        .collect();
+    tokio::time::sleep(warmup).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(duration).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut r = std::mem::take(&mut *out.lock().unwrap());
+    r.latencies_us.sort_unstable();
+    let pct =
+        |p: f64| r.latencies_us.get(((r.latencies_us.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0);
+    let line = serde_json::json!({
+        "label": arg(&args, "--label", "target"),
+        "connections": connections,
+        "window": arg(&args, "--window", "1").parse::<u64>().unwrap(),
+        "requests": r.latencies_us.len(),
+        "seconds": elapsed.as_secs_f64(),
+        "rps": r.latencies_us.len() as f64 / elapsed.as_secs_f64(),
+        "p50_us": pct(0.5),
+        "p99_us": pct(0.99),
+        "max_us": r.latencies_us.last().copied().unwrap_or(0),
+        "errors": r.errors,
+        "timeouts": r.timeouts,
+        "total": r.total,
+    });
+    println!("{line}");
+}
+
+async fn respond(args: Vec<String>) {
+    let url = arg(&args, "--broker", "mqtt://127.0.0.1:1883");
+    let topic = arg(&args, "--topic", "getConnectors");
+    let sources = Sources {
+        snippets: PathBuf::from(arg(&args, "--snippets", "snippets")),
+        platforms: PathBuf::from(arg(&args, "--platforms", "platforms")),
+        max_file_size: catalog::loader::DEFAULT_MAX_FILE_SIZE,
+    };
+    let version = AppVersion::parse(&arg(&args, "--version", "3.1.0")).unwrap();
+    let catalog = catalog::build(&sources, &mut CompileCache::default(), None);
+    let bundle = catalog.resolve(&arg(&args, "--platform", "ios"), &version).expect("the variant to serve").clone();
+    let mut body = Vec::new();
+    bundle.write_reply(&version.to_string(), None, &mut body);
+    let (client, mut el) = AsyncClient::new(options(&format!("ideal-responder-{}", std::process::id()), &url), 65_536);
+    el.set_network_options(nodelay());
+    client.subscribe(format!("{topic}/+"), QoS::AtMostOnce).await.unwrap();
+    client.subscribe(topic.clone(), QoS::AtMostOnce).await.unwrap();
+    let mut ready = 0;
+    loop {
+        match el.poll().await {
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                ready += 1;
+                if ready == 2 {
+                    println!("ready");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if p.topic.ends_with("/reply") {
+                    continue;
+                }
+                let Some(id) = id_of(&p.payload) else { continue };
+                let mut out = Vec::with_capacity(body.len() + 64);
+                frame_response(&Framing::Nest { id }, &body, &mut out);
+                let _ = client.try_publish(format!("{}/reply", p.topic), QoS::AtMostOnce, false, out);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("ideal responder: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The raw JSON of the envelope's `id`, without parsing anything else.
+fn id_of(payload: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Id<'a> {
+        #[serde(borrow)]
+        id: Option<&'a serde_json::value::RawValue>,
+    }
+    let e: Id<'_> = serde_json::from_slice(payload).ok()?;
+    e.id.map(|r| r.get().to_string())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    match args.get(1).map(String::as_str) {
+        Some("load") => rt.block_on(load(args)),
+        Some("respond") => rt.block_on(respond(args)),
+        _ => eprintln!("usage: loadgen load|respond [options]; see the module docs"),
+    }
+}
