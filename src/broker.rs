@@ -132,6 +132,11 @@ pub async fn start(cfg: EmbeddedBroker) -> Result<RunningBroker, BrokerError> {
     let running = RunningBroker { listen: cfg.listen, listen_v5: cfg.listen_v5, tasks: vec![t4, t5] };
     wait_listening(cfg.listen, rx4).await?;
     wait_listening(cfg.listen_v5, rx5).await?;
+    for addr in [cfg.listen, cfg.listen_v5] {
+        if let Err(e) = nodelay_on_listener(addr) {
+            tracing::warn!(%addr, error = %e, "cannot set TCP_NODELAY on the embedded broker: replies may stall ~40 ms");
+        }
+    }
     tracing::info!(mqtt = %cfg.listen, mqtt5 = %cfg.listen_v5, "embedded MQTT broker listening");
     Ok(running)
 }
@@ -160,4 +165,35 @@ async fn wait_listening(
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(50));
     }
+}
+
+/// Sets TCP_NODELAY on rumqttd's listening socket for `addr`; Linux copies it to every accepted connection.
+///
+/// rumqttd binds its own listener and does not set TCP_NODELAY on the connections it accepts, so a 15 KB reply
+/// waits for Nagle + delayed ACK (~40 ms) on its way to the app. The listener is found among this process's
+/// file descriptors by its local address.
+#[cfg(target_os = "linux")]
+fn nodelay_on_listener(addr: SocketAddr) -> std::io::Result<()> {
+    use std::os::fd::{BorrowedFd, RawFd};
+    for entry in std::fs::read_dir("/proc/self/fd")?.flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<RawFd>().ok()) else { continue };
+        let is_socket = std::fs::read_link(entry.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"));
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: the descriptor is open in this process (listed in /proc/self/fd) and only borrowed for the
+        // duration of these calls; the listener it names lives as long as the runtime.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let sock = socket2::SockRef::from(&fd);
+        let listening = sock.is_listener().unwrap_or(false);
+        if listening && sock.local_addr().ok().and_then(|a| a.as_socket()) == Some(addr) {
+            return sock.set_tcp_nodelay(true);
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::NotFound, "listening socket not found"))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn nodelay_on_listener(_addr: SocketAddr) -> std::io::Result<()> {
+    Ok(())
 }

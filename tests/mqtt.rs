@@ -239,3 +239,37 @@ async fn events_and_garbage_get_no_reply_and_are_counted() {
     assert_eq!(stats.replies.load(Ordering::Relaxed), 1);
     running.shutdown().await.unwrap();
 }
+
+/// Every connection the embedded broker accepted in this process, with its TCP_NODELAY setting.
+fn accepted_nodelay(port: u16) -> Vec<bool> {
+    use std::os::fd::{BorrowedFd, RawFd};
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<RawFd>().ok()) else { continue };
+        if !std::fs::read_link(entry.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")) {
+            continue;
+        }
+        // SAFETY: listed in /proc/self/fd, borrowed only for these calls.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let sock = socket2::SockRef::from(&fd);
+        let local = sock.local_addr().ok().and_then(|a| a.as_socket());
+        if local.is_some_and(|a| a.port() == port) && !sock.is_listener().unwrap_or(true) {
+            out.push(sock.tcp_nodelay().unwrap_or(false));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_sends_without_nagle_delay() {
+    // A 15 KB reply behind Nagle + delayed ACK waits ~40 ms; rumqttd does not set TCP_NODELAY itself.
+    let catalog = TempCatalog::examples();
+    let (running, ports) = serve_embedded(&catalog).await;
+    let mut app = Client::v4(ports.v4, "nagle-check").await;
+    app.subscribe("getConnectors/nagle-check/reply").await;
+    let flags = accepted_nodelay(ports.v4);
+    assert!(!flags.is_empty(), "no accepted connection found on port {}", ports.v4);
+    assert!(flags.iter().all(|on| *on), "TCP_NODELAY off on an accepted connection: {flags:?}");
+    assert!(accepted_nodelay(ports.v5).iter().all(|on| *on));
+    running.shutdown().await.unwrap();
+}
