@@ -150,7 +150,7 @@ def nest_peer_cmd(broker):
 def run_load(paths, broker, label, conns, window):
     cmd = [paths["loadgen"], "load", "--broker", broker, "--connections", str(conns), "--window", str(window),
            "--duration-secs", str(DURATION), "--warmup-secs", str(WARMUP), "--label", label,
-           "--platform", "ios", "--version", "3.1.0"]
+           "--platform", "ios", "--version", "2.4.1"]
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -191,7 +191,7 @@ def main():
         targets = [
             ("connector-scripts", lambda: start_connector_scripts(paths, broker.url)),
             ("NestJS peer", lambda: start_printing_ready(nest_peer_cmd(broker.url))),
-            ("ideal responder", lambda: start_printing_ready([paths["loadgen"], "respond", "--broker", broker.url,
+            ("ideal responder", lambda: start_printing_ready([paths["loadgen"], "respond", "--broker", broker.url, "--version", "2.4.1",
                                                               "--snippets", "snippets", "--platforms", "platforms"])),
         ]
         for label, start in targets:
@@ -235,6 +235,9 @@ def render(results, ready_ms, reload_out, compile_out):
         " noisy: compare the ratios measured in the same run, not absolute figures across runs.",
         "",
         f"## Request serving (NestJS envelope, per-device topics, QoS 0; {DURATION:g} s per run after {WARMUP:g} s warm-up)",
+        "",
+        "Every request asks for ios 2.4.1: variant `current`, 4 connectors, es2017/commonjs, no source maps (the"
+        " NestJS peer ships none), the same reply shape from all three responders.",
         "",
         f"| responder | serial req/s | serial p50 µs | serial p99 µs | loaded ({LOADED}) req/s | loaded p50 µs "
         "| loaded p99 µs | loaded max µs | errors+timeouts | CPU µs/request | RSS MiB |",
