@@ -266,9 +266,9 @@ impl Service {
                 Some(idx)
             }
         };
-        let mut body = Vec::with_capacity(bundle.reply_len_hint());
-        bundle.write_reply(&version.to_string(), only.as_deref(), &mut body);
-        wire::frame_response(framing, &body, out);
+        out.reserve(bundle.reply_len_hint() + 64);
+        let version = version.to_string();
+        wire::frame_with(framing, out, |out| bundle.write_reply(&version, only.as_deref(), out));
         self.stats.replies.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -238,12 +238,16 @@ fn parse_data(json: &[u8], limits: &Limits) -> Result<RequestData, WireError> {
 
 /// Frames a successful reply body (a JSON object or value, already serialized).
 pub fn frame_response(framing: &Framing, body: &[u8], out: &mut Vec<u8>) {
+    frame_with(framing, out, |out| out.extend_from_slice(body));
+}
+
+/// Frames a reply whose body `write_body` appends straight into `out` (no intermediate copy of the bundle).
+pub fn frame_with(framing: &Framing, out: &mut Vec<u8>, write_body: impl FnOnce(&mut Vec<u8>)) {
     match framing {
-        Framing::Bare => out.extend_from_slice(body),
+        Framing::Bare => write_body(out),
         Framing::Nest { id } => {
-            out.reserve(body.len() + id.len() + 40);
             out.extend_from_slice(b"{\"response\":");
-            out.extend_from_slice(body);
+            write_body(out);
             out.extend_from_slice(b",\"isDisposed\":true,\"id\":");
             out.extend_from_slice(id.as_bytes());
             out.push(b'}');
