@@ -18,6 +18,10 @@
 //! `--threads N` sizes the compile pool (through `RAYON_NUM_THREADS`, read when the pool is built); by default it
 //! has one worker per core.
 
+/// The allocator the service itself uses (src/main.rs), so figures match what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use connector_scripts::catalog::transpile::{self, Job};
 use connector_scripts::catalog::{CompileOptions, ModuleFormat, Target};
 use rayon::prelude::*;

@@ -8,6 +8,10 @@
 //!
 //! `cargo bench --bench reload -- [--edits N] [--debounce-ms MS]`
 
+/// The allocator the service itself uses (src/main.rs), so figures match what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use connector_scripts::app::{self, ServeConfig};
 use connector_scripts::catalog::{self, CompileCache, Sources};
 use connector_scripts::config::{BrokerChoice, EmbeddedBroker};

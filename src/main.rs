@@ -5,6 +5,10 @@ use connector_scripts::cli::{Cli, Command, LogFormat};
 use connector_scripts::{commands, logging};
 use std::process::ExitCode;
 
+/// swc allocates one AST node at a time: mimalloc makes compiling ~10 % faster than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = match &cli.command {
