@@ -44,7 +44,10 @@ impl Limiter {
             self.evict(&mut buckets, now);
         }
         let RateLimit { per_second, burst } = self.limit;
-        let b = buckets.entry(device.to_string()).or_insert(Bucket { tokens: burst, last: now });
+        if !buckets.contains_key(device) {
+            buckets.insert(device.to_string(), Bucket { tokens: burst, last: now });
+        }
+        let Some(b) = buckets.get_mut(device) else { return true };
         b.tokens = (b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * per_second).min(burst);
         b.last = now;
         if b.tokens >= 1.0 {

@@ -175,7 +175,7 @@ impl Service {
             Framing::Bare => msg.correlation_data.as_deref().unwrap_or_default(),
         };
         if !id.is_empty() {
-            self.metrics.note_request_id(&[reply_address.as_bytes(), b"\0", id].concat());
+            self.metrics.note_request_id(reply_address, id);
         }
         let mut payload = Vec::new();
         let mut labels = RequestLabels { platform: "other".into(), variant: String::new(), result: "ok".into() };

@@ -55,7 +55,12 @@ impl Metrics {
     pub fn record_request(&self, labels: &RequestLabels) {
         self.requests.get_or_create(labels).inc();
         if let Ok(mut m) = self.per_platform.lock() {
-            *m.entry(labels.platform.clone()).or_insert(0) += 1;
+            match m.get_mut(&labels.platform) {
+                Some(n) => *n += 1,
+                None => {
+                    m.insert(labels.platform.clone(), 1);
+                }
+            }
         }
     }
 
@@ -65,7 +70,8 @@ impl Metrics {
     }
 
     /// Records a request key (reply address + request id); counts it when seen before within the window.
-    pub fn note_request_id(&self, key: &[u8]) -> bool {
+    pub fn note_request_id(&self, reply_address: &str, id: &[u8]) -> bool {
+        let key = key_hash(reply_address, id);
         let dup = self.window.lock().map(|mut w| w.seen(key, Instant::now())).unwrap_or(false);
         if dup {
             self.duplicates.inc();
@@ -74,14 +80,23 @@ impl Metrics {
     }
 }
 
+/// A 64-bit digest of a request key: 8 bytes per remembered request, and collisions are negligible at 200 000.
+fn key_hash(reply_address: &str, id: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    reply_address.hash(&mut h);
+    id.hash(&mut h);
+    h.finish()
+}
+
 /// Request keys seen recently: two generations, each covering half the window; bounded in size.
 #[derive(Debug)]
 struct DuplicateWindow {
     half: Duration,
     max: usize,
     started: Instant,
-    current: HashSet<Vec<u8>>,
-    previous: HashSet<Vec<u8>>,
+    current: HashSet<u64>,
+    previous: HashSet<u64>,
 }
 
 impl DuplicateWindow {
@@ -95,15 +110,15 @@ impl DuplicateWindow {
         }
     }
 
-    fn seen(&mut self, key: &[u8], now: Instant) -> bool {
+    fn seen(&mut self, key: u64, now: Instant) -> bool {
         if now.duration_since(self.started) >= self.half || self.current.len() >= self.max / 2 {
             self.previous = std::mem::take(&mut self.current);
             self.started = now;
         }
-        if self.previous.contains(key) || self.current.contains(key) {
+        if self.previous.contains(&key) || self.current.contains(&key) {
             return true;
         }
-        self.current.insert(key.to_vec());
+        self.current.insert(key);
         false
     }
 }
@@ -179,19 +194,21 @@ mod tests {
     fn duplicates_within_the_window_only() {
         let mut w = DuplicateWindow::new(Duration::from_secs(60), 1000);
         let t0 = Instant::now();
-        assert!(!w.seen(b"a", t0));
-        assert!(w.seen(b"a", t0 + Duration::from_secs(10)));
-        assert!(!w.seen(b"b", t0 + Duration::from_secs(31)));
-        assert!(w.seen(b"a", t0 + Duration::from_secs(40)), "still in the previous generation");
-        assert!(!w.seen(b"a", t0 + Duration::from_secs(95)), "forgotten after the window");
+        let (a, b) = (key_hash("t", b"a"), key_hash("t", b"b"));
+        assert_ne!(a, key_hash("u", b"a"), "the reply address is part of the key");
+        assert!(!w.seen(a, t0));
+        assert!(w.seen(a, t0 + Duration::from_secs(10)));
+        assert!(!w.seen(b, t0 + Duration::from_secs(31)));
+        assert!(w.seen(a, t0 + Duration::from_secs(40)), "still in the previous generation");
+        assert!(!w.seen(a, t0 + Duration::from_secs(95)), "forgotten after the window");
     }
 
     #[test]
     fn the_window_is_bounded() {
         let mut w = DuplicateWindow::new(Duration::from_secs(60), 100);
         let t0 = Instant::now();
-        for i in 0..10_000u32 {
-            w.seen(&i.to_be_bytes(), t0);
+        for i in 0..10_000u64 {
+            w.seen(i, t0);
         }
         assert!(w.current.len() + w.previous.len() <= 100);
     }
