@@ -5,31 +5,33 @@ mod common;
 
 use common::mqtt::{nest, serve_embedded, serve_external, Client, Ports};
 use common::{Mosquitto, TempCatalog};
+use connector_scripts::service::Service;
 use connector_scripts::wire::ErrorCode;
 use serde_json::json;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Runs `f` against both brokers: the embedded one and a test-owned Mosquitto.
 async fn on_both_brokers<F, Fut>(f: F)
 where
-    F: Fn(Ports) -> Fut,
+    F: Fn(Ports, Arc<Service>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let catalog = TempCatalog::examples();
     let (running, ports) = serve_embedded(&catalog).await;
-    f(ports).await;
+    f(ports, running.service.clone()).await;
     running.shutdown().await.unwrap();
 
     let mosquitto = Mosquitto::start();
     let running = serve_external(&catalog, &mosquitto.url()).await;
-    f(Ports { v4: mosquitto.port, v5: mosquitto.port }).await;
+    f(Ports { v4: mosquitto.port, v5: mosquitto.port }, running.service.clone()).await;
     running.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nest_envelope_round_trip() {
-    on_both_brokers(|ports| async move {
+    on_both_brokers(|ports, _| async move {
         let mut app = Client::v4(ports.v4, "app-1").await;
         app.subscribe("getConnectors/reply").await;
         app.publish("getConnectors", nest(json!({"platform": "ios", "version": "3.1.0"}), "req-1")).await;
@@ -59,7 +61,7 @@ async fn nest_envelope_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_device_reply_topics_isolate_devices() {
-    on_both_brokers(|ports| async move {
+    on_both_brokers(|ports, _| async move {
         let mut a = Client::v4(ports.v4, "device-a").await;
         let mut b = Client::v4(ports.v4, "device-b").await;
         a.subscribe("getConnectors/device-a/reply").await;
@@ -86,7 +88,7 @@ async fn per_device_reply_topics_isolate_devices() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt5_response_topic_and_correlation_data() {
-    on_both_brokers(|ports| async move {
+    on_both_brokers(|ports, _| async move {
         let mut app = Client::v5(ports.v5, "app-v5").await;
         app.subscribe("replies/app-v5/#").await;
         let body = json!({"platform": "android", "version": "8.0.1"}).to_string();
@@ -116,7 +118,7 @@ async fn mqtt5_response_topic_and_correlation_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_modified_and_connector_subsets() {
-    on_both_brokers(|ports| async move {
+    on_both_brokers(|ports, _| async move {
         let mut app = Client::v4(ports.v4, "app-nm").await;
         app.subscribe("getConnectors/app-nm/reply").await;
         let ask = |data: serde_json::Value, id: &str| nest(data, id);
@@ -155,42 +157,49 @@ async fn not_modified_and_connector_subsets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_typed_error() {
-    let catalog = TempCatalog::examples();
+    on_both_brokers(|ports, _| async move {
+        let mut app = Client::v4(ports.v4, "app-err").await;
+        app.subscribe("getConnectors/app-err/reply").await;
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                r#"{"pattern":"getConnectors","data":{"platform":7,"version":"1"},"id":"e1"}"#.into(),
+                "BAD_REQUEST",
+                "request data",
+            ),
+            (r#"{"pattern":"getConnectors","data":{"platform":"ios"},"id":"e2"}"#.into(), "BAD_REQUEST", "version"),
+            (
+                nest(json!({"platform": "ios", "version": "1", "pad": "x".repeat(70_000)}), "e3"),
+                "BAD_REQUEST",
+                "byte limit",
+            ),
+            (nest(json!({"platform": "windows", "version": "1"}), "e4"), "UNKNOWN_PLATFORM", "android, ios"),
+            (nest(json!({"platform": "ios", "version": "banana"}), "e5"), "INVALID_VERSION", "expected MAJOR"),
+            (
+                nest(json!({"platform": "ios", "version": "1", "connectors": ["nope"]}), "e6"),
+                "UNKNOWN_CONNECTOR",
+                "nope",
+            ),
+        ];
+        for (payload, code, needle) in &cases {
+            app.publish("getConnectors/app-err", payload.clone()).await;
+            let v = app.recv().await.json();
+            assert_eq!(v["err"]["status"], "error", "{v}");
+            assert_eq!(v["err"]["code"], *code, "{v}");
+            assert!(v["err"]["message"].as_str().unwrap().contains(needle), "{v}");
+            assert_eq!(v["isDisposed"], true);
+            assert!(v.get("response").is_none());
+        }
+        let v_unknown = {
+            app.publish("getConnectors/app-err", nest(json!({"platform": "windows", "version": "1"}), "e7")).await;
+            app.recv().await.json()
+        };
+        assert_eq!(v_unknown["err"]["known"], json!(["android", "ios"]));
+    })
+    .await;
+
     let mosquitto = Mosquitto::start();
-    let running = serve_external(&catalog, &mosquitto.url()).await;
     let mut app = Client::v4(mosquitto.port, "app-err").await;
     app.subscribe("getConnectors/app-err/reply").await;
-    let cases: Vec<(String, &str, &str)> = vec![
-        (
-            r#"{"pattern":"getConnectors","data":{"platform":7,"version":"1"},"id":"e1"}"#.into(),
-            "BAD_REQUEST",
-            "request data",
-        ),
-        (r#"{"pattern":"getConnectors","data":{"platform":"ios"},"id":"e2"}"#.into(), "BAD_REQUEST", "version"),
-        (
-            nest(json!({"platform": "ios", "version": "1", "pad": "x".repeat(70_000)}), "e3"),
-            "BAD_REQUEST",
-            "byte limit",
-        ),
-        (nest(json!({"platform": "windows", "version": "1"}), "e4"), "UNKNOWN_PLATFORM", "android, ios"),
-        (nest(json!({"platform": "ios", "version": "banana"}), "e5"), "INVALID_VERSION", "expected MAJOR"),
-        (nest(json!({"platform": "ios", "version": "1", "connectors": ["nope"]}), "e6"), "UNKNOWN_CONNECTOR", "nope"),
-    ];
-    for (payload, code, needle) in &cases {
-        app.publish("getConnectors/app-err", payload.clone()).await;
-        let v = app.recv().await.json();
-        assert_eq!(v["err"]["status"], "error", "{v}");
-        assert_eq!(v["err"]["code"], *code, "{v}");
-        assert!(v["err"]["message"].as_str().unwrap().contains(needle), "{v}");
-        assert_eq!(v["isDisposed"], true);
-        assert!(v.get("response").is_none());
-    }
-    let v_unknown = {
-        app.publish("getConnectors/app-err", nest(json!({"platform": "windows", "version": "1"}), "e7")).await;
-        app.recv().await.json()
-    };
-    assert_eq!(v_unknown["err"]["known"], json!(["android", "ios"]));
-    running.shutdown().await.unwrap();
 
     // NO_VARIANT: a platform whose ranges leave a gap.
     let gap = TempCatalog::new();
@@ -216,28 +225,24 @@ async fn every_typed_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_and_garbage_get_no_reply_and_are_counted() {
-    let catalog = TempCatalog::examples();
-    let mosquitto = Mosquitto::start();
-    let running = serve_external(&catalog, &mosquitto.url()).await;
-    let mut app = Client::v4(mosquitto.port, "app-ev").await;
-    app.subscribe("getConnectors/app-ev/reply").await;
-    // NestJS emit() (no id), an external payload (no pattern, no data), garbage, a foreign reply topic.
-    app.publish(
-        "getConnectors/app-ev",
-        json!({"pattern": "getConnectors", "data": {"platform": "ios", "version": "1"}}).to_string(),
-    )
+    on_both_brokers(|ports, service| async move {
+        let mut app = Client::v4(ports.v4, "app-ev").await;
+        app.subscribe("getConnectors/app-ev/reply").await;
+        // NestJS emit() (no id), an external payload (no pattern, no data), garbage, a foreign reply topic.
+        let event = json!({"pattern": "getConnectors", "data": {"platform": "ios", "version": "1"}});
+        app.publish("getConnectors/app-ev", event.to_string()).await;
+        app.publish("getConnectors/app-ev", json!({"platform": "ios", "version": "1"}).to_string()).await;
+        app.publish("getConnectors/app-ev", b"\x00\x01 not json".to_vec()).await;
+        app.publish("getConnectors/reply", nest(json!({"platform": "ios", "version": "1"}), "loop")).await;
+        app.publish("getConnectors/app-ev", nest(json!({"platform": "ios", "version": "1"}), "real")).await;
+        let first = app.recv().await;
+        assert_eq!(first.json()["id"], "real", "the events and garbage got a reply");
+        let stats = &service.stats;
+        assert_eq!(stats.events.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.replies.load(Ordering::Relaxed), 1);
+    })
     .await;
-    app.publish("getConnectors/app-ev", json!({"platform": "ios", "version": "1"}).to_string()).await;
-    app.publish("getConnectors/app-ev", b"\x00\x01 not json".to_vec()).await;
-    app.publish("getConnectors/reply", nest(json!({"platform": "ios", "version": "1"}), "loop")).await;
-    app.publish("getConnectors/app-ev", nest(json!({"platform": "ios", "version": "1"}), "real")).await;
-    let first = app.recv().await;
-    assert_eq!(first.json()["id"], "real", "the events and garbage got a reply");
-    let stats = &running.service.stats;
-    assert_eq!(stats.events.load(Ordering::Relaxed), 2);
-    assert_eq!(stats.dropped.load(Ordering::Relaxed), 1);
-    assert_eq!(stats.replies.load(Ordering::Relaxed), 1);
-    running.shutdown().await.unwrap();
 }
 
 /// Every connection the embedded broker accepted in this process, with its TCP_NODELAY setting.
