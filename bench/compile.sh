@@ -50,9 +50,15 @@ if [ ! -d bench/node/node_modules/@swc/core ] || [ ! -d bench/node/node_modules/
 fi
 [ -d "$CORPUS" ] || { echo "corpus $CORPUS not found" >&2; exit 1; }
 
-# (b) One release build; the artifact paths come from cargo itself.
-echo "== cargo build --release --bin connector-scripts --bench compile (CARGO_TARGET_DIR=$target_dir)" >&2
-cargo build --release --bin connector-scripts --bench compile --message-format=json-render-diagnostics \
+# (b) One build (release; the smoke run uses the debug build the tests already made: it only checks that the
+# harness works); the artifact paths come from cargo itself.
+if [ "${BENCH_PROFILE:-$([ "${SMOKE:-0}" = 1 ] && echo dev || echo release)}" = release ]; then
+  profile_flag=--release
+else
+  profile_flag=
+fi
+echo "== cargo build $profile_flag --bin connector-scripts --bench compile (CARGO_TARGET_DIR=$target_dir)" >&2
+cargo build $profile_flag --bin connector-scripts --bench compile --message-format=json-render-diagnostics \
   >"$work/cargo.json"
 paths=$(python3 - "$work/cargo.json" <<'EOF'
 import json, sys
