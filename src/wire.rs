@@ -147,6 +147,14 @@ struct Envelope<'a> {
 /// Decodes one payload. `has_response_topic`: the MQTT 5 publish carried a Response Topic.
 pub fn decode(payload: &[u8], has_response_topic: bool, limits: &Limits) -> Decoded {
     let bad = |m: String| WireError::new(ErrorCode::BadRequest, m);
+    // Before the framing is known: answerable only through a response topic (bare), else dropped.
+    let undecodable = |err: WireError| {
+        if has_response_topic {
+            Decoded::Request { framing: Framing::Bare, data: Err(err) }
+        } else {
+            Decoded::Dropped(err)
+        }
+    };
     // Oversized payloads are still scanned for an id (serde skips the rest without building it), so the caller
     // learns why; the scan is bounded by the broker's max packet size.
     let too_large = payload.len() > limits.max_request_bytes;
@@ -155,12 +163,7 @@ pub fn decode(payload: &[u8], has_response_topic: bool, limits: &Limits) -> Deco
     let envelope = match envelope {
         Ok(e) => e,
         Err(e) => {
-            let err = bad(format!("request is not a JSON object: {}", short(&e.to_string())));
-            return if has_response_topic {
-                Decoded::Request { framing: Framing::Bare, data: Err(err) }
-            } else {
-                Decoded::Dropped(err)
-            };
+            return undecodable(bad(format!("request is not a JSON object: {}", short(&e.to_string()))));
         }
     };
     let nest_id = match envelope.id {
@@ -169,22 +172,19 @@ pub fn decode(payload: &[u8], has_response_topic: bool, limits: &Limits) -> Deco
             Ok(serde_json::Value::String(s)) if s.len() <= limits.max_field_len => Some(raw.get().to_string()),
             Ok(serde_json::Value::Number(_)) => Some(raw.get().to_string()),
             _ => {
-                let err = bad(format!("`id` must be a string of at most {} characters", limits.max_field_len));
-                return if has_response_topic {
-                    Decoded::Request { framing: Framing::Bare, data: Err(err) }
-                } else {
-                    Decoded::Dropped(err)
-                };
+                return undecodable(bad(format!(
+                    "`id` must be a string of at most {} characters",
+                    limits.max_field_len
+                )));
             }
         },
         None => None,
     };
     let is_nest = envelope.pattern.is_some() || envelope.data.is_some();
-    let framing = match (&nest_id, is_nest, has_response_topic) {
-        (Some(id), _, _) => Framing::Nest { id: id.clone() },
-        (None, false, true) => Framing::Bare,
-        (None, true, true) => Framing::Bare,
-        (None, _, false) => return Decoded::Event,
+    let framing = match (nest_id, has_response_topic) {
+        (Some(id), _) => Framing::Nest { id },
+        (None, true) => Framing::Bare,
+        (None, false) => return Decoded::Event,
     };
     if too_large {
         let err = bad(format!("request is {} bytes, over the {} byte limit", payload.len(), limits.max_request_bytes));

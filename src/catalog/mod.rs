@@ -162,6 +162,12 @@ struct Planned {
     key: Option<CacheKey>,
 }
 
+type SortKey<'a> = (Option<&'a PathBuf>, Option<(u32, u32)>, std::cmp::Reverse<Severity>, &'static str, &'a str);
+
+fn sort_key(d: &Diagnostic) -> SortKey<'_> {
+    (d.file.as_ref(), d.position.map(|p| (p.line, p.column)), std::cmp::Reverse(d.severity), d.code, &d.message)
+}
+
 /// Reads, compiles and assembles the whole catalog. Keeps in `cache` exactly what this build used.
 ///
 /// With `previous` (a reload), what is broken now is replaced by what worked before: a platform whose manifest
@@ -348,14 +354,9 @@ pub fn build(sources: &Sources, cache: &mut CompileCache, previous: Option<&Cata
         out.insert(platform.name.clone(), PlatformCatalog { spec: platform, bundles });
     }
 
-    diags.sort_by(|a, b| {
-        (a.file.as_ref(), a.position.map(|p| (p.line, p.column)), b.severity, &a.message).cmp(&(
-            b.file.as_ref(),
-            b.position.map(|p| (p.line, p.column)),
-            a.severity,
-            &b.message,
-        ))
-    });
+    // By file and position, errors first; every field that can differ is in the key so that `dedup` sees
+    // identical diagnostics side by side.
+    diags.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
     diags.dedup();
     cache.entries = next_cache;
     Catalog {
