@@ -131,6 +131,8 @@ async fn request_v5(o: &RequestOptions) -> anyhow::Result<Vec<Reply>> {
     let mut opts = MqttOptions::new(unique("cs-request-"), &o.broker.host, o.broker.port);
     opts.set_max_packet_size(Some(64 << 20));
     opts.set_keep_alive(Duration::from_secs(30));
+    // The default preallocates 65 536 in-flight slots (14 MB); one request at a time needs a handful.
+    opts.set_outgoing_inflight_upper_limit(64);
     if let Some(c) = &o.credentials {
         opts.set_credentials(&c.username, c.password.expose());
     }

@@ -175,6 +175,10 @@ pub fn mqtt_options(cfg: &TransportConfig) -> Result<MqttOptions, TransportError
     // worker's queue (larger than that) from overflowing under a flood. QoS 0 requests have no such brake.
     opts.set_manual_acks(true);
     opts.set_receive_maximum(Some(RECEIVE_MAXIMUM));
+    // rumqttc preallocates one `Option<Publish>` slot per possible in-flight QoS 1 reply: left unset that is
+    // 65 536 slots, 14 MB resident from the first byte (docs/BENCHMARKS.md, RSS). QoS 1 replies beyond the
+    // limit wait in the request channel until the broker acknowledges earlier ones.
+    opts.set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT);
     opts.set_request_channel_capacity(1024);
     if let Some(c) = &cfg.credentials {
         opts.set_credentials(&c.username, c.password.expose());
@@ -266,6 +270,8 @@ pub fn filters(cfg: &TransportConfig) -> Vec<Filter> {
 
 /// Most unacknowledged requests the broker may send us at once.
 const RECEIVE_MAXIMUM: u16 = 1024;
+/// Most QoS 1 replies (and status messages) we keep unacknowledged by the broker at once.
+const OUTGOING_INFLIGHT: u16 = 1024;
 /// Capacity of the reply worker's queue: above RECEIVE_MAXIMUM, so acknowledged traffic never overflows it.
 const WORKER_QUEUE: usize = 4096;
 
