@@ -272,7 +272,8 @@ pub fn filters(cfg: &TransportConfig) -> Vec<Filter> {
 const RECEIVE_MAXIMUM: u16 = 1024;
 /// Most QoS 1 replies (and status messages) we keep unacknowledged by the broker at once.
 const OUTGOING_INFLIGHT: u16 = 1024;
-/// Capacity of the reply worker's queue: above RECEIVE_MAXIMUM, so acknowledged traffic never overflows it.
+/// Capacity of the reply worker's queue: above RECEIVE_MAXIMUM, so acknowledged traffic from a broker that keeps
+/// to it never overflows it.
 const WORKER_QUEUE: usize = 4096;
 
 /// A request handed from the poll task to the reply worker.
@@ -329,7 +330,9 @@ pub async fn run(
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let job = Job { publish: p, received: std::time::Instant::now() };
                 if tx.try_send(job).is_err() {
-                    // Only QoS 0 floods get here (acknowledged traffic is capped by RECEIVE_MAXIMUM).
+                    // QoS 0 floods, and QoS 1 floods when RECEIVE_MAXIMUM is overrun (Mosquitto 2.0.11 overruns it
+                    // while we publish replies: docs/scaling.md). Shed and counted, never acknowledged: a
+                    // persistent session gets a QoS 1 request back after a reconnect; other clients retry.
                     link.overloaded.fetch_add(1, Ordering::Relaxed);
                 }
             }
