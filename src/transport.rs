@@ -533,7 +533,33 @@ pub fn describe(e: &ConnectionError, broker: &BrokerUrl) -> String {
             format!("nothing listens on {broker} (connection refused)")
         }
         ConnectionError::Tls(t) => format!("TLS handshake with {broker} failed: {t}"),
-        other => format!("{broker}: {other}"),
+        other => match tls_alert(other) {
+            // TLS 1.3 completes the client's side of the handshake first: a refused client certificate arrives as
+            // an alert on the first read, buried in rumqttc's decoding error.
+            Some(rustls::AlertDescription::CertificateRequired) => {
+                format!("broker {broker} requires a client certificate: pass --tls-cert and --tls-key")
+            }
+            Some(alert) => format!(
+                "broker {broker} refused our TLS client certificate (alert {alert:?}): it must be signed by a CA the \
+                 broker trusts (its cafile)"
+            ),
+            None => format!("{broker}: {other}"),
+        },
+    }
+}
+
+/// The TLS alert the broker sent, when that is what ended the connection.
+fn tls_alert(e: &ConnectionError) -> Option<rustls::AlertDescription> {
+    use rumqttc::v5::{mqttbytes::Error as Mqtt, StateError};
+    let io = match e {
+        ConnectionError::Io(io) => io,
+        ConnectionError::MqttState(StateError::Io(io)) => io,
+        ConnectionError::MqttState(StateError::Deserialization(Mqtt::Io(io))) => io,
+        _ => return None,
+    };
+    match io.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(alert) => Some(*alert),
+        _ => None,
     }
 }
 

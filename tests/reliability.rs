@@ -243,7 +243,7 @@ struct Pki {
 }
 
 impl Pki {
-    /// A CA and a server certificate for `names`, written as PEM files.
+    /// A CA, a server certificate for `names` and a client certificate (CN `svc`), written as PEM files.
     fn new(names: &[&str]) -> Pki {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
         let dir = tempfile::tempdir().unwrap();
@@ -258,6 +258,12 @@ impl Pki {
         std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
         std::fs::write(dir.path().join("server.pem"), server.pem()).unwrap();
         std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client_params.distinguished_name.push(rcgen::DnType::CommonName, "svc");
+        let client = client_params.signed_by(&client_key, &issuer).unwrap();
+        std::fs::write(dir.path().join("client.pem"), client.pem()).unwrap();
+        std::fs::write(dir.path().join("client.key"), client_key.serialize_pem()).unwrap();
         Pki { dir }
     }
 
@@ -306,17 +312,6 @@ async fn tls_with_password_file() {
     r.shutdown().await.unwrap();
 
     // Each failure gives a clear reason and never readiness.
-    async fn reason_of(cfg: connector_scripts::app::ServeConfig) -> String {
-        let r = connector_scripts::app::start(cfg).await.unwrap();
-        let reason = wait_for_async(|| {
-            let e = r.link.last_error.lock().unwrap().clone();
-            e.filter(|_| !r.link.connected.load(Ordering::Relaxed))
-        })
-        .await;
-        assert!(r.ops.not_ready_reasons().iter().any(|x| x.contains("broker not connected")));
-        r.shutdown().await.unwrap();
-        reason
-    }
     let wrong = reason_of(config("wrong-password", Some(pki.path("ca.pem")))).await;
     assert!(wrong.contains("refused the connection") && wrong.contains("password"), "{wrong}");
     assert!(!wrong.contains("wrong-password"));
@@ -329,6 +324,53 @@ async fn tls_with_password_file() {
     cfg.broker = BrokerChoice::External(BrokerUrl::parse(&url2).unwrap());
     let name = reason_of(cfg).await;
     assert!(name.contains("TLS handshake") && name.contains("not valid for name"), "{name}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_client_certificate_when_the_broker_requires_one() {
+    let catalog = TempCatalog::examples();
+    let pki = Pki::new(&["localhost"]);
+    let other = Pki::new(&["localhost"]);
+    let mosquitto = Mosquitto::start_with(&format!(
+        "allow_anonymous false\nrequire_certificate true\nuse_identity_as_username true\ncafile {}\ncertfile {}\n\
+         keyfile {}\n",
+        pki.path("ca.pem"),
+        pki.path("server.pem"),
+        pki.path("server.key")
+    ));
+    let url = format!("mqtts://localhost:{}", mosquitto.port);
+    let config = |client: Option<(String, String)>| {
+        let mut cfg = serve_config(&catalog, BrokerChoice::External(BrokerUrl::parse(&url).unwrap()));
+        cfg.tls.ca = Some(pki.path("ca.pem").into());
+        cfg.tls.client = client.map(|(c, k)| (c.into(), k.into()));
+        cfg
+    };
+    // The client certificate signed by the broker's CA: ready (connected and subscribed over TLS).
+    let r = serve_with(config(Some((pki.path("client.pem"), pki.path("client.key"))))).await;
+    assert!(r.ops.not_ready_reasons().is_empty(), "{:?}", r.ops.not_ready_reasons());
+    r.shutdown().await.unwrap();
+    // No certificate, or one from a CA the broker does not trust: refused, with the reason, never ready.
+    let none = reason_of(config(None)).await;
+    assert!(none.contains("requires a client certificate") && none.contains("--tls-cert"), "{none}");
+    let untrusted = reason_of(config(Some((other.path("client.pem"), other.path("client.key"))))).await;
+    assert!(untrusted.contains("refused our TLS client certificate (alert "), "{untrusted}");
+    // A certificate whose key file holds no key is a configuration error before any connection is tried.
+    let no_key = connector_scripts::app::start(config(Some((pki.path("client.pem"), pki.path("client.pem"))))).await;
+    let err = no_key.err().expect("a key file without a key must be refused").to_string();
+    assert!(err.contains("no private key found") && err.contains("client.pem"), "{err}");
+}
+
+/// Starts the service, waits for the broker connection to fail, and returns the reason it reports.
+async fn reason_of(cfg: connector_scripts::app::ServeConfig) -> String {
+    let r = connector_scripts::app::start(cfg).await.unwrap();
+    let reason = wait_for_async(|| {
+        let e = r.link.last_error.lock().unwrap().clone();
+        e.filter(|_| !r.link.connected.load(Ordering::Relaxed))
+    })
+    .await;
+    assert!(r.ops.not_ready_reasons().iter().any(|x| x.contains("broker not connected")));
+    r.shutdown().await.unwrap();
+    reason
 }
 
 async fn wait_for_async<T>(mut f: impl FnMut() -> Option<T>) -> T {
