@@ -11,10 +11,10 @@
 # Steps: (a) npm ci --prefix bench/node when the Node tools or the corpus are missing; (b) one release build of
 # the binary and of benches/compile.rs; (c) cold: whole processes, REPEATS times each, alternately, median wall
 # time (process start to exit) of `connector-scripts check` on the corpus (one es2015/esm variant) and of
-# `node bench/node/compile.js --tool swc --iterations 0`, after one discarded run of each (page cache); (d) warm:
-# the Rust bench binary and compile.js --tool swc, REPEATS processes each, alternately, ITERATIONS passes per
-# process, then compile.js for tsc and esbuild once; (e) a Markdown table with the ratios and the targets
-# (cold process <= 150 ms; warm >= 2x faster than @swc/core).
+# `node bench/node/compile.js --tool T --iterations 0` (T: swc, tsc, esbuild), after one discarded run of each
+# (page cache); (d) warm: the Rust bench binary and compile.js --tool swc, REPEATS processes each, alternately,
+# ITERATIONS passes per process, then compile.js for tsc and esbuild once; (e) a Markdown table with the ratios
+# and the targets (cold process <= 150 ms; warm >= 2x faster than @swc/core).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -111,6 +111,8 @@ echo "== cold: $REPEATS process runs each" >&2
 python3 "$work/walltime.py" "$REPEATS" \
   "connector-scripts=$bin check --snippets $CORPUS --platforms $work/platforms" \
   "swc=node bench/node/compile.js --dir $CORPUS --tool swc --target es2015 --iterations 0" \
+  "tsc=node bench/node/compile.js --dir $CORPUS --tool tsc --target es2015 --iterations 0" \
+  "esbuild=node bench/node/compile.js --dir $CORPUS --tool esbuild --target es2015 --iterations 0" \
   >"$work/cold.json"
 
 # (d) Warm, in-process. connector-scripts and @swc/core: REPEATS processes each, interleaved, so that both see the
@@ -164,6 +166,7 @@ def spread(tool, key):
     xs = [r[key] for r in runs[tool] if r.get(key) is not None]
     return f"{min(xs):.1f}–{max(xs):.1f}" if len(xs) > 1 else "–"
 cold_cs, cold_swc = cold["connector-scripts"]["medianMs"], cold["swc"]["medianMs"]
+cold_tsc, cold_esb = cold["tsc"]["medianMs"], cold["esbuild"]["medianMs"]
 par, ser, sw = cs["warmMs"], cs["warmMsSerial"], swc["warmMs"]
 it, rp = env["BENCH_ITERATIONS"], env["BENCH_REPEATS"]
 load_end = " ".join(open("/proc/loadavg").read().split()[:3])
@@ -181,7 +184,7 @@ w(f"- Tools: connector-scripts {cs['version']} (release profile), `{sh('rustc --
   f"@swc/core {swc['version']}, typescript {tsc['version']}, esbuild {esb['version']}\n")
 w("| | connector-scripts | @swc/core (Node) | tsc `transpileModule` | esbuild (Node) |")
 w("|---|---:|---:|---:|---:|")
-w(f"| **Cold process** (start → exit), median of {rp} | {f(cold_cs)} | {f(cold_swc)} | | |")
+w(f"| **Cold process** (start → exit), median of {rp} | {f(cold_cs)} | {f(cold_swc)} | {f(cold_tsc)} | {f(cold_esb)} |")
 w(f"| Cold in-process: tool load (`require`) | 0 | {f(swc['loadMs'])} | {f(tsc['loadMs'])} | {f(esb['loadMs'])} |")
 w(f"| Cold in-process: first pass over all files | {f(cs['firstMs'])} | {f(swc['firstMs'])} | {f(tsc['firstMs'])} | {f(esb['firstMs'])} |")
 w(f"| **Warm pass**, all cores ({cs['threads']} threads) | {f(par)} | | | |")
@@ -195,6 +198,8 @@ w("| Ratio / target | Figure | Target | |")
 w("|---|---:|---:|---|")
 w(f"| Cold process, connector-scripts | {f(cold_cs)} ms | ≤ 150 ms | {verdict(cold_cs, lambda x: x <= 150)} |")
 w(f"| Cold process, @swc/core ÷ connector-scripts | {ratio(cold_swc, cold_cs)} | | |")
+w(f"| Cold process, tsc ÷ connector-scripts | {ratio(cold_tsc, cold_cs)} | | |")
+w(f"| Cold process, esbuild ÷ connector-scripts | {ratio(cold_esb, cold_cs)} | | |")
 w(f"| Warm, @swc/core (1 thread) ÷ connector-scripts (all cores) | {ratio(sw, par)} | ≥ 2× | {verdict(over(sw, par), lambda x: x >= 2)} |")
 w(f"| Warm, @swc/core (1 thread) ÷ connector-scripts (1 thread), like for like | {ratio(sw, ser)} | ≥ 2× | {verdict(over(sw, ser), lambda x: x >= 2)} |")
 w(f"| Warm, esbuild ÷ connector-scripts (1 thread) | {ratio(esb['warmMs'], ser)} | | |")
@@ -202,9 +207,10 @@ w(f"| Warm, tsc ÷ connector-scripts (1 thread) | {ratio(tsc['warmMs'], ser)} | 
 w("")
 w("Notes:\n")
 w("- *Cold process* runs the release binary `connector-scripts check --snippets CORPUS --platforms P` (P: one platform, "
-  "one `es2015`/`esm` variant, so each file is one compile job) and `node bench/node/compile.js --tool swc "
-  "--iterations 0` as whole processes, alternately, after one discarded run of each (files in the page cache). Both "
-  "include reading the files; `check` also builds the catalog (hashes, bundles) and the compile pool.")
+  "one `es2015`/`esm` variant, so each file is one compile job) and `node bench/node/compile.js --tool T "
+  "--iterations 0` for T = swc, tsc, esbuild, as whole processes, alternately, after one discarded run of each (files "
+  "in the page cache). All include reading the files; `check` also builds the catalog (hashes, bundles) and the "
+  "compile pool.")
 w("- *Warm* compiles every file again each pass (no cache). compile.js calls `transformSync` file after file on the main "
   "thread, so its figure is one core; connector-scripts is shown on all cores (its real `build` path) and on one "
   "worker (`warmMsSerial`: a plain loop on the compile pool), which is the like-for-like comparison. On a shared "
@@ -216,7 +222,7 @@ w("- esbuild's `transformSync` in Node round-trips every file to esbuild's child
   "by that, not by esbuild's compiler.")
 w(f"- `check` summary of the last cold run: `{(cold['connector-scripts']['stdout'] or [''])[0]}`")
 w(f"- Cold process samples (ms): connector-scripts {cold['connector-scripts']['samplesMs']}, "
-  f"@swc/core {cold['swc']['samplesMs']}\n")
+  f"@swc/core {cold['swc']['samplesMs']}, tsc {cold['tsc']['samplesMs']}, esbuild {cold['esbuild']['samplesMs']}\n")
 w("Raw JSON lines (benches/compile.rs and bench/node/compile.js, in run order):\n")
 w("```json")
 for line in open(sys.argv[2]):

@@ -170,13 +170,14 @@ pub fn mqtt_options(cfg: &TransportConfig) -> Result<MqttOptions, TransportError
             opts.set_clean_start(true);
         }
     }
-    // Requests are acknowledged by the reply worker once answered, in arrival order, and the broker may have at
-    // most RECEIVE_MAXIMUM unacknowledged QoS 1/2 requests out to us: that is the backpressure that keeps the
-    // worker's queue (larger than that) from overflowing under a flood. QoS 0 requests have no such brake.
+    // Requests are acknowledged by the reply worker once answered, in arrival order, and a broker that keeps to
+    // RECEIVE_MAXIMUM has at most that many unacknowledged QoS 1/2 requests out to us: the backpressure that keeps
+    // the worker's queue (larger than that) from overflowing under a flood. QoS 0 requests have no such brake, and
+    // Mosquitto 2.0.11 overruns it (docs/scaling.md): past the queue, requests are shed and counted.
     opts.set_manual_acks(true);
     opts.set_receive_maximum(Some(RECEIVE_MAXIMUM));
     // rumqttc preallocates one `Option<Publish>` slot per possible in-flight QoS 1 reply: left unset that is
-    // 65 536 slots, 14 MB resident from the first byte (docs/BENCHMARKS.md, RSS). QoS 1 replies beyond the
+    // 65 536 slots, 14 MB resident from the first byte (docs/PERFORMANCE.md, RSS). QoS 1 replies beyond the
     // limit wait in the request channel until the broker acknowledges earlier ones.
     opts.set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT);
     opts.set_request_channel_capacity(1024);
@@ -305,7 +306,7 @@ pub async fn run(
     let mut watchdog = WatchdogCheck::new(cfg.watchdog, progress);
     let announcer = tokio::spawn(announce::run(
         client.clone(),
-        service,
+        service.clone(),
         cfg.topics.clone(),
         link.watch(),
         retained_rx,
@@ -328,7 +329,16 @@ pub async fn run(
         };
         match event {
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let job = Job { publish: p, received: std::time::Instant::now() };
+                let received = std::time::Instant::now();
+                if p.qos == QoS::AtMostOnce && !cfg.topics.is_manifest(&String::from_utf8_lossy(&p.topic)) {
+                    // Nothing to acknowledge, so no order to keep: answered here, without a hop to the worker
+                    // (NestJS clients publish at QoS 0). A full request channel sheds it, like a full queue.
+                    if !answer_now(&client, &service, &p, cfg.qos_out, received) {
+                        link.overloaded.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                let job = Job { publish: p, received };
                 if tx.try_send(job).is_err() {
                     // QoS 0 floods, and QoS 1 floods when RECEIVE_MAXIMUM is overrun (Mosquitto 2.0.11 overruns it
                     // while we publish replies: docs/scaling.md). Shed and counted, never acknowledged: a
@@ -435,7 +445,8 @@ async fn drain(
     }
 }
 
-/// Answers requests in arrival order and acknowledges each after its reply has been handed to the client
+/// Answers QoS 1/2 requests (QoS 0 ones are answered on the poll task) in arrival order, and acknowledges each
+/// after its reply has been handed to the client
 /// (replies and acks leave in that order; acks stay in arrival order, which rumqttd insists on). A crash before
 /// that means redelivery with a persistent session. Retained manifests seen on the bus go to the announcer.
 async fn reply_worker(
@@ -456,15 +467,40 @@ async fn reply_worker(
             }
         } else {
             service.stats.received.fetch_add(1, Ordering::Relaxed);
-            answer(&client, &service, &job, qos_out).await;
+            if let Some((topic, qos, payload, props)) = reply_for(&service, p, qos_out) {
+                let result = client.publish_with_properties(topic, qos, false, payload, props).await;
+                service.metrics.latency.observe(job.received.elapsed().as_secs_f64());
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "reply not queued: the connection is closing");
+                }
+            }
         }
         let _ = client.ack(&job.publish).await;
     }
 }
 
-async fn answer(client: &AsyncClient, service: &Service, job: &Job, qos_out: Option<QoS>) {
-    let p = &job.publish;
-    let Ok(topic) = std::str::from_utf8(&p.topic) else { return };
+/// Answers a QoS 0 request on the poll task; false when the reply could not be queued (request channel full).
+fn answer_now(
+    client: &AsyncClient,
+    service: &Service,
+    p: &Publish,
+    qos_out: Option<QoS>,
+    received: std::time::Instant,
+) -> bool {
+    service.stats.received.fetch_add(1, Ordering::Relaxed);
+    let Some((topic, qos, payload, props)) = reply_for(service, p, qos_out) else { return true };
+    let queued = client.try_publish_with_properties(topic, qos, false, payload, props).is_ok();
+    service.metrics.latency.observe(received.elapsed().as_secs_f64());
+    queued
+}
+
+/// What to publish in answer to one request: topic, QoS, payload, properties (the MQTT 5 correlation data).
+fn reply_for(
+    service: &Service,
+    p: &Publish,
+    qos_out: Option<QoS>,
+) -> Option<(String, QoS, Vec<u8>, PublishProperties)> {
+    let topic = std::str::from_utf8(&p.topic).ok()?;
     let props = p.properties.as_ref();
     let incoming = Incoming {
         topic,
@@ -472,19 +508,9 @@ async fn answer(client: &AsyncClient, service: &Service, job: &Job, qos_out: Opt
         response_topic: props.and_then(|p| p.response_topic.as_deref()),
         correlation_data: props.and_then(|p| p.correlation_data.clone()),
     };
-    let Some(reply) = service.handle(incoming) else { return };
-    let qos = qos_out.unwrap_or(p.qos);
-    let result = match reply.correlation_data {
-        Some(cd) => {
-            let props = PublishProperties { correlation_data: Some(cd), ..Default::default() };
-            client.publish_with_properties(reply.topic, qos, false, reply.payload, props).await
-        }
-        None => client.publish(reply.topic, qos, false, reply.payload).await,
-    };
-    service.metrics.latency.observe(job.received.elapsed().as_secs_f64());
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "reply not queued: the connection is closing");
-    }
+    let reply = service.handle(incoming)?;
+    let props = PublishProperties { correlation_data: reply.correlation_data, ..Default::default() };
+    Some((reply.topic, qos_out.unwrap_or(p.qos), reply.payload, props))
 }
 
 /// Decides whether the serving path is healthy enough to send a watchdog keep-alive.
@@ -540,8 +566,8 @@ pub fn describe(e: &ConnectionError, broker: &BrokerUrl) -> String {
                 format!("broker {broker} requires a client certificate: pass --tls-cert and --tls-key")
             }
             Some(alert) => format!(
-                "broker {broker} refused our TLS client certificate (alert {alert:?}): it must be signed by a CA the \
-                 broker trusts (its cafile)"
+                "broker {broker} ended TLS with alert {alert:?}: if it requires client certificates, --tls-cert must \
+                 be signed by a CA in its cafile"
             ),
             None => format!("{broker}: {other}"),
         },
