@@ -186,9 +186,8 @@ def measure_responder(paths, broker, label, proc):
 
 def median_of_rounds(rounds):
     """One result per responder: the median of every figure over the rounds (errors summed, RSS the largest)."""
-    med = lambda xs: statistics.median(xs)
-    out = {"label": rounds[0]["label"], "rounds": len(rounds),
-           "loaded_rps_all": [round(r["loaded"]["rps"]) for r in rounds]}
+    med = statistics.median
+    out = {"label": rounds[0]["label"], "rounds": len(rounds)}
     for run in ("serial", "loaded"):
         out[run] = {k: med([r[run][k] for r in rounds]) for k in ("rps", "p50_us", "p99_us", "max_us")}
         out[run]["errors"] = sum(r[run]["errors"] + r[run]["timeouts"] for r in rounds)
@@ -297,7 +296,7 @@ def render(results, ready_ms, reload_out, compile_out):
                      f"| {l['p50_us']:.0f} | {l['p99_us']:.0f} | {l['max_us']:.0f} | {s['errors'] + l['errors']} "
                      f"| {r['cpu_us']:.1f} | {r['broker_us']:.1f} | {r['loadgen_us']:.1f} | {r['rss_mib']:.1f} |")
     lines += ["", "Loaded req/s of each round: " + "; ".join(
-        f"{r['label']} {', '.join(str(x) for x in r['loaded_rps_all'])}" for r in results) + "."]
+        f"{r['label']} {', '.join(str(round(x['loaded']['rps'])) for x in r['per_round'])}" for r in results) + "."]
     ratio = lambda a, b: a / b if b else float("nan")
     to_ideal, to_ideal_rounds = paired(cs, ideal, ("loaded", "rps"))
     to_peer, to_peer_rounds = paired(cs, peer, ("loaded", "rps"))
