@@ -3,6 +3,8 @@
 //! Pure: takes the file's text, returns a [`Platform`] or diagnostics. Resolution of an app version to a variant
 //! is [`Platform::resolve`]: the first variant whose range matches wins.
 
+pub use super::options::{CompileOptions, ModuleFormat, Target};
+
 use super::diagnostic::Diagnostic;
 use super::version::{AppVersion, VersionRange};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -10,117 +12,9 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 /// The manifest format this build understands (`format = 1`).
 pub const FORMAT: u32 = 1;
-
-/// The JavaScript language level a variant is compiled to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Target {
-    /// ES5: old WebViews and embedded engines; everything downleveled, helpers inlined.
-    Es5,
-    /// ES2015 (ES6).
-    Es2015,
-    /// ES2016.
-    Es2016,
-    /// ES2017 (async/await).
-    Es2017,
-    /// ES2018.
-    Es2018,
-    /// ES2019.
-    Es2019,
-    /// ES2020 (optional chaining).
-    Es2020,
-    /// ES2021.
-    Es2021,
-    /// ES2022 (class fields).
-    Es2022,
-    /// Whatever the parser knows: only TypeScript is removed.
-    EsNext,
-}
-
-impl Target {
-    /// Every target with its name, oldest first.
-    pub const ALL: [(Target, &'static str); 10] = [
-        (Target::Es5, "es5"),
-        (Target::Es2015, "es2015"),
-        (Target::Es2016, "es2016"),
-        (Target::Es2017, "es2017"),
-        (Target::Es2018, "es2018"),
-        (Target::Es2019, "es2019"),
-        (Target::Es2020, "es2020"),
-        (Target::Es2021, "es2021"),
-        (Target::Es2022, "es2022"),
-        (Target::EsNext, "esnext"),
-    ];
-
-    /// The manifest spelling.
-    pub fn name(self) -> &'static str {
-        Target::ALL.iter().find(|(t, _)| *t == self).map_or("esnext", |(_, n)| n)
-    }
-}
-
-impl FromStr for Target {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let lower = s.to_ascii_lowercase();
-        let lower = if lower == "es6" { "es2015".to_string() } else { lower };
-        Target::ALL.iter().find(|(_, n)| *n == lower).map(|(t, _)| *t).ok_or_else(|| {
-            let names: Vec<&str> = Target::ALL.iter().map(|(_, n)| *n).collect();
-            format!("unknown target {s:?}; expected one of {}", names.join(", "))
-        })
-    }
-}
-
-/// How a compiled connector is packaged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModuleFormat {
-    /// ES modules (`export` kept).
-    Esm,
-    /// CommonJS (`exports.x = …`), for engines that provide `module`/`exports`.
-    Commonjs,
-    /// A self-running script: the exports land in `globalThis.connectors[name]`; for engines without modules.
-    Iife,
-}
-
-impl ModuleFormat {
-    /// The manifest spelling.
-    pub fn name(self) -> &'static str {
-        match self {
-            ModuleFormat::Esm => "esm",
-            ModuleFormat::Commonjs => "commonjs",
-            ModuleFormat::Iife => "iife",
-        }
-    }
-}
-
-/// What a source is compiled to. Two variants with equal options share compiled output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct CompileOptions {
-    /// Language level.
-    pub target: Target,
-    /// Module format.
-    pub module: ModuleFormat,
-    /// Minify (compress + mangle).
-    pub minify: bool,
-    /// Produce a source map per script.
-    pub source_maps: bool,
-}
-
-impl fmt::Display for CompileOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.target.name(), self.module.name())?;
-        if self.minify {
-            f.write_str("/min")?;
-        }
-        if self.source_maps {
-            f.write_str("/map")?;
-        }
-        Ok(())
-    }
-}
 
 /// One variant of a platform, validated.
 #[derive(Debug, Clone)]
@@ -226,82 +120,87 @@ pub fn parse_manifest(name: &str, file: &Path, text: &str) -> (Option<Platform>,
     }
     let mut variants: Vec<VariantSpec> = Vec::new();
     for rv in raw.variants {
-        let vname = rv.name.clone();
-        let what = |m: String| format!("variant {vname:?}: {m}");
-        if vname.trim().is_empty() {
-            diags.push(err("variant-name", "a variant has an empty name".into()));
-            continue;
-        }
-        if variants.iter().any(|v| v.name == vname) {
-            diags.push(err("duplicate-variant", what("declared twice".into())));
-            continue;
-        }
-        let versions = match VersionRange::parse(&rv.versions) {
-            Ok(r) => r,
-            Err(e) => {
-                diags.push(
-                    err("version-range", what(format!("invalid versions {:?}: {e}", rv.versions)))
-                        .with_help("write a semver requirement such as \">=2.0, <3\" or \"*\""),
-                );
-                continue;
+        // A bad variant is left out, but the others are still checked so that one run reports every problem.
+        match validate_variant(rv, &variants, file) {
+            Ok(spec) => {
+                diags.extend(variant_warnings(&spec, &variants, file));
+                variants.push(spec);
             }
-        };
-        if versions.is_empty() {
-            diags.push(err("empty-range", what(format!("versions {:?} matches no version at all", rv.versions))));
-            continue;
+            Err(d) => diags.push(d),
         }
-        let target = match rv.target.parse::<Target>() {
-            Ok(t) => t,
-            Err(e) => {
-                diags.push(err("unknown-target", what(e)));
-                continue;
-            }
-        };
-        let include = rv.include.unwrap_or_else(|| vec!["**".to_string()]);
-        let (include, exclude) = match (globs(&include), globs(&rv.exclude)) {
-            (Ok(i), Ok(e)) => (i, e),
-            (Err(e), _) | (_, Err(e)) => {
-                diags.push(err("glob", what(e)));
-                continue;
-            }
-        };
-        for earlier in &variants {
-            if let Some(shared) = earlier.versions.overlap(&versions) {
-                diags.push(
-                    Diagnostic::warning(
-                        "overlapping-ranges",
-                        file.to_path_buf(),
-                        format!(
-                            "variants {:?} ({}) and {vname:?} ({versions}) overlap, e.g. at {shared}; {:?} wins there",
-                            earlier.name, earlier.versions, earlier.name
-                        ),
-                    )
-                    .with_help("the first matching variant wins; make the ranges disjoint if that is not intended"),
-                );
-            }
-        }
-        if target == Target::Es5 && rv.module == ModuleFormat::Esm {
-            diags.push(
-                Diagnostic::warning(
-                    "es5-esm",
-                    file.to_path_buf(),
-                    what("target es5 with module \"esm\": ES5 engines do not understand `export`".into()),
-                )
-                .with_help("use module = \"iife\" or \"commonjs\" for ES5 engines"),
-            );
-        }
-        variants.push(VariantSpec {
-            name: vname,
-            versions,
-            options: CompileOptions { target, module: rv.module, minify: rv.minify, source_maps: rv.source_maps },
-            include,
-            exclude,
-            overrides: rv.overrides,
-        });
     }
     let ok = !diags.iter().any(Diagnostic::is_error);
     let platform = ok.then(|| Platform { name: name.to_string(), file: file.to_path_buf(), variants });
     (platform, diags)
+}
+
+/// `variant "name": message`, the way every per-variant diagnostic starts.
+fn in_variant(name: &str, message: impl fmt::Display) -> String {
+    format!("variant {name:?}: {message}")
+}
+
+/// One variant, validated against those declared before it; the first error found rejects it.
+fn validate_variant(rv: RawVariant, earlier: &[VariantSpec], file: &Path) -> Result<VariantSpec, Diagnostic> {
+    let err = |code, msg: String| Diagnostic::error(code, file.to_path_buf(), msg);
+    let what = |m: String| in_variant(&rv.name, m);
+    if rv.name.trim().is_empty() {
+        return Err(err("variant-name", "a variant has an empty name".into()));
+    }
+    if earlier.iter().any(|v| v.name == rv.name) {
+        return Err(err("duplicate-variant", what("declared twice".into())));
+    }
+    let versions = VersionRange::parse(&rv.versions).map_err(|e| {
+        err("version-range", what(format!("invalid versions {:?}: {e}", rv.versions)))
+            .with_help("write a semver requirement such as \">=2.0, <3\" or \"*\"")
+    })?;
+    if versions.is_empty() {
+        return Err(err("empty-range", what(format!("versions {:?} matches no version at all", rv.versions))));
+    }
+    let target = rv.target.parse::<Target>().map_err(|e| err("unknown-target", what(e)))?;
+    let include = rv.include.unwrap_or_else(|| vec!["**".to_string()]);
+    let include = globs(&include).map_err(|e| err("glob", what(e)))?;
+    let exclude = globs(&rv.exclude).map_err(|e| err("glob", what(e)))?;
+    Ok(VariantSpec {
+        name: rv.name,
+        versions,
+        options: CompileOptions { target, module: rv.module, minify: rv.minify, source_maps: rv.source_maps },
+        include,
+        exclude,
+        overrides: rv.overrides,
+    })
+}
+
+/// What is allowed but probably a mistake: ranges that overlap an earlier variant's (the earlier one wins), and
+/// ES5 with ES modules.
+fn variant_warnings(spec: &VariantSpec, earlier: &[VariantSpec], file: &Path) -> Vec<Diagnostic> {
+    let (vname, versions) = (&spec.name, &spec.versions);
+    let mut diags = Vec::new();
+    for earlier in earlier {
+        if let Some(shared) = earlier.versions.overlap(versions) {
+            diags.push(
+                Diagnostic::warning(
+                    "overlapping-ranges",
+                    file.to_path_buf(),
+                    format!(
+                        "variants {:?} ({}) and {vname:?} ({versions}) overlap, e.g. at {shared}; {:?} wins there",
+                        earlier.name, earlier.versions, earlier.name
+                    ),
+                )
+                .with_help("the first matching variant wins; make the ranges disjoint if that is not intended"),
+            );
+        }
+    }
+    if spec.options.target == Target::Es5 && spec.options.module == ModuleFormat::Esm {
+        diags.push(
+            Diagnostic::warning(
+                "es5-esm",
+                file.to_path_buf(),
+                in_variant(vname, "target es5 with module \"esm\": ES5 engines do not understand `export`"),
+            )
+            .with_help("use module = \"iife\" or \"commonjs\" for ES5 engines"),
+        );
+    }
+    diags
 }
 
 /// Connector-name globs: `*` stays within a folder, `**` crosses folders.
@@ -453,12 +352,5 @@ source_maps = true
         let (p, d) = parse("[[variant]]\nname='a'\nversions='*'\ntarget='es5'\n");
         assert!(p.is_some());
         assert_eq!(d.iter().map(|d| d.code).collect::<Vec<_>>(), ["es5-esm"]);
-    }
-
-    #[test]
-    fn target_names() {
-        assert_eq!("ES2017".parse::<Target>(), Ok(Target::Es2017));
-        assert_eq!("es6".parse::<Target>(), Ok(Target::Es2015));
-        assert!("es4".parse::<Target>().unwrap_err().contains("es5, es2015"));
     }
 }

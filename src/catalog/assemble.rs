@@ -1,0 +1,70 @@
+//! Build step three: one [`Bundle`] per variant from the compiled outputs, in manifest order.
+//!
+//! A connector whose job failed is left out of the bundle, unless the previous catalog (a reload) served it in the
+//! same variant: then its last good script stays, with a warning, so that a bad save does not break devices.
+
+use super::bundle::{self, Bundle, Script};
+use super::cache::CompileCache;
+use super::diagnostic::Diagnostic;
+use super::plan::{Plan, VariantPlan};
+use super::platforms::Platform;
+use super::{Catalog, PlatformCatalog};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The platforms with their bundles, by name. `cache` must hold the plan's jobs (see [`super::compile`]).
+pub(super) fn assemble(
+    platforms: Vec<Platform>,
+    plan: &Plan,
+    cache: &CompileCache,
+    previous: Option<&Catalog>,
+    diags: &mut Vec<Diagnostic>,
+) -> BTreeMap<String, PlatformCatalog> {
+    let mut bundles_by_platform: Vec<Vec<Arc<Bundle>>> = vec![Vec::new(); platforms.len()];
+    for vp in &plan.variants {
+        let bundle = variant_bundle(&platforms[vp.platform], vp, cache, previous, diags);
+        bundles_by_platform[vp.platform].push(Arc::new(bundle));
+    }
+    platforms
+        .into_iter()
+        .zip(bundles_by_platform)
+        .map(|(platform, bundles)| (platform.name.clone(), PlatformCatalog { spec: platform, bundles }))
+        .collect()
+}
+
+/// The bundle of one variant: each planned connector's compiled script, or its last good one.
+fn variant_bundle(
+    platform: &Platform,
+    vp: &VariantPlan,
+    cache: &CompileCache,
+    previous: Option<&Catalog>,
+    diags: &mut Vec<Diagnostic>,
+) -> Bundle {
+    let variant = &platform.variants[vp.variant];
+    let previous_bundle = previous
+        .and_then(|prev| prev.platforms.get(&platform.name))
+        .and_then(|p| p.bundles.iter().find(|b| b.variant == variant.name));
+    let mut scripts = Vec::with_capacity(vp.scripts.len());
+    for p in &vp.scripts {
+        let output = p.key.as_ref().and_then(|k| cache.entries.get(k)).and_then(|r| r.as_ref().as_ref().ok());
+        if let Some(output) = output {
+            scripts.push(Script {
+                name: p.connector.clone(),
+                sha256: bundle::sha256_hex(output.code.as_bytes()),
+                code: Arc::from(output.code.as_str()),
+                source_map: output.source_map.as_deref().map(Arc::from),
+            });
+        } else if let Some(last_good) = previous_bundle.and_then(|b| b.script(&p.connector)) {
+            diags.push(Diagnostic::warning(
+                "last-good",
+                None,
+                format!(
+                    "{}/{} keeps serving the last good version of {:?} until its source is fixed",
+                    platform.name, variant.name, p.connector
+                ),
+            ));
+            scripts.push(last_good.clone());
+        }
+    }
+    Bundle::new(&platform.name, &variant.name, &variant.versions.to_string(), variant.options, scripts)
+}

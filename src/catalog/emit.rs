@@ -1,0 +1,104 @@
+//! The last step of a compile: JavaScript text from the transformed program, its source map, and the iife wrapper.
+
+use super::diagnostic::Diagnostic;
+use super::platforms::{CompileOptions, ModuleFormat};
+use super::transpile::Output;
+use std::path::Path;
+use swc_core::common::comments::SingleThreadedComments;
+use swc_core::common::source_map::SourceMapGenConfig;
+use swc_core::common::sync::Lrc;
+use swc_core::common::{BytePos, FileName, LineCol, SourceMap};
+use swc_core::ecma::ast::{EsVersion, Program};
+use swc_core::ecma::codegen::{text_writer::JsWriter, Config as CodegenConfig, Emitter as JsEmitter};
+
+/// The emitted code and, when source maps are asked for, the raw mappings.
+pub(super) type Emitted = std::io::Result<(String, Option<Vec<(BytePos, LineCol)>>)>;
+
+/// Prints the program. Comments are kept unless minifying.
+pub(super) fn emit(
+    cm: &Lrc<SourceMap>,
+    program: &Program,
+    comments: Option<&SingleThreadedComments>,
+    target: EsVersion,
+    options: CompileOptions,
+) -> Emitted {
+    let mut buf = Vec::new();
+    let mut mappings = Vec::new();
+    {
+        let writer = JsWriter::new(cm.clone(), "\n", &mut buf, options.source_maps.then_some(&mut mappings));
+        let mut emitter = JsEmitter {
+            cfg: CodegenConfig::default().with_target(target).with_minify(options.minify),
+            cm: cm.clone(),
+            comments: comments.map(|c| c as &dyn swc_core::common::comments::Comments),
+            wr: writer,
+        };
+        emitter.emit_program(program)?;
+    }
+    let code = String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    Ok((code, options.source_maps.then_some(mappings)))
+}
+
+fn source_map_json(
+    cm: &Lrc<SourceMap>,
+    mappings: &[(BytePos, LineCol)],
+    path: &Path,
+) -> Result<String, Vec<Diagnostic>> {
+    let map = cm.build_source_map(mappings, None, MapConfig);
+    let mut out = Vec::new();
+    map.to_writer(&mut out).map_err(|e| vec![Diagnostic::error("source-map", path.to_path_buf(), e.to_string())])?;
+    String::from_utf8(out).map_err(|e| vec![Diagnostic::error("source-map", path.to_path_buf(), e.to_string())])
+}
+
+/// Source maps name the snippet by its path and embed the TypeScript, so device debuggers need nothing else.
+struct MapConfig;
+
+impl SourceMapGenConfig for MapConfig {
+    fn file_name_to_source(&self, f: &FileName) -> String {
+        f.to_string()
+    }
+
+    fn inline_sources_content(&self, _: &FileName) -> bool {
+        true
+    }
+}
+
+/// Wraps CommonJS output into a self-running script that publishes its exports on `connectors[name]` of the
+/// global object. The wrapper's first line shifts the source map by one line (one `;` in `mappings`).
+fn wrap_iife(code: String, source_map: Option<String>, connector: &str) -> Output {
+    let name = serde_json::to_string(connector).unwrap_or_else(|_| "\"connector\"".into());
+    let code = format!(
+        "(function (root) {{ var module = {{ exports: {{}} }}, exports = module.exports;\n{code}\n\
+         (root.connectors = root.connectors || {{}})[{name}] = module.exports;\n\
+         }})(typeof globalThis !== \"undefined\" ? globalThis : typeof self !== \"undefined\" ? self : this);\n"
+    );
+    let source_map = source_map.map(|m| match serde_json::from_str::<serde_json::Value>(&m) {
+        Ok(mut v) => {
+            if let Some(serde_json::Value::String(s)) = v.get_mut("mappings") {
+                s.insert(0, ';');
+            }
+            v.to_string()
+        }
+        Err(_) => m,
+    });
+    Output { code, source_map }
+}
+
+/// Turns emitted code into the delivered [`Output`]: the source map serialized, and the iife wrapper applied when
+/// the module format asks for it.
+pub(super) fn package(
+    cm: &Lrc<SourceMap>,
+    code: String,
+    mappings: Option<Vec<(BytePos, LineCol)>>,
+    path: &Path,
+    module: ModuleFormat,
+    connector: &str,
+) -> Result<Output, Vec<Diagnostic>> {
+    let source_map = match mappings {
+        Some(mappings) => Some(source_map_json(cm, &mappings, path)?),
+        None => None,
+    };
+    Ok(match module {
+        ModuleFormat::Iife => wrap_iife(code, source_map, connector),
+        _ => Output { code, source_map },
+    })
+}
