@@ -12,9 +12,11 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use connector_scripts::app::{self, ServeConfig};
+use clap::Parser;
+use connector_scripts::app;
 use connector_scripts::catalog::{self, CompileCache, Sources};
-use connector_scripts::config::{BrokerChoice, EmbeddedBroker};
+use connector_scripts::cli::{Cli, Command};
+use connector_scripts::config::ServeConfig;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -87,13 +89,25 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let (v4, v5) = free_pair();
-        let broker = BrokerChoice::Embedded(EmbeddedBroker {
-            listen: ([127, 0, 0, 1], v4).into(),
-            listen_v5: ([127, 0, 0, 1], v5).into(),
-        });
-        let mut cfg = ServeConfig::new(sources.clone(), broker, "bench-reload");
-        cfg.debounce = debounce;
-        let running = app::start(cfg).await.unwrap();
+        // The production configuration, built as the CLI builds it; only directories, ports and debounce differ.
+        let argv = [
+            "connector-scripts".to_string(),
+            "serve".into(),
+            "--snippets".into(),
+            sources.snippets.display().to_string(),
+            "--platforms".into(),
+            sources.platforms.display().to_string(),
+            "--embedded-listen".into(),
+            format!("127.0.0.1:{v4}"),
+            "--embedded-listen-v5".into(),
+            format!("127.0.0.1:{v5}"),
+            "--http-listen".into(),
+            "off".into(),
+            "--debounce".into(),
+            debounce.as_secs_f64().to_string(),
+        ];
+        let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else { unreachable!() };
+        let running = app::start(ServeConfig::from_args(&args).unwrap()).await.unwrap();
         running.ready().await;
         // An app watching the manifest of the variant ios 3.x gets.
         let mut opts = rumqttc::MqttOptions::new("bench-app", "127.0.0.1", v4);
@@ -110,14 +124,14 @@ fn main() {
             }
         });
         let revision = |r: &app::Running| {
-            r.service.catalog.load_full().and_then(|c| c.platforms.get("ios").map(|p| p.bundles[2].revision.clone()))
+            r.state.catalog().and_then(|c| c.platforms.get("ios").map(|p| p.bundles[2].revision.clone()))
         };
         // Settle: the initial retained manifest.
         let first = tokio::time::timeout(Duration::from_secs(10), manifests.recv()).await.unwrap().unwrap();
         let mut current = first.1;
         let mut served = Vec::new();
         let mut announced = Vec::new();
-        let mut changes = running.service.catalog_changes();
+        let mut changes = running.state.catalog_changes();
         for i in 1..=edits {
             let t0 = Instant::now();
             edit(&file, i);

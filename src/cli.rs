@@ -1,9 +1,11 @@
-//! Command-line flags (clap derive only). Validation into typed configuration happens in the commands.
+//! Command-line flags (clap derive only). Defaults come from [`crate::config::defaults`]; validation into typed
+//! configuration happens in [`crate::config`].
 
+use crate::config::defaults as d;
+use crate::config::Seconds;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Delivers transpiled TypeScript connector scripts to mobile apps over MQTT.
 #[derive(Debug, Parser)]
@@ -60,7 +62,7 @@ pub struct BrokerArgs {
     #[arg(long, env = "CONNECTOR_SCRIPTS_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Request topic; requests arrive on TOPIC and TOPIC/DEVICE.
-    #[arg(long, env = "CONNECTOR_SCRIPTS_TOPIC", default_value = "getConnectors")]
+    #[arg(long, env = "CONNECTOR_SCRIPTS_TOPIC", default_value = d::TOPIC)]
     pub topic: String,
 }
 
@@ -78,7 +80,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CONNECTOR_SCRIPTS_BROKER")]
     pub broker: Option<String>,
     /// Address of the embedded broker's MQTT 3.1.1 listener (apps, NestJS clients).
-    #[arg(long, default_value = "127.0.0.1:1883")]
+    #[arg(long, default_value = d::EMBEDDED_LISTEN)]
     pub embedded_listen: SocketAddr,
     /// Address of the embedded broker's MQTT 5 listener (default: the next port after --embedded-listen).
     #[arg(long)]
@@ -90,63 +92,63 @@ pub struct ServeArgs {
     #[arg(long, env = "CONNECTOR_SCRIPTS_SHARE_GROUP")]
     pub share_group: Option<String>,
     /// QoS of the request subscription (0, 1 or 2).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
+    #[arg(long, default_value_t = d::QOS_IN, value_parser = clap::value_parser!(u8).range(0..=2))]
     pub qos_in: u8,
     /// QoS of replies (default: the request's QoS).
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=2))]
     pub qos_out: Option<u8>,
     /// Largest MQTT packet accepted, in bytes.
-    #[arg(long, default_value_t = 16 << 20)]
+    #[arg(long, default_value_t = d::MAX_PACKET_SIZE)]
     pub max_packet_size: u32,
     /// Largest request payload decoded, in bytes; larger ones get BAD_REQUEST.
-    #[arg(long, default_value_t = 64 << 10)]
+    #[arg(long, default_value_t = d::MAX_REQUEST_SIZE)]
     pub max_request_size: usize,
     /// MQTT keep-alive, in seconds (the broker declares the service offline after 1.5x this).
-    #[arg(long, default_value = "30", value_parser = crate::config::seconds)]
-    pub keep_alive: Duration,
+    #[arg(long, default_value_t = d::KEEP_ALIVE)]
+    pub keep_alive: Seconds,
     /// First reconnect delay, in seconds.
-    #[arg(long, default_value = "0.1", value_parser = crate::config::seconds)]
-    pub reconnect_min: Duration,
+    #[arg(long, default_value_t = d::RECONNECT_MIN)]
+    pub reconnect_min: Seconds,
     /// Longest reconnect delay, in seconds.
-    #[arg(long, default_value = "10", value_parser = crate::config::seconds)]
-    pub reconnect_max: Duration,
+    #[arg(long, default_value_t = d::RECONNECT_MAX)]
+    pub reconnect_max: Seconds,
     /// How long shutdown may take to flush replies in flight, in seconds.
-    #[arg(long, default_value = "5", value_parser = crate::config::seconds)]
-    pub drain_timeout: Duration,
+    #[arg(long, default_value_t = d::DRAIN_TIMEOUT)]
+    pub drain_timeout: Seconds,
     /// Do not watch the catalog directories (SIGHUP still reloads).
     #[arg(long)]
     pub no_watch: bool,
     /// Quiet time before a burst of file changes is acted on, in seconds.
-    #[arg(long, default_value = "0.03", value_parser = crate::config::seconds)]
-    pub debounce: Duration,
+    #[arg(long, default_value_t = d::DEBOUNCE)]
+    pub debounce: Seconds,
     /// Prefix of the retained per-variant manifests: PREFIX/PLATFORM/VARIANT.
-    #[arg(long, default_value = "connectors")]
+    #[arg(long, default_value = d::MANIFEST_TOPIC)]
     pub manifest_topic: String,
     /// Topic of the NestJS-style `connectorsChanged` events.
-    #[arg(long, default_value = "connectorsChanged")]
+    #[arg(long, default_value = d::CHANGED_TOPIC)]
     pub changed_topic: String,
     /// Ops HTTP listener for /healthz, /readyz and /metrics (`off` to disable).
-    #[arg(long, default_value = "127.0.0.1:9464", env = "CONNECTOR_SCRIPTS_HTTP_LISTEN")]
+    #[arg(long, default_value = d::HTTP_LISTEN, env = "CONNECTOR_SCRIPTS_HTTP_LISTEN")]
     pub http_listen: HttpListen,
     /// Instance name on the liveness topic and in health output (default: the client id).
     #[arg(long, env = "CONNECTOR_SCRIPTS_INSTANCE")]
     pub instance: Option<String>,
     /// Prefix of the retained liveness topic PREFIX/INSTANCE ({"state":"online"|"offline",…}).
-    #[arg(long, default_value = "connector-scripts/status")]
+    #[arg(long, default_value = d::STATUS_TOPIC)]
     pub status_topic: String,
     /// Sustained requests per second allowed per device (TOPIC/DEVICE); excess gets RATE_LIMITED. 0 turns it off.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = d::RATE_LIMIT)]
     pub rate_limit: f64,
     /// Requests a quiet device may send at once.
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = d::RATE_BURST)]
     pub rate_burst: f64,
     /// Keep an MQTT session across restarts and disconnections (fixed client id, QoS 1, each request
     /// acknowledged only after its reply is published): requests sent meanwhile are answered when it is back.
     #[arg(long, env = "CONNECTOR_SCRIPTS_PERSISTENT_SESSION")]
     pub persistent_session: bool,
     /// How long the broker keeps the persistent session while the service is away, in seconds.
-    #[arg(long, default_value = "3600", value_parser = crate::config::seconds)]
-    pub session_expiry: Duration,
+    #[arg(long, default_value_t = d::SESSION_EXPIRY)]
+    pub session_expiry: Seconds,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CONNECTOR_SCRIPTS_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -170,11 +172,11 @@ impl std::str::FromStr for HttpListen {
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
     /// The service's ops listener.
-    #[arg(long, default_value = "http://127.0.0.1:9464", env = "CONNECTOR_SCRIPTS_HTTP")]
+    #[arg(long, default_value = d::STATUS_URL, env = "CONNECTOR_SCRIPTS_HTTP")]
     pub http: String,
     /// Seconds between the two samples used for request rates.
-    #[arg(long, default_value = "1", value_parser = crate::config::seconds)]
-    pub interval: Duration,
+    #[arg(long, default_value_t = d::STATUS_INTERVAL)]
+    pub interval: Seconds,
     /// Print the raw status document (JSON).
     #[arg(long)]
     pub json: bool,
@@ -187,7 +189,7 @@ pub struct RequestArgs {
     #[command(flatten)]
     pub access: BrokerArgs,
     /// Broker to send through.
-    #[arg(long, env = "CONNECTOR_SCRIPTS_BROKER", default_value = "mqtt://127.0.0.1:1883")]
+    #[arg(long, env = "CONNECTOR_SCRIPTS_BROKER", default_value = d::REQUEST_BROKER)]
     pub broker: String,
     /// App platform.
     #[arg(long)]
@@ -209,8 +211,8 @@ pub struct RequestArgs {
     #[arg(long)]
     pub connector: Vec<String>,
     /// Seconds to wait for each reply.
-    #[arg(long, default_value = "5", value_parser = crate::config::seconds)]
-    pub timeout: Duration,
+    #[arg(long, default_value_t = d::REQUEST_TIMEOUT)]
+    pub timeout: Seconds,
     /// Send this many requests one after the other and print round-trip statistics.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub count: u32,

@@ -1,36 +1,36 @@
 //! connector-scripts: delivers transpiled TypeScript connector scripts to mobile apps over MQTT.
 //!
-//! Map of the architecture:
+//! Map of the architecture (the README's "Layout" has one line per file):
+//! - [`cli`] → [`config`] → [`commands`]: flags, the one validated configuration with every default, one file per
+//!   command.
 //! - [`catalog`]: snippets and platform manifests on disk → compiled per-variant bundles (pure core + loader).
-//! - [`wire`]: NestJS envelopes and MQTT 5 request/response bodies (pure).
-//! - [`service`]: one request in, one reply out, against the current catalog snapshot (pure).
-//! - [`ratelimit`]: per-device token buckets.
-//! - [`transport`]: the rumqttc event loop: subscribe, dispatch, publish, reconnect, drain.
+//! - [`wire`]: NestJS envelopes, MQTT 5 bodies, reply framing, the error codes, every topic rule (pure).
+//! - [`handler`]: one request in, one reply out, against a catalog snapshot (pure; time passed in).
+//! - [`state`]: the catalog cell, the broker link, the one readiness function.
+//! - [`metrics`]: every counter, in one registry.
+//! - [`mqtt`]: connection settings, TLS, the poll task, the reply path, announcements, the `request` client.
 //! - [`broker`]: the embedded default broker (rumqttd).
-//! - [`watch`]: file events → debounced rebuild triggers (hot reload).
-//! - [`announce`]: retained manifests and `connectorsChanged` events on each new revision.
-//! - [`app`]: `serve` wiring: catalog (re)load, broker, transport, shutdown.
-//! - [`client`]: `request`, a device-like client for operators.
-//! - [`ops`]: health/readiness/metrics over HTTP, systemd notify and watchdog; [`status`] reads them.
-//! - [`config`]: validated configuration (broker URL, credentials, durations).
-//! - [`cli`], [`commands`], [`logging`]: the command-line surface.
+//! - [`reload`] + [`watch`]: file events and SIGHUP → rebuild → swap.
+//! - [`ops`]: status document, health/readiness/metrics over HTTP, systemd notify and watchdog.
+//! - [`app`]: `serve` wiring: every task under one cancellation token and task tracker.
+//! - [`ratelimit`], [`logging`]: per-device token buckets; log setup.
 #![warn(missing_docs)]
 // Diagnostics travel as values on cold paths (a bad file); boxing them would only add noise.
 #![allow(clippy::result_large_err)]
 
-pub mod announce;
 pub mod app;
 pub mod broker;
 pub mod catalog;
 pub mod cli;
-pub mod client;
 pub mod commands;
 pub mod config;
+pub mod handler;
 pub mod logging;
+pub mod metrics;
+pub mod mqtt;
 pub mod ops;
 pub mod ratelimit;
-pub mod service;
-pub mod status;
-pub mod transport;
+pub mod reload;
+pub mod state;
 pub mod watch;
 pub mod wire;

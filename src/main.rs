@@ -16,16 +16,7 @@ fn main() -> ExitCode {
         _ => LogFormat::Text,
     };
     logging::init(log_format);
-    let mut stdout = std::io::stdout().lock();
-    let result = match &cli.command {
-        Command::Check(args) => commands::check(args, &mut stdout),
-        Command::Show(args) => commands::show(args, &mut stdout),
-        Command::List(args) => commands::list(args, &mut stdout),
-        Command::Serve(args) => commands::serve(args),
-        Command::Request(args) => commands::request(args, &mut stdout),
-        Command::Status(args) => connector_scripts::status::run(args, &mut stdout),
-    };
-    match result {
+    match commands::run(&cli.command, &mut std::io::stdout().lock()) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

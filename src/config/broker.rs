@@ -1,36 +1,10 @@
-//! Validated configuration: raw flags and environment → typed settings. No panics; every mistake is a
-//! [`ConfigError`] naming the flag to fix.
+//! The broker side of the configuration: broker URLs (never with a password), credentials that never print,
+//! TLS files, the embedded broker's listeners.
 
+use super::ConfigError;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-/// A configuration mistake.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The broker URL does not parse.
-    #[error("invalid broker URL {url:?}: {reason}")]
-    BrokerUrl {
-        /// The URL with any password removed.
-        url: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A credential file cannot be read.
-    #[error("cannot read {what} from {path}: {source}")]
-    CredentialFile {
-        /// Which credential.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// Some other invalid value.
-    #[error("{0}")]
-    Invalid(String),
-}
 
 /// The transport security of a broker connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,13 +205,13 @@ pub enum BrokerChoice {
     External(BrokerUrl),
 }
 
-/// Parses a duration given in seconds (fractions allowed).
-pub fn seconds(s: &str) -> Result<Duration, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !(0.0..=86_400.0).contains(&v) {
-        return Err(format!("{s} s is out of range (0 to 86400)"));
-    }
-    Ok(Duration::from_secs_f64(v))
+/// TLS settings for `mqtts://`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM file of the CA(s) to trust; the system roots when absent.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate chain and private key, for brokers that require client certificates.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 #[cfg(test)]

@@ -8,12 +8,17 @@
 //! - A payload with neither `pattern` nor `data` is "external": the whole payload is the data. With an MQTT 5
 //!   Response Topic it is a bare request and gets a bare reply; without one it is an event, as in NestJS.
 
+pub mod reply;
+pub mod topics;
+
+pub use reply::{frame_error, frame_response, frame_with, not_modified_body, ErrorCode, WireError};
+
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 /// Limits on what a request may contain.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest payload decoded, in bytes.
     pub max_request_bytes: usize,
@@ -55,67 +60,6 @@ pub enum Framing {
     },
     /// Bare JSON body (MQTT 5 request/response).
     Bare,
-}
-
-/// The error codes a caller can receive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    /// Malformed JSON, wrong types, too large.
-    BadRequest,
-    /// No such platform.
-    UnknownPlatform,
-    /// The app version does not parse.
-    InvalidVersion,
-    /// No variant serves that version.
-    NoVariant,
-    /// A requested connector is not in the variant.
-    UnknownConnector,
-    /// The catalog is not loaded.
-    NotReady,
-    /// The device sends too fast.
-    RateLimited,
-}
-
-impl ErrorCode {
-    /// The code as sent on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BadRequest => "BAD_REQUEST",
-            ErrorCode::UnknownPlatform => "UNKNOWN_PLATFORM",
-            ErrorCode::InvalidVersion => "INVALID_VERSION",
-            ErrorCode::NoVariant => "NO_VARIANT",
-            ErrorCode::UnknownConnector => "UNKNOWN_CONNECTOR",
-            ErrorCode::NotReady => "NOT_READY",
-            ErrorCode::RateLimited => "RATE_LIMITED",
-        }
-    }
-}
-
-/// A typed error reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WireError {
-    /// Machine-readable code.
-    pub code: ErrorCode,
-    /// Human-readable explanation.
-    pub message: String,
-    /// For UNKNOWN_PLATFORM / UNKNOWN_CONNECTOR: what does exist.
-    pub known: Option<Vec<String>>,
-}
-
-impl WireError {
-    /// An error without a `known` list.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        WireError { code, message: message.into(), known: None }
-    }
-
-    /// The `{"status":"error","code":…,"message":…}` object.
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({"status": "error", "code": self.code.as_str(), "message": self.message});
-        if let Some(known) = &self.known {
-            v["known"] = serde_json::json!(known);
-        }
-        v
-    }
 }
 
 /// A decoded message.
@@ -236,51 +180,9 @@ fn parse_data(json: &[u8], limits: &Limits) -> Result<RequestData, WireError> {
     Ok(data)
 }
 
-/// Frames a successful reply body (a JSON object or value, already serialized).
-pub fn frame_response(framing: &Framing, body: &[u8], out: &mut Vec<u8>) {
-    frame_with(framing, out, |out| out.extend_from_slice(body));
-}
-
-/// Frames a reply whose body `write_body` appends straight into `out` (no intermediate copy of the bundle).
-pub fn frame_with(framing: &Framing, out: &mut Vec<u8>, write_body: impl FnOnce(&mut Vec<u8>)) {
-    match framing {
-        Framing::Bare => write_body(out),
-        Framing::Nest { id } => {
-            out.extend_from_slice(b"{\"response\":");
-            write_body(out);
-            out.extend_from_slice(b",\"isDisposed\":true,\"id\":");
-            out.extend_from_slice(id.as_bytes());
-            out.push(b'}');
-        }
-    }
-}
-
-/// Frames an error reply: `{"err":{…},"isDisposed":true,"id":…}`, or bare `{"err":{…}}`.
-pub fn frame_error(framing: &Framing, err: &WireError, out: &mut Vec<u8>) {
-    let obj = err.to_json().to_string();
-    out.extend_from_slice(b"{\"err\":");
-    out.extend_from_slice(obj.as_bytes());
-    if let Framing::Nest { id } = framing {
-        out.extend_from_slice(b",\"isDisposed\":true,\"id\":");
-        out.extend_from_slice(id.as_bytes());
-    }
-    out.push(b'}');
-}
-
-/// `{"revision":"…","notModified":true}`.
-pub fn not_modified_body(revision: &str) -> Vec<u8> {
-    serde_json::json!({"revision": revision, "notModified": true}).to_string().into_bytes()
-}
-
-/// The topic a NestJS-style reply goes to: `<request topic>/reply`.
-pub fn reply_topic(request_topic: &str) -> String {
-    format!("{request_topic}/reply")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
 
     fn dec(payload: &str, rt: bool) -> Decoded {
         decode(payload.as_bytes(), rt, &Limits::default())
@@ -362,33 +264,6 @@ mod tests {
             decode(deep.as_bytes(), false, &Limits::default()),
             Decoded::Dropped(_) | Decoded::Request { data: Err(_), .. }
         ));
-    }
-
-    #[test]
-    fn frames_only_nest_allowed_top_level_keys() {
-        let mut out = Vec::new();
-        frame_response(&Framing::Nest { id: "\"x1\"".into() }, br#"{"a":1}"#, &mut out);
-        let v: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v, serde_json::json!({"response": {"a": 1}, "isDisposed": true, "id": "x1"}));
-        out.clear();
-        let err = WireError { code: ErrorCode::UnknownPlatform, message: "m".into(), known: Some(vec!["ios".into()]) };
-        frame_error(&Framing::Nest { id: "\"x1\"".into() }, &err, &mut out);
-        let v: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"err": {"status": "error", "code": "UNKNOWN_PLATFORM", "message": "m", "known": ["ios"]}, "isDisposed": true, "id": "x1"})
-        );
-        for key in v.as_object().unwrap().keys() {
-            assert!(["id", "response", "err", "isDisposed", "status"].contains(&key.as_str()));
-        }
-        out.clear();
-        frame_error(&Framing::Bare, &err, &mut out);
-        let v: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["err"]["code"], "UNKNOWN_PLATFORM");
-        assert_eq!(
-            serde_json::from_slice::<Value>(&not_modified_body("r1")).unwrap(),
-            serde_json::json!({"revision": "r1", "notModified": true})
-        );
     }
 
     mod fuzz {

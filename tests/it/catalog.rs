@@ -1,9 +1,7 @@
 //! Black-box tests of the catalog: compile output per target (executed under node), diagnostics with file,
 //! line and column, hostile input, variant assembly.
 
-mod common;
-
-use common::{run_js, TempCatalog};
+use crate::common::{run_js, TempCatalog};
 use connector_scripts::catalog::transpile::{transpile, Job, Output};
 use connector_scripts::catalog::{AppVersion, CompileOptions, Diagnostic, ModuleFormat, Target};
 use std::path::Path;

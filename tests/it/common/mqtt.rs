@@ -1,11 +1,15 @@
-//! In-process service harness and small MQTT test clients (v3.1.1 and v5) for the transport tests.
-#![allow(dead_code)]
+//! In-process service harness and small MQTT test clients (v3.1.1 and v5). The service's configuration is built
+//! by [`config`] through the same function as the CLI (`ServeConfig::from_args` on parsed flags), overriding only
+//! directories, ports and identity.
 
 use super::TempCatalog;
 use bytes::Bytes;
-use connector_scripts::app::{self, Running, ServeConfig};
-use connector_scripts::config::{BrokerChoice, BrokerUrl, EmbeddedBroker};
+use clap::Parser;
+use connector_scripts::app::{self, Running};
+use connector_scripts::cli::{Cli, Command};
+use connector_scripts::config::ServeConfig;
 use rumqttc::v5::mqttbytes::QoS;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -20,29 +24,65 @@ pub struct Ports {
     pub v5: u16,
 }
 
-pub fn serve_config(catalog: &TempCatalog, broker: BrokerChoice) -> ServeConfig {
-    let instance = format!("test-{}", super::free_port());
-    let mut cfg = ServeConfig::new(catalog.sources(), broker, &instance);
-    cfg.backoff = (Duration::from_millis(20), Duration::from_millis(500));
-    cfg.http_listen = Some(([127, 0, 0, 1], 0).into());
-    cfg
+/// `serve` flags as the CLI parses them, then validated by the CLI's own function.
+pub fn parse_serve<S: AsRef<str>>(flags: &[S]) -> ServeConfig {
+    let argv = ["connector-scripts", "serve"].into_iter().chain(flags.iter().map(AsRef::as_ref));
+    match Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("test flags must parse: {e}")).command {
+        Command::Serve(args) => ServeConfig::from_args(&args).unwrap_or_else(|e| panic!("test config: {e}")),
+        other => panic!("not serve: {other:?}"),
+    }
 }
 
-/// Starts the service with its embedded broker on free ports; waits until ready.
+/// The flags every in-process test service gets: its own catalog, an ops listener on port 0, a client id of its
+/// own (all services in this process share one pid, so the default id would collide).
+pub fn test_flags(catalog: &TempCatalog, extra: &[String]) -> Vec<String> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let mut flags: Vec<String> = vec![
+        "--snippets".into(),
+        catalog.snippets().display().to_string(),
+        "--platforms".into(),
+        catalog.platforms().display().to_string(),
+        "--http-listen".into(),
+        "127.0.0.1:0".into(),
+    ];
+    if !extra.iter().any(|f| f == "--client-id") {
+        let id = format!("test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        flags.extend(["--client-id".into(), id]);
+    }
+    flags.extend(extra.iter().cloned());
+    flags
+}
+
+/// The production configuration for `catalog` served through the broker at `url`, plus `extra` flags.
+pub fn config(catalog: &TempCatalog, url: &str, extra: &[&str]) -> ServeConfig {
+    let mut more = vec!["--broker".to_string(), url.to_string()];
+    more.extend(extra.iter().map(|s| s.to_string()));
+    parse_serve(&test_flags(catalog, &more))
+}
+
+/// Starts the service with its embedded broker on free ports (retrying if a port was taken meanwhile); waits
+/// until ready.
 pub async fn serve_embedded(catalog: &TempCatalog) -> (Running, Ports) {
-    let (v4, v5) = super::free_port_pair();
-    let broker = BrokerChoice::Embedded(EmbeddedBroker {
-        listen: ([127, 0, 0, 1], v4).into(),
-        listen_v5: ([127, 0, 0, 1], v5).into(),
-    });
-    let running = app::start(serve_config(catalog, broker)).await.expect("service starts");
-    tokio::time::timeout(TIMEOUT, running.ready()).await.expect("service ready in time");
-    (running, Ports { v4, v5 })
+    for _ in 0..5 {
+        let (v4, v5) = super::free_port_pair();
+        let listen = ["--embedded-listen".to_string(), format!("127.0.0.1:{v4}")];
+        let listen_v5 = ["--embedded-listen-v5".to_string(), format!("127.0.0.1:{v5}")];
+        let cfg = parse_serve(&test_flags(catalog, &[listen, listen_v5].concat()));
+        match app::start(cfg).await {
+            Ok(running) => {
+                tokio::time::timeout(TIMEOUT, running.ready()).await.expect("service ready in time");
+                return (running, Ports { v4, v5 });
+            }
+            Err(e) if e.to_string().contains("already in use") => continue,
+            Err(e) => panic!("service starts: {e:#}"),
+        }
+    }
+    panic!("no free port pair for the embedded broker");
 }
 
 /// Starts the service against an external broker; waits until ready.
 pub async fn serve_external(catalog: &TempCatalog, url: &str) -> Running {
-    serve_with(serve_config(catalog, BrokerChoice::External(BrokerUrl::parse(url).unwrap()))).await
+    serve_with(config(catalog, url, &[])).await
 }
 
 pub async fn serve_with(cfg: ServeConfig) -> Running {
@@ -150,11 +190,6 @@ impl Client {
             }
         });
         Client { v4: None, v5: Some(client), rx, subacks }
-    }
-
-    /// The underlying v3.1.1 client (for publishing from another task).
-    pub fn clone_handle(&self) -> rumqttc::AsyncClient {
-        self.v4.clone().expect("a v4 client")
     }
 
     /// Subscribes and waits for the SUBACK.

@@ -1,10 +1,8 @@
 //! Hot reload against a running service: edits, creates, deletes, renames, atomic saves, new folders, broken
 //! saves, broken platform files, a storm of 1 000 files; retained manifests and change events; SIGHUP.
 
-mod common;
-
-use common::mqtt::{nest, serve_embedded, serve_external, Client, TIMEOUT};
-use common::{Mosquitto, TempCatalog};
+use crate::common::mqtt::{nest, serve_embedded, serve_external, Client, TIMEOUT};
+use crate::common::{Mosquitto, TempCatalog};
 use connector_scripts::app::Running;
 use connector_scripts::catalog::{AppVersion, Catalog};
 use serde_json::json;
@@ -12,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn catalog_of(r: &Running) -> Arc<Catalog> {
-    r.service.catalog.load_full().expect("catalog loaded")
+    r.state.catalog().expect("catalog loaded")
 }
 
 /// The script `name` as served to ios 1.0 (single variant in these tests).
@@ -25,7 +23,7 @@ fn code_of(r: &Running, name: &str) -> Option<String> {
 /// Waits until `f` holds for the served catalog.
 async fn until(r: &Running, what: &str, f: impl Fn(&Running) -> bool) {
     let deadline = tokio::time::Instant::now() + TIMEOUT;
-    let mut changes = r.service.catalog_changes();
+    let mut changes = r.state.catalog_changes();
     while !f(r) {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         let _ = tokio::time::timeout_at(deadline, changes.changed()).await;
@@ -124,7 +122,7 @@ async fn broken_platform_file_keeps_the_previous_configuration() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_1000_files_ends_on_the_right_revision_while_serving() {
     let t = single_variant_catalog();
-    let mosquitto = Mosquitto::start();
+    let mosquitto = Mosquitto::start().await;
     let r = serve_external(&t, &mosquitto.url()).await;
     let mut app = Client::v4(mosquitto.port, "app-storm").await;
     app.subscribe("getConnectors/app-storm/reply").await;
@@ -132,7 +130,7 @@ async fn a_storm_of_1000_files_ends_on_the_right_revision_while_serving() {
         let dir = t.snippets();
         tokio::task::spawn_blocking(move || {
             for i in 0..1000 {
-                common::write(
+                crate::common::write(
                     &dir.join(format!("storm/s{:04}.ts", i)),
                     format!("export const v{i}: number = {i};\n").as_bytes(),
                 );
@@ -155,7 +153,7 @@ async fn a_storm_of_1000_files_ends_on_the_right_revision_while_serving() {
     let want = expected.bundles().next().unwrap().revision.clone();
     until(&r, "the storm's final revision", |r| catalog_of(r).bundles().next().unwrap().revision == want).await;
     assert_eq!(catalog_of(&r).connectors.len(), 1001);
-    let reloads = r.service.stats.reloads.load(std::sync::atomic::Ordering::Relaxed);
+    let reloads = r.state.metrics.reloads.get();
     assert!(reloads < 200, "the storm was not coalesced: {reloads} rebuilds");
     r.shutdown().await.unwrap();
 }
@@ -163,7 +161,7 @@ async fn a_storm_of_1000_files_ends_on_the_right_revision_while_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_manifest_then_live_updates_then_fetch() {
     let t = single_variant_catalog();
-    let mosquitto = Mosquitto::start();
+    let mosquitto = Mosquitto::start().await;
     let r = serve_external(&t, &mosquitto.url()).await;
     let rev0 = catalog_of(&r).bundles().next().unwrap().revision.clone();
     // An app subscribing late still learns the current revision: the manifest is retained.
@@ -209,7 +207,7 @@ async fn retained_manifest_then_live_updates_then_fetch() {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "stale manifest not cleared: {retained:?}");
-        let _ = tokio::time::timeout(Duration::from_millis(50), r.service.catalog_changes().changed()).await;
+        let _ = tokio::time::timeout(Duration::from_millis(50), r.state.catalog_changes().changed()).await;
     }
     r.shutdown().await.unwrap();
 }
@@ -217,7 +215,7 @@ async fn retained_manifest_then_live_updates_then_fetch() {
 /// The retained messages under `connectors/ios/+`, read deterministically: after the SUBACK the broker sends the
 /// retained ones first; a sentinel we publish afterwards marks the end.
 async fn retained_manifests(port: u16) -> Vec<String> {
-    let mut c = Client::v4(port, &format!("probe-{}", common::free_port())).await;
+    let mut c = Client::v4(port, &format!("probe-{}", crate::common::free_port())).await;
     c.subscribe("connectors/ios/+").await;
     c.publish("connectors/ios/~sentinel", "end").await;
     let mut topics = Vec::new();
@@ -232,10 +230,10 @@ async fn retained_manifests(port: u16) -> Vec<String> {
     }
 }
 
-#[test]
-fn sighup_forces_a_reload() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_forces_a_reload() {
     let t = single_variant_catalog();
-    let (v4, v5) = common::free_port_pair();
+    let (v4, v5) = crate::common::free_port_pair();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_connector-scripts"))
         .args(["serve", "--no-watch", "--http-listen", "127.0.0.1:0", "--embedded-listen", &format!("127.0.0.1:{v4}")])
         .arg("--embedded-listen-v5")
@@ -264,13 +262,14 @@ fn sighup_forces_a_reload() {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    common::wait_for(TIMEOUT, "the service to answer", || request().contains("'one'").then_some(()));
+    crate::common::eventually(TIMEOUT, "the service to answer", || request().contains("'one'").then_some(())).await;
     t.snippet("a.ts", "export const a: string = 'after-hup';\n");
     // Not watching: nothing changes until SIGHUP.
     assert!(request().contains("'one'"));
     let pid = child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
-    common::wait_for(TIMEOUT, "the reload after SIGHUP", || request().contains("after-hup").then_some(()));
+    crate::common::eventually(TIMEOUT, "the reload after SIGHUP", || request().contains("after-hup").then_some(()))
+        .await;
     let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");

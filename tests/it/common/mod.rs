@@ -1,6 +1,5 @@
-//! Shared test helpers: temporary snippet/platform trees, running compiled code under node, waiting on
-//! conditions. Each test binary uses a subset.
-#![allow(dead_code)]
+//! Shared test helpers: temporary snippet/platform trees, running compiled code under node, Mosquitto brokers on
+//! free ports with their own config, and the one [`eventually`] that waits on a condition with a timeout.
 
 pub mod mqtt;
 
@@ -116,21 +115,23 @@ pub fn run_js(code: &str, format: &str, name: &str, es5: bool, call: &str) -> se
     })
 }
 
-/// Polls `f` until it returns Some, or panics after `timeout` with `what`.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+/// Polls `f` until it returns Some, or panics after `timeout` naming `what`. Async: the service under test may run
+/// on this runtime, so waiting never blocks a runtime thread.
+pub async fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(5);
+    let mut pause = Duration::from_millis(2);
     loop {
         if let Some(v) = f() {
             return v;
         }
         assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(100));
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released for the server under test).
+/// A free TCP port on 127.0.0.1, bound then released for a server of another process that cannot be given port
+/// 0 and report back (Mosquitto, the service binary). Starters retry with another port if it was taken meanwhile.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -155,55 +156,73 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
-    pub fn start() -> Mosquitto {
-        Mosquitto::start_with("allow_anonymous true\n")
+    pub async fn start() -> Mosquitto {
+        Mosquitto::start_with("allow_anonymous true\n").await
     }
 
     /// Starts with `settings` (options of the single listener and global ones; `{dir}` is the broker's own
-    /// temporary directory).
-    pub fn start_with(settings: &str) -> Mosquitto {
+    /// temporary directory). Retries on another port if the chosen one was taken before Mosquitto bound it.
+    pub async fn start_with(settings: &str) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         // Started as root, Mosquitto drops to its own user: let it write its log and persistence file here.
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-        let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
         let settings = settings.replace("{dir}", &dir.path().display().to_string());
-        std::fs::write(
-            &conf,
-            format!(
-                "per_listener_settings false\nlistener {port} 127.0.0.1\nset_tcp_nodelay true\n\
-                 max_queued_messages 1000000\nlog_dest file {}/mosquitto.log\nlog_type all\n{settings}\n",
-                dir.path().display()
-            ),
-        )
-        .unwrap();
-        let child = Mosquitto::spawn(&conf, port);
-        Mosquitto { port, child, conf, dir }
+        for _ in 0..5 {
+            let port = free_port();
+            std::fs::write(
+                &conf,
+                format!(
+                    "per_listener_settings false\nlistener {port} 127.0.0.1\nset_tcp_nodelay true\n\
+                     max_queued_messages 1000000\nlog_dest file {}/mosquitto.log\nlog_type all\n{settings}\n",
+                    dir.path().display()
+                ),
+            )
+            .unwrap();
+            if let Some(child) = Mosquitto::spawn(&conf, port).await {
+                return Mosquitto { port, child, conf, dir };
+            }
+        }
+        let log = std::fs::read_to_string(dir.path().join("mosquitto.log")).unwrap_or_default();
+        panic!("mosquitto did not start with {}:\n{log}", conf.display());
     }
 
-    fn spawn(conf: &Path, port: u16) -> std::process::Child {
-        let child = Command::new("mosquitto")
+    /// Starts Mosquitto and waits until it listens on `port`; `None` if it exited (the port was taken).
+    async fn spawn(conf: &Path, port: u16) -> Option<std::process::Child> {
+        let mut child = Command::new("mosquitto")
             .arg("-c")
             .arg(conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("mosquitto must be installed (apt-get install mosquitto)");
-        wait_for(Duration::from_secs(10), "mosquitto to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        child
+            .expect("mosquitto must be installed (scripts/test installs it)");
+        let up = eventually(Duration::from_secs(10), "mosquitto to listen or exit", || {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                Some(true)
+            } else {
+                child.try_wait().ok().flatten().map(|_| false)
+            }
+        })
+        .await;
+        up.then_some(child)
     }
 
     /// Stops the broker cleanly (SIGTERM: persistent state is saved) and starts it again on the same port.
-    pub fn restart(&mut self) {
+    pub async fn restart(&mut self) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
-        self.child = Mosquitto::spawn(&self.conf, self.port);
+        self.child = Mosquitto::spawn(&self.conf, self.port).await.expect("mosquitto restarts on its own port");
     }
 
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// The last lines of the broker's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 }
 

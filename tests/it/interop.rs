@@ -1,10 +1,8 @@
 //! Interop with the real peers: an unchanged NestJS v12 `ClientMqtt` (node), `mosquitto_rr -V 5`, and the
 //! `connector-scripts` binary itself (`request`, `serve` on a taken port).
 
-mod common;
-
-use common::mqtt::{serve_embedded, serve_external};
-use common::{node_dir, Mosquitto, TempCatalog};
+use crate::common::mqtt::{serve_embedded, serve_external};
+use crate::common::{node_dir, Mosquitto, TempCatalog};
 use std::process::{Command, Output};
 
 fn nest_client(url: &str, data: &serde_json::Value, emit: bool) -> serde_json::Value {
@@ -28,7 +26,7 @@ async fn nest_client_async(url: String, data: serde_json::Value, emit: bool) -> 
 async fn nestjs_v12_client_mqtt_gets_the_answer() {
     let catalog = TempCatalog::examples();
     let (running, ports) = serve_embedded(&catalog).await;
-    let mosquitto = Mosquitto::start();
+    let mosquitto = Mosquitto::start().await;
     let external = serve_external(&catalog, &mosquitto.url()).await;
     for url in [format!("mqtt://127.0.0.1:{}", ports.v4), mosquitto.url()] {
         let ok =
@@ -48,11 +46,12 @@ async fn nestjs_v12_client_mqtt_gets_the_answer() {
             nest_client_async(url.clone(), serde_json::json!({"platform": "ios", "version": "1"}), true).await;
         assert_eq!(emitted["emitted"], true);
     }
-    common::wait_for(std::time::Duration::from_secs(10), "both services to count the event", || {
-        let a = running.service.stats.events.load(std::sync::atomic::Ordering::Relaxed);
-        let b = external.service.stats.events.load(std::sync::atomic::Ordering::Relaxed);
+    crate::common::eventually(std::time::Duration::from_secs(10), "both services to count the event", || {
+        let a = running.state.metrics.events.get();
+        let b = external.state.metrics.events.get();
         (a == 1 && b == 1).then_some(())
-    });
+    })
+    .await;
     running.shutdown().await.unwrap();
     external.shutdown().await.unwrap();
 }
@@ -69,7 +68,7 @@ fn mosquitto_rr(port: u16, topic: &str, message: &str) -> Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_rr_v5_works_against_the_service() {
     let catalog = TempCatalog::examples();
-    let mosquitto = Mosquitto::start();
+    let mosquitto = Mosquitto::start().await;
     let external = serve_external(&catalog, &mosquitto.url()).await;
     let (embedded, ports) = serve_embedded(&catalog).await;
     for port in [mosquitto.port, ports.v5] {
@@ -129,7 +128,7 @@ async fn request_command_prints_the_reply_and_fails_on_errors() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("error UNKNOWN_PLATFORM"));
 
     // Nobody home: a clear timeout, non-zero exit.
-    let dead = format!("mqtt://127.0.0.1:{}", common::free_port());
+    let dead = format!("mqtt://127.0.0.1:{}", crate::common::free_port());
     let out = run(args(&["--broker", &dead, "--platform", "ios", "--version", "1", "--timeout", "2"])).await;
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -143,7 +142,7 @@ fn serve_on_a_taken_port_names_the_port_and_the_flag() {
     let port = taken.local_addr().unwrap().port();
     let out = binary()
         .args(["serve", "--embedded-listen", &format!("127.0.0.1:{port}")])
-        .current_dir(common::repo())
+        .current_dir(crate::common::repo())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

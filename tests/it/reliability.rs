@@ -2,15 +2,12 @@
 //! hostile input, persistent sessions across service crashes and broker restarts, TLS with passwords, the ACL
 //! example, and several instances in one shared-subscription group.
 
-mod common;
-
-use common::mqtt::{nest, serve_config, serve_external, serve_with, Client, TIMEOUT};
-use common::{free_port, spawn_service, wait_for, Mosquitto, TempCatalog};
-use connector_scripts::config::{BrokerChoice, BrokerUrl, Credentials, Secret};
-use connector_scripts::ratelimit::RateLimit;
+use crate::common::mqtt::{config, nest, serve_external, serve_with, Client, TIMEOUT};
+use crate::common::{eventually, spawn_service, Mosquitto, TempCatalog};
+use connector_scripts::config::ServeConfig;
+use connector_scripts::ops::status::StatusDoc;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 fn rss_kib() -> u64 {
@@ -25,10 +22,8 @@ fn rss_kib() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_device_is_limited_and_a_well_behaved_one_is_not() {
     let catalog = TempCatalog::examples();
-    let mosquitto = Mosquitto::start();
-    let mut cfg = serve_config(&catalog, BrokerChoice::External(BrokerUrl::parse(&mosquitto.url()).unwrap()));
-    cfg.rate_limit = Some(RateLimit { per_second: 2.0, burst: 5.0 });
-    let r = serve_with(cfg).await;
+    let mosquitto = Mosquitto::start().await;
+    let r = serve_with(config(&catalog, &mosquitto.url(), &["--rate-limit", "2", "--rate-burst", "5"])).await;
     let mut flood = Client::v4(mosquitto.port, "flooder").await;
     flood.subscribe("getConnectors/flooder/reply").await;
     let mut calm = Client::v4(mosquitto.port, "calm").await;
@@ -50,7 +45,7 @@ async fn a_flooding_device_is_limited_and_a_well_behaved_one_is_not() {
         let v = calm.recv().await.json();
         assert!(v.get("response").is_some(), "{v}");
     }
-    let text = r.ops.metrics_text();
+    let text = connector_scripts::ops::metrics_text(&r.state);
     assert!(text.contains(r#"result="RATE_LIMITED"} "#), "{text}");
     r.shutdown().await.unwrap();
 }
@@ -87,10 +82,12 @@ fn hostile_data(i: usize, rng: &mut Rng) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_hostile_payloads() {
     let catalog = TempCatalog::examples();
-    let mosquitto = Mosquitto::start();
+    let mosquitto = Mosquitto::start().await;
     let r = serve_external(&catalog, &mosquitto.url()).await;
+    // The production rate limit is on: the payloads come from 500 device ids (20 each, under the burst), so that
+    // what is tested is decoding, not the limiter.
     let mut attacker = Client::v4(mosquitto.port, "attacker").await;
-    attacker.subscribe("getConnectors/attacker/reply").await;
+    attacker.subscribe("getConnectors/+/reply").await;
     let rss_before = rss_kib();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut with_id = BTreeSet::new();
@@ -115,7 +112,7 @@ async fn ten_thousand_hostile_payloads() {
                 nest(hostile_data(with_id.len(), &mut rng), &id).into_bytes()
             }
         };
-        attacker.publish("getConnectors/attacker", payload).await;
+        attacker.publish(&format!("getConnectors/attacker-{}", i % 500), payload).await;
         // Like a real client, do not run ahead of the answers without bound.
         while with_id.len() - answered.len() > 256 {
             take_reply(&mut attacker, &mut answered, &mut codes).await;
@@ -133,7 +130,7 @@ async fn ten_thousand_hostile_payloads() {
     assert_eq!(attacker.recv().await.json()["response"]["variant"], "next");
     let grown_mib = rss_kib().saturating_sub(rss_before) / 1024;
     assert!(grown_mib < 96, "memory grew by {grown_mib} MiB");
-    assert!(r.service.stats.dropped.load(Ordering::Relaxed) >= 2500);
+    assert!(r.state.metrics.dropped.get() >= 2500);
     r.shutdown().await.unwrap();
 }
 
@@ -154,7 +151,7 @@ const PERSISTENT: &str = "allow_anonymous true\npersistence true\npersistence_lo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_killed_mid_load_answers_what_was_sent_meanwhile() {
     let catalog = TempCatalog::examples();
-    let mosquitto = Mosquitto::start_with(PERSISTENT);
+    let mosquitto = Mosquitto::start_with(PERSISTENT).await;
     let url = mosquitto.url();
     let args = ["--broker", &url, "--persistent-session", "--client-id", "cs-persistent", "--http-listen", "off"];
     let mut app = Client::v4(mosquitto.port, "app-crash").await;
@@ -190,18 +187,16 @@ async fn service_killed_mid_load_answers_what_was_sent_meanwhile() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_loses_no_request() {
     let catalog = TempCatalog::examples();
-    let mut mosquitto = Mosquitto::start_with(PERSISTENT);
-    let mut cfg = serve_config(&catalog, BrokerChoice::External(BrokerUrl::parse(&mosquitto.url()).unwrap()));
-    cfg.session_expiry = Some(Duration::from_secs(600));
-    cfg.client_id = "cs-broker-restart".into();
-    let r = serve_with(cfg).await;
+    let mut mosquitto = Mosquitto::start_with(PERSISTENT).await;
+    let flags = ["--persistent-session", "--session-expiry", "600", "--client-id", "cs-broker-restart"];
+    let r = serve_with(config(&catalog, &mosquitto.url(), &[&flags[..], &["--reconnect-max", "0.5"]].concat())).await;
     let mut app = Client::v4_persistent(mosquitto.port, "app-restart").await;
     app.subscribe("getConnectors/app-restart/reply").await;
     let total = 300;
     let mut answered = BTreeSet::new();
     for i in 0..total {
         if i == 100 {
-            mosquitto.restart();
+            mosquitto.restart().await;
         }
         app.publish("getConnectors/app-restart", nest(json!({"platform": "ios", "version": "2.5"}), &i.to_string()))
             .await;
@@ -211,16 +206,11 @@ async fn broker_restart_loses_no_request() {
     }
     while answered.len() < total {
         let m = app.try_recv_within(TIMEOUT).await;
-        if m.is_none() {
-            let log = std::fs::read_to_string(mosquitto.dir.path().join("mosquitto.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
-        }
-        assert!(m.is_some(), "{} of {total} answered", answered.len());
+        assert!(m.is_some(), "{} of {total} answered; broker log:\n{}", answered.len(), mosquitto.log_tail());
         answered.insert(m.unwrap().json()["id"].as_str().unwrap().to_string());
     }
-    assert!(r.link.reconnects.load(Ordering::Relaxed) >= 1);
-    wait_for(TIMEOUT, "readiness to come back", || r.ops.not_ready_reasons().is_empty().then_some(()));
+    assert!(r.state.metrics.reconnects.get() >= 1);
+    eventually(TIMEOUT, "readiness to come back", || r.state.readiness().is_ready().then_some(())).await;
     r.shutdown().await.unwrap();
 }
 
@@ -296,33 +286,35 @@ async fn tls_with_password_file() {
             p.path("server.key")
         )
     };
-    let mosquitto = Mosquitto::start_with(&tls(&pki));
+    let mosquitto = Mosquitto::start_with(&tls(&pki)).await;
     let url = format!("mqtts://localhost:{}", mosquitto.port);
-    let config = |password: &str, ca: Option<String>| {
-        let mut cfg = serve_config(&catalog, BrokerChoice::External(BrokerUrl::parse(&url).unwrap()));
-        cfg.credentials = Some(Credentials { username: "svc".into(), password: Secret::new(password) });
-        cfg.tls.ca = ca.map(Into::into);
-        cfg
+    let config = |url: &str, password: &str, ca: Option<String>| {
+        let pw = pki.dir.path().join(format!("pw-{password}"));
+        std::fs::write(&pw, password).unwrap();
+        let pw = pw.display().to_string();
+        let mut flags = vec!["--mqtt-username", "svc", "--mqtt-password-file", &pw];
+        if let Some(ca) = &ca {
+            flags.extend(["--tls-ca", ca]);
+        }
+        config(&catalog, url, &flags)
     };
     // Right credentials and the CA: ready.
-    let r = serve_with(config("right-password", Some(pki.path("ca.pem")))).await;
-    let (_, doc) = r.ops.status();
-    assert!(!doc.to_string().contains("right-password"), "the password leaked into the status document");
-    assert!(!r.ops.metrics_text().contains("right-password"));
+    let r = serve_with(config(&url, "right-password", Some(pki.path("ca.pem")))).await;
+    let doc = serde_json::to_string(&StatusDoc::of(&r.state)).unwrap();
+    assert!(!doc.contains("right-password"), "the password leaked into the status document");
+    assert!(!connector_scripts::ops::metrics_text(&r.state).contains("right-password"));
     r.shutdown().await.unwrap();
 
     // Each failure gives a clear reason and never readiness.
-    let wrong = reason_of(config("wrong-password", Some(pki.path("ca.pem")))).await;
+    let wrong = reason_of(config(&url, "wrong-password", Some(pki.path("ca.pem")))).await;
     assert!(wrong.contains("refused the connection") && wrong.contains("password"), "{wrong}");
     assert!(!wrong.contains("wrong-password"));
-    let untrusted = reason_of(config("right-password", None)).await;
+    let untrusted = reason_of(config(&url, "right-password", None)).await;
     assert!(untrusted.contains("TLS handshake") && untrusted.contains("UnknownIssuer"), "{untrusted}");
     drop(mosquitto);
-    let mismatched = Mosquitto::start_with(&tls(&wrong_name));
+    let mismatched = Mosquitto::start_with(&tls(&wrong_name)).await;
     let url2 = format!("mqtts://localhost:{}", mismatched.port);
-    let mut cfg = config("right-password", Some(wrong_name.path("ca.pem")));
-    cfg.broker = BrokerChoice::External(BrokerUrl::parse(&url2).unwrap());
-    let name = reason_of(cfg).await;
+    let name = reason_of(config(&url2, "right-password", Some(wrong_name.path("ca.pem")))).await;
     assert!(name.contains("TLS handshake") && name.contains("not valid for name"), "{name}");
 }
 
@@ -337,17 +329,20 @@ async fn tls_client_certificate_when_the_broker_requires_one() {
         pki.path("ca.pem"),
         pki.path("server.pem"),
         pki.path("server.key")
-    ));
+    ))
+    .await;
     let url = format!("mqtts://localhost:{}", mosquitto.port);
     let config = |client: Option<(String, String)>| {
-        let mut cfg = serve_config(&catalog, BrokerChoice::External(BrokerUrl::parse(&url).unwrap()));
-        cfg.tls.ca = Some(pki.path("ca.pem").into());
-        cfg.tls.client = client.map(|(c, k)| (c.into(), k.into()));
-        cfg
+        let ca = pki.path("ca.pem");
+        let mut flags = vec!["--tls-ca", &ca];
+        if let Some((cert, key)) = &client {
+            flags.extend(["--tls-cert", cert, "--tls-key", key]);
+        }
+        config(&catalog, &url, &flags)
     };
     // The client certificate signed by the broker's CA: ready (connected and subscribed over TLS).
     let r = serve_with(config(Some((pki.path("client.pem"), pki.path("client.key"))))).await;
-    assert!(r.ops.not_ready_reasons().is_empty(), "{:?}", r.ops.not_ready_reasons());
+    assert!(r.state.readiness().is_ready(), "{:?}", r.state.readiness());
     r.shutdown().await.unwrap();
     // No certificate, or one from a CA the broker does not trust: refused, with the reason, never ready.
     let none = reason_of(config(None)).await;
@@ -361,27 +356,15 @@ async fn tls_client_certificate_when_the_broker_requires_one() {
 }
 
 /// Starts the service, waits for the broker connection to fail, and returns the reason it reports.
-async fn reason_of(cfg: connector_scripts::app::ServeConfig) -> String {
+async fn reason_of(cfg: ServeConfig) -> String {
     let r = connector_scripts::app::start(cfg).await.unwrap();
-    let reason = wait_for_async(|| {
-        let e = r.link.last_error.lock().unwrap().clone();
-        e.filter(|_| !r.link.connected.load(Ordering::Relaxed))
+    let reason = eventually(TIMEOUT, "the connection to fail", || {
+        r.state.link.last_error().filter(|_| !r.state.link.connected())
     })
     .await;
-    assert!(r.ops.not_ready_reasons().iter().any(|x| x.contains("broker not connected")));
+    assert!(r.state.readiness().reasons.iter().any(|x| x.contains("broker not connected")));
     r.shutdown().await.unwrap();
     reason
-}
-
-async fn wait_for_async<T>(mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,12 +373,19 @@ async fn the_acl_example_keeps_devices_apart() {
     let dir = tempfile::tempdir().unwrap();
     let passwd =
         password_file(dir.path(), &[("connector-scripts", "svc-pw"), ("device-a", "a-pw"), ("device-b", "b-pw")]);
-    let acl = common::repo().join("deploy/mosquitto/acl");
+    let acl = crate::common::repo().join("deploy/mosquitto/acl");
     let mosquitto =
-        Mosquitto::start_with(&format!("allow_anonymous false\npassword_file {passwd}\nacl_file {}\n", acl.display()));
-    let mut cfg = serve_config(&catalog, BrokerChoice::External(BrokerUrl::parse(&mosquitto.url()).unwrap()));
-    cfg.credentials = Some(Credentials { username: "connector-scripts".into(), password: Secret::new("svc-pw") });
-    let r = serve_with(cfg).await;
+        Mosquitto::start_with(&format!("allow_anonymous false\npassword_file {passwd}\nacl_file {}\n", acl.display()))
+            .await;
+    let pw = dir.path().join("svc-pw");
+    std::fs::write(&pw, "svc-pw").unwrap();
+    let pw = pw.display().to_string();
+    let r = serve_with(config(
+        &catalog,
+        &mosquitto.url(),
+        &["--mqtt-username", "connector-scripts", "--mqtt-password-file", &pw],
+    ))
+    .await;
     let mut a = Client::v4_login(mosquitto.port, "device-a", "device-a", "a-pw").await;
     let mut b = Client::v4_login(mosquitto.port, "device-b", "device-b", "b-pw").await;
     // A tries to eavesdrop on B's replies; the broker refuses (no message will ever reach A from there).
@@ -419,7 +409,7 @@ async fn the_acl_example_keeps_devices_apart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_in_a_share_group_answer_each_request_once() {
     let catalog = TempCatalog::examples();
-    let mosquitto = Mosquitto::start();
+    let mosquitto = Mosquitto::start().await;
     let url = mosquitto.url();
     let mut instances: Vec<std::process::Child> = (0..3)
         .map(|i| {
@@ -480,5 +470,4 @@ async fn three_instances_in_a_share_group_answer_each_request_once() {
         let _ = c.kill();
         let _ = c.wait();
     }
-    let _ = free_port();
 }

@@ -7,7 +7,8 @@
 //! broker may have lost them); retained manifests of variants that no longer exist are cleared.
 
 use crate::catalog::Catalog;
-use crate::service::Service;
+use crate::state::{Identity, State};
+use crate::wire::topics::Topics;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::AsyncClient;
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,35 +16,31 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-/// Topic names for announcements.
+/// The retained liveness messages on `<status prefix>/<instance>`.
 #[derive(Debug, Clone)]
-pub struct Topics {
-    /// Prefix of the retained manifests (`connectors` → `connectors/<platform>/<variant>`).
-    pub manifest_prefix: String,
-    /// Topic of the `connectorsChanged` events.
-    pub changed_topic: String,
+pub struct Liveness {
+    /// The status topic.
+    pub topic: String,
+    /// Published (retained) on every connection.
+    pub online: Vec<u8>,
+    /// The Last Will (retained), and what a clean shutdown publishes.
+    pub offline: Vec<u8>,
 }
 
-impl Default for Topics {
-    fn default() -> Self {
-        Topics { manifest_prefix: "connectors".into(), changed_topic: "connectorsChanged".into() }
-    }
-}
-
-impl Topics {
-    /// The manifest topic of one variant.
-    pub fn manifest(&self, platform: &str, variant: &str) -> String {
-        format!("{}/{platform}/{variant}", self.manifest_prefix)
-    }
-
-    /// The filter that sees every manifest.
-    pub fn manifest_filter(&self) -> String {
-        format!("{}/+/+", self.manifest_prefix)
-    }
-
-    /// True for a manifest topic.
-    pub fn is_manifest(&self, topic: &str) -> bool {
-        topic.strip_prefix(self.manifest_prefix.as_str()).is_some_and(|rest| rest.starts_with('/'))
+impl Liveness {
+    /// `{"state":…, "instance", "version", "startedAt"}` on the instance's status topic.
+    pub fn new(topics: &Topics, identity: &Identity) -> Liveness {
+        let body = |state: &str| {
+            serde_json::json!({
+                "state": state,
+                "instance": identity.instance,
+                "version": env!("CARGO_PKG_VERSION"),
+                "startedAt": humantime::format_rfc3339_millis(identity.started_at).to_string(),
+            })
+            .to_string()
+            .into_bytes()
+        };
+        Liveness { topic: topics.status(&identity.instance), online: body("online"), offline: body("offline") }
     }
 }
 
@@ -70,13 +67,13 @@ fn revisions(catalog: &Catalog) -> BTreeMap<Key, String> {
 /// `retained_seen` carries manifest topics that the broker delivered as retained.
 pub async fn run(
     client: AsyncClient,
-    service: Arc<Service>,
+    state: Arc<State>,
     topics: Topics,
     mut subscribed: watch::Receiver<bool>,
     mut retained_seen: mpsc::Receiver<String>,
     cancel: CancellationToken,
 ) {
-    let mut changes = service.catalog_changes();
+    let mut changes = state.catalog_changes();
     // What this connection has published (cleared on reconnect) and the last revisions seen (for events).
     let mut published: BTreeMap<Key, String> = BTreeMap::new();
     let mut last: Option<BTreeMap<Key, String>> = None;
@@ -99,7 +96,7 @@ pub async fn run(
         if !*subscribed.borrow() {
             continue;
         }
-        let Some(catalog) = service.catalog.load_full() else { continue };
+        let Some(catalog) = state.catalog() else { continue };
         let now = std::time::SystemTime::now();
         let current = revisions(&catalog);
         for bundle in catalog.bundles() {
@@ -115,10 +112,10 @@ pub async fn run(
             let changed = last.as_ref().is_some_and(|l| l.get(&key) != Some(&bundle.revision));
             if changed {
                 let event = serde_json::json!({
-                    "pattern": topics.changed_topic,
+                    "pattern": topics.changed,
                     "data": {"platform": bundle.platform, "variant": bundle.variant, "revision": bundle.revision},
                 });
-                let _ = client.publish(topics.changed_topic.as_str(), QoS::AtLeastOnce, false, event.to_string()).await;
+                let _ = client.publish(topics.changed.as_str(), QoS::AtLeastOnce, false, event.to_string()).await;
                 tracing::info!(platform = %bundle.platform, variant = %bundle.variant, revision = %bundle.revision, "new revision announced");
             }
         }

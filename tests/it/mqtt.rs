@@ -1,31 +1,28 @@
 //! getConnectors over real MQTT: the embedded broker and a Mosquitto started by the test, NestJS envelopes,
 //! per-device reply topics, MQTT 5 request/response, not-modified, typed errors, events.
 
-mod common;
-
-use common::mqtt::{nest, serve_embedded, serve_external, Client, Ports};
-use common::{Mosquitto, TempCatalog};
-use connector_scripts::service::Service;
+use crate::common::mqtt::{config, nest, serve_embedded, serve_external, Client, Ports, TIMEOUT};
+use crate::common::{eventually, Mosquitto, TempCatalog};
+use connector_scripts::state::State;
 use connector_scripts::wire::ErrorCode;
 use serde_json::json;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Runs `f` against both brokers: the embedded one and a test-owned Mosquitto.
 async fn on_both_brokers<F, Fut>(f: F)
 where
-    F: Fn(Ports, Arc<Service>) -> Fut,
+    F: Fn(Ports, Arc<State>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let catalog = TempCatalog::examples();
     let (running, ports) = serve_embedded(&catalog).await;
-    f(ports, running.service.clone()).await;
+    f(ports, running.state.clone()).await;
     running.shutdown().await.unwrap();
 
-    let mosquitto = Mosquitto::start();
+    let mosquitto = Mosquitto::start().await;
     let running = serve_external(&catalog, &mosquitto.url()).await;
-    f(Ports { v4: mosquitto.port, v5: mosquitto.port }, running.service.clone()).await;
+    f(Ports { v4: mosquitto.port, v5: mosquitto.port }, running.state.clone()).await;
     running.shutdown().await.unwrap();
 }
 
@@ -197,7 +194,7 @@ async fn every_typed_error() {
     })
     .await;
 
-    let mosquitto = Mosquitto::start();
+    let mosquitto = Mosquitto::start().await;
     let mut app = Client::v4(mosquitto.port, "app-err").await;
     app.subscribe("getConnectors/app-err/reply").await;
 
@@ -215,11 +212,15 @@ async fn every_typed_error() {
     // NOT_READY: no platform could be loaded.
     let broken = TempCatalog::new();
     broken.platform("ios.toml", "this is not toml [");
-    let running = serve_external(&broken, &mosquitto.url()).await;
+    // Never ready (no usable platform): wait for the catalog and the subscriptions instead.
+    let running = connector_scripts::app::start(config(&broken, &mosquitto.url(), &[])).await.unwrap();
+    let state = running.state.clone();
+    eventually(TIMEOUT, "catalog and subscriptions", || (state.has_catalog() && state.link.subscribed()).then_some(()))
+        .await;
     app.publish("getConnectors/app-err", nest(json!({"platform": "ios", "version": "1"}), "e9")).await;
     let v = app.recv().await.json();
     assert_eq!(v["err"]["code"], "NOT_READY", "{v}");
-    assert_eq!(running.service.stats.errors_of(ErrorCode::NotReady), 1);
+    assert_eq!(running.state.metrics.errors_of(ErrorCode::NotReady), 1);
     running.shutdown().await.unwrap();
 }
 
@@ -237,10 +238,8 @@ async fn events_and_garbage_get_no_reply_and_are_counted() {
         app.publish("getConnectors/app-ev", nest(json!({"platform": "ios", "version": "1"}), "real")).await;
         let first = app.recv().await;
         assert_eq!(first.json()["id"], "real", "the events and garbage got a reply");
-        let stats = &service.stats;
-        assert_eq!(stats.events.load(Ordering::Relaxed), 2);
-        assert_eq!(stats.dropped.load(Ordering::Relaxed), 1);
-        assert_eq!(stats.replies.load(Ordering::Relaxed), 1);
+        let m = &service.metrics;
+        assert_eq!((m.events.get(), m.dropped.get(), m.replies.get()), (2, 1, 1));
     })
     .await;
 }

@@ -1,0 +1,326 @@
+//! The ONE place where flags and environment become a validated [`ServeConfig`], and where every default lives
+//! ([`defaults`]; the CLI refers to them). Tests build their configuration through [`ServeConfig::from_args`] too,
+//! overriding only ports, directories and identity. No panics: every mistake is a [`ConfigError`] naming the
+//! flag to fix.
+
+pub mod broker;
+pub mod defaults;
+
+pub use broker::{BrokerChoice, BrokerUrl, Credentials, EmbeddedBroker, Scheme, Secret, TlsFiles};
+pub use defaults::Seconds;
+
+use crate::catalog::Sources;
+use crate::cli::{BrokerArgs, CatalogArgs, ServeArgs};
+use crate::ratelimit::RateLimit;
+use crate::wire::topics::{self, Topics};
+use crate::wire::Limits;
+use rumqttc::v5::mqttbytes::QoS;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A configuration mistake.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The broker URL does not parse.
+    #[error("invalid broker URL {url:?}: {reason}")]
+    BrokerUrl {
+        /// The URL with any password removed.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A credential file cannot be read.
+    #[error("cannot read {what} from {path}: {source}")]
+    CredentialFile {
+        /// Which credential.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A flag has a value that cannot work.
+    #[error("{flag}: {reason}")]
+    Flag {
+        /// The flag to fix.
+        flag: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Some other invalid combination.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn flag_error(flag: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Flag { flag, reason: reason.into() }
+}
+
+/// Everything `serve` needs, validated, in sections.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeConfig {
+    /// Where the catalog is read from.
+    pub catalog: Sources,
+    /// The broker connection.
+    pub mqtt: MqttConfig,
+    /// Hot reload.
+    pub reload: ReloadConfig,
+    /// Health, readiness, metrics, identity.
+    pub ops: OpsConfig,
+    /// Request limits.
+    pub limits: LimitsConfig,
+}
+
+/// The broker connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttConfig {
+    /// Embedded or external broker.
+    pub broker: BrokerChoice,
+    /// TLS files for `mqtts://`.
+    pub tls: TlsFiles,
+    /// Client id (from `?client_id=` in the URL, the flag, or the default).
+    pub client_id: String,
+    /// Broker credentials.
+    pub credentials: Option<Credentials>,
+    /// Every topic the service uses.
+    pub topics: Topics,
+    /// Shared-subscription group.
+    pub share_group: Option<String>,
+    /// Request subscription QoS.
+    pub qos_in: QoS,
+    /// Reply QoS (`None`: as the request).
+    pub qos_out: Option<QoS>,
+    /// Largest MQTT packet accepted.
+    pub max_packet_size: u32,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+    /// Reconnect backoff: first and longest delay.
+    pub backoff: (Duration, Duration),
+    /// Shutdown drain deadline.
+    pub drain_timeout: Duration,
+    /// Persistent session expiry (`None`: clean session). With it, requests are acknowledged only after their
+    /// reply is published, and requests sent while the service is away are answered when it is back.
+    pub session_expiry: Option<Duration>,
+}
+
+/// Hot reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadConfig {
+    /// Watch the catalog directories and reload on change.
+    pub watch: bool,
+    /// Quiet time before a burst of file changes is acted on.
+    pub debounce: Duration,
+}
+
+/// Health, readiness, metrics, identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpsConfig {
+    /// Ops HTTP listener (`None`: off).
+    pub http_listen: Option<SocketAddr>,
+    /// Instance name, on the status topic and in health output.
+    pub instance: String,
+}
+
+/// Request limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    /// What one request may contain.
+    pub request: Limits,
+    /// Per-device rate limit (`None`: off).
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl CatalogArgs {
+    /// The catalog sources these flags name.
+    pub fn sources(&self) -> Sources {
+        Sources {
+            snippets: self.snippets.clone(),
+            platforms: self.platforms.clone(),
+            max_file_size: self.max_file_size,
+        }
+    }
+}
+
+impl BrokerArgs {
+    /// TLS files named by the flags.
+    pub fn tls(&self) -> TlsFiles {
+        TlsFiles { ca: self.tls_ca.clone(), client: self.tls_cert.clone().zip(self.tls_key.clone()) }
+    }
+
+    /// Credentials from the URL, flags and environment.
+    pub fn credentials(&self, url: &BrokerUrl) -> Result<Option<Credentials>, ConfigError> {
+        broker::credentials(
+            url.username.as_deref(),
+            self.mqtt_username.as_deref(),
+            self.mqtt_password_file.as_deref(),
+            std::env::var(defaults::PASSWORD_ENV).ok(),
+        )
+    }
+
+    /// The request topic, checked.
+    pub fn request_topic(&self) -> Result<String, ConfigError> {
+        let topic = self.topic.trim_matches('/').to_string();
+        if !topics::valid_plain_topic(&topic) {
+            return Err(flag_error("--topic", "must be a plain topic without wildcards, e.g. getConnectors"));
+        }
+        Ok(topic)
+    }
+}
+
+/// QoS from its number (clap has checked the range).
+pub fn qos(n: u8) -> QoS {
+    match n {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+impl ServeConfig {
+    /// Validates `serve`'s flags into the configuration. The only constructor: the CLI and the tests use it.
+    pub fn from_args(args: &ServeArgs) -> Result<ServeConfig, ConfigError> {
+        let mqtt = mqtt_config(args)?;
+        let instance = args.instance.clone().unwrap_or_else(|| mqtt.client_id.clone());
+        if !topics::valid_level(&instance) {
+            return Err(flag_error("--instance", "must be a plain name without '/', '+' or '#'"));
+        }
+        Ok(ServeConfig {
+            catalog: args.catalog.sources(),
+            mqtt,
+            reload: ReloadConfig { watch: !args.no_watch, debounce: args.debounce.0 },
+            ops: OpsConfig { http_listen: args.http_listen.0, instance },
+            limits: LimitsConfig {
+                request: Limits { max_request_bytes: args.max_request_size, ..Limits::default() },
+                rate_limit: (args.rate_limit > 0.0)
+                    .then_some(RateLimit { per_second: args.rate_limit, burst: args.rate_burst.max(1.0) }),
+            },
+        })
+    }
+}
+
+fn broker_choice(args: &ServeArgs) -> Result<(BrokerChoice, Option<Credentials>), ConfigError> {
+    match &args.broker {
+        Some(url) => {
+            let url = BrokerUrl::parse(url)?;
+            let creds = args.access.credentials(&url)?;
+            Ok((BrokerChoice::External(url), creds))
+        }
+        None => {
+            let listen_v5 = args.embedded_listen_v5.unwrap_or_else(|| {
+                SocketAddr::new(args.embedded_listen.ip(), args.embedded_listen.port().wrapping_add(1))
+            });
+            if listen_v5 == args.embedded_listen {
+                return Err(flag_error("--embedded-listen-v5", "must differ from --embedded-listen"));
+            }
+            Ok((BrokerChoice::Embedded(EmbeddedBroker { listen: args.embedded_listen, listen_v5 }), None))
+        }
+    }
+}
+
+fn mqtt_config(args: &ServeArgs) -> Result<MqttConfig, ConfigError> {
+    let (broker, credentials) = broker_choice(args)?;
+    for (flag, t) in [
+        ("--manifest-topic", &args.manifest_topic),
+        ("--changed-topic", &args.changed_topic),
+        ("--status-topic", &args.status_topic),
+    ] {
+        if !topics::valid_plain_topic(t) {
+            return Err(flag_error(flag, "must be a plain topic without wildcards or a trailing '/'"));
+        }
+    }
+    if let Some(g) = &args.share_group {
+        if !topics::valid_level(g) {
+            return Err(flag_error("--share-group", "must be a plain name without '/', '+' or '#'"));
+        }
+    }
+    if args.persistent_session && args.qos_in == 0 {
+        return Err(flag_error(
+            "--persistent-session",
+            "needs --qos-in 1 or 2: QoS 0 requests are never kept for the service",
+        ));
+    }
+    // A persistent session needs the same client id after a restart: no pid in the default then.
+    let url_client_id = match &broker {
+        BrokerChoice::External(url) => url.client_id.clone(),
+        BrokerChoice::Embedded(_) => None,
+    };
+    let client_id = url_client_id
+        .or_else(|| args.client_id.clone())
+        .unwrap_or_else(|| defaults::client_id(!args.persistent_session));
+    Ok(MqttConfig {
+        broker,
+        tls: args.access.tls(),
+        client_id,
+        credentials,
+        topics: Topics {
+            request: args.access.request_topic()?,
+            manifest_prefix: args.manifest_topic.clone(),
+            changed: args.changed_topic.clone(),
+            status_prefix: args.status_topic.clone(),
+        },
+        share_group: args.share_group.clone(),
+        qos_in: qos(args.qos_in),
+        qos_out: args.qos_out.map(qos),
+        max_packet_size: args.max_packet_size,
+        keep_alive: args.keep_alive.0,
+        backoff: (args.reconnect_min.0, args.reconnect_max.0),
+        drain_timeout: args.drain_timeout.0,
+        session_expiry: args.persistent_session.then_some(args.session_expiry.0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(extra: &[&str]) -> Result<ServeConfig, ConfigError> {
+        let cli = Cli::try_parse_from(["connector-scripts", "serve"].iter().chain(extra)).expect("flags parse");
+        match cli.command {
+            Command::Serve(args) => ServeConfig::from_args(&args),
+            _ => unreachable!("serve was parsed"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.mqtt.qos_in, QoS::AtLeastOnce);
+        assert_eq!(c.mqtt.keep_alive, Duration::from_secs(30));
+        assert_eq!(c.ops.http_listen, Some(([127, 0, 0, 1], 9464).into()));
+        assert_eq!(c.limits.rate_limit, Some(RateLimit { per_second: 10.0, burst: 30.0 }));
+        assert!(c.reload.watch);
+        assert_eq!(
+            c.mqtt.broker,
+            BrokerChoice::Embedded(EmbeddedBroker {
+                listen: ([127, 0, 0, 1], 1883).into(),
+                listen_v5: ([127, 0, 0, 1], 1884).into()
+            })
+        );
+    }
+
+    #[test]
+    fn mistakes_name_the_flag() {
+        for (flags, needle) in [
+            (&["--topic", "a/+"][..], "--topic"),
+            (&["--manifest-topic", "m/#"], "--manifest-topic"),
+            (&["--share-group", "a/b"], "--share-group"),
+            (&["--instance", "x+"], "--instance"),
+            (&["--persistent-session", "--qos-in", "0"], "--persistent-session"),
+            (&["--embedded-listen-v5", "127.0.0.1:1883"], "--embedded-listen-v5"),
+            (&["--broker", "http://x"], "unknown scheme"),
+        ] {
+            let e = parse(flags).unwrap_err().to_string();
+            assert!(e.contains(needle), "{flags:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn client_id_from_the_url_wins() {
+        let c = parse(&["--broker", "mqtt://h:1?client_id=from-url", "--client-id", "flag"]).unwrap();
+        assert_eq!(c.mqtt.client_id, "from-url");
+        assert_eq!(c.ops.instance, "from-url");
+    }
+}

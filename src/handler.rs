@@ -1,0 +1,232 @@
+//! One request in, one reply out: topic + payload (+ MQTT 5 properties) and the current catalog in, reply topic +
+//! bytes + what to count out. Pure: no I/O, no logging, no clock (the time is passed in for the rate limit).
+//!
+//! Replies are spliced from each bundle's pre-serialized bytes.
+
+use crate::catalog::{AppVersion, Catalog, ResolveError};
+use crate::metrics::{request_key, Counted, RequestLabels, NOT_MODIFIED};
+use crate::ratelimit::{Limiter, RateLimit};
+use crate::wire::topics::{self, Topics};
+use crate::wire::{self, Decoded, ErrorCode, Framing, Limits, WireError};
+use bytes::Bytes;
+use std::time::Instant;
+
+/// A received message, as the transport hands it over.
+#[derive(Debug, Clone)]
+pub struct Incoming<'a> {
+    /// The concrete topic it arrived on.
+    pub topic: &'a str,
+    /// Its payload.
+    pub payload: &'a [u8],
+    /// MQTT 5 Response Topic.
+    pub response_topic: Option<&'a str>,
+    /// MQTT 5 Correlation Data.
+    pub correlation_data: Option<Bytes>,
+}
+
+/// A reply to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Where to publish it.
+    pub topic: String,
+    /// The bytes.
+    pub payload: Vec<u8>,
+    /// Correlation Data to echo (MQTT 5).
+    pub correlation_data: Option<Bytes>,
+}
+
+/// What handling one message produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handled {
+    /// The reply, if the message gets one.
+    pub reply: Option<Outgoing>,
+    /// What to count.
+    pub counted: Counted,
+}
+
+/// The request handler: topic rules, limits, per-device rate limit.
+#[derive(Debug)]
+pub struct Handler {
+    topics: Topics,
+    limits: Limits,
+    limiter: Option<Limiter>,
+}
+
+/// Most devices whose rate-limit bucket is remembered.
+const MAX_TRACKED_DEVICES: usize = 100_000;
+
+impl Handler {
+    /// A handler for requests on `topics.request`, limiting each device (the segment after the request topic)
+    /// to `rate_limit`.
+    pub fn new(topics: Topics, limits: Limits, rate_limit: Option<RateLimit>) -> Handler {
+        Handler { topics, limits, limiter: rate_limit.map(|l| Limiter::new(l, MAX_TRACKED_DEVICES)) }
+    }
+
+    /// Handles one message against `catalog` (`None` until the first build). `None` for messages that are not
+    /// requests at all (foreign topics); otherwise what to send (if anything) and what to count.
+    pub fn handle(&self, catalog: Option<&Catalog>, msg: Incoming<'_>, now: Instant) -> Option<Handled> {
+        if !self.topics.accepts_request(msg.topic) {
+            return None;
+        }
+        // A response topic with wildcards cannot be published to; treat the request as if it had none.
+        let response_topic = msg.response_topic.filter(|t| topics::valid_reply_topic(t));
+        let (framing, data) = match wire::decode(msg.payload, response_topic.is_some(), &self.limits) {
+            Decoded::Event => return Some(Handled { reply: None, counted: Counted::Event }),
+            Decoded::Dropped(_) => return Some(Handled { reply: None, counted: Counted::Dropped }),
+            Decoded::Request { framing, data } => (framing, data),
+        };
+        let reply_address = response_topic.unwrap_or(msg.topic);
+        let id: &[u8] = match &framing {
+            Framing::Nest { id } => id.as_bytes(),
+            Framing::Bare => msg.correlation_data.as_deref().unwrap_or_default(),
+        };
+        let key = (!id.is_empty()).then(|| request_key(reply_address, id));
+        let mut payload = Vec::new();
+        let mut labels = RequestLabels { platform: "other".into(), variant: String::new(), result: "ok".into() };
+        let limited = match (&self.limiter, self.topics.device(msg.topic)) {
+            (Some(limiter), Some(device)) => !limiter.allow(device, now),
+            _ => false,
+        };
+        let data = if limited {
+            Err(WireError::new(ErrorCode::RateLimited, "too many requests from this device; slow down and retry later"))
+        } else {
+            data
+        };
+        let mut error = None;
+        if let Err(e) = data.and_then(|d| answer(catalog, &d, &framing, &mut payload, &mut labels)) {
+            error = Some(e.code);
+            labels.result = e.code.as_str().to_string();
+            payload.clear();
+            wire::frame_error(&framing, &e, &mut payload);
+        }
+        let counted = Counted::Answered { labels, error, bytes: payload.len(), request_key: key };
+        let topic = match response_topic {
+            Some(t) => t.to_string(),
+            None => topics::reply_topic(msg.topic),
+        };
+        Some(Handled { reply: Some(Outgoing { topic, payload, correlation_data: msg.correlation_data }), counted })
+    }
+}
+
+fn answer(
+    catalog: Option<&Catalog>,
+    req: &wire::RequestData,
+    framing: &Framing,
+    out: &mut Vec<u8>,
+    labels: &mut RequestLabels,
+) -> Result<(), WireError> {
+    let catalog =
+        catalog.ok_or_else(|| WireError::new(ErrorCode::NotReady, "the catalog is still loading; retry shortly"))?;
+    if catalog.platforms.is_empty() {
+        return Err(WireError::new(
+            ErrorCode::NotReady,
+            format!(
+                "no platform could be loaded ({} error(s) in the catalog; run `connector-scripts check`)",
+                catalog.error_count()
+            ),
+        ));
+    }
+    if catalog.platforms.contains_key(&req.platform) {
+        labels.platform.clone_from(&req.platform);
+    }
+    let version =
+        AppVersion::parse(&req.version).map_err(|e| WireError::new(ErrorCode::InvalidVersion, e.to_string()))?;
+    let bundle = catalog.resolve(&req.platform, &version).map_err(|e| match &e {
+        ResolveError::UnknownPlatform { known, .. } => {
+            WireError { code: ErrorCode::UnknownPlatform, message: e.to_string(), known: Some(known.clone()) }
+        }
+        ResolveError::NoVariant { .. } => WireError::new(ErrorCode::NoVariant, e.to_string()),
+    })?;
+    labels.variant.clone_from(&bundle.variant);
+    if req.revision.as_deref() == Some(bundle.revision.as_str()) {
+        labels.result = NOT_MODIFIED.into();
+        wire::frame_response(framing, &wire::not_modified_body(&bundle.revision), out);
+        return Ok(());
+    }
+    let only = match &req.connectors {
+        None => None,
+        Some(names) => {
+            let mut idx = Vec::with_capacity(names.len());
+            for name in names {
+                let i = bundle.script_index(name).ok_or_else(|| WireError {
+                    code: ErrorCode::UnknownConnector,
+                    message: format!(
+                        "variant {:?} of {} has no connector {:?}",
+                        bundle.variant,
+                        bundle.platform,
+                        name.chars().take(64).collect::<String>()
+                    ),
+                    known: Some(bundle.scripts.iter().map(|s| s.name.clone()).collect()),
+                })?;
+                if !idx.contains(&i) {
+                    idx.push(i);
+                }
+            }
+            Some(idx)
+        }
+    };
+    out.reserve(bundle.reply_len_hint() + 64);
+    let version = version.to_string();
+    wire::frame_with(framing, out, |out| bundle.write_reply(&version, only.as_deref(), out));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn handler() -> Handler {
+        let topics = Topics {
+            request: "getConnectors".into(),
+            manifest_prefix: "connectors".into(),
+            changed: "connectorsChanged".into(),
+            status_prefix: "s".into(),
+        };
+        Handler::new(topics, Limits::default(), None)
+    }
+
+    fn error_code(h: &Handled) -> Option<ErrorCode> {
+        match &h.counted {
+            Counted::Answered { error, .. } => *error,
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn not_ready_without_a_usable_catalog() {
+        let h = handler();
+        let payload = br#"{"pattern":"getConnectors","data":{"platform":"ios","version":"1"},"id":"1"}"#;
+        let msg = Incoming { topic: "getConnectors/d", payload, response_topic: None, correlation_data: None };
+        let out = h.handle(None, msg.clone(), Instant::now()).unwrap();
+        let reply = out.reply.clone().unwrap();
+        assert_eq!(reply.topic, "getConnectors/d/reply");
+        let v: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(v["err"]["code"], "NOT_READY");
+        assert_eq!(error_code(&out), Some(ErrorCode::NotReady));
+        let empty = Arc::new(Catalog::default());
+        let out = h.handle(Some(&empty), msg, Instant::now()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.reply.unwrap().payload).unwrap();
+        assert_eq!(v["err"]["code"], "NOT_READY");
+        assert!(v["err"]["message"].as_str().unwrap().contains("check"));
+    }
+
+    #[test]
+    fn wildcard_response_topics_fall_back_to_the_reply_convention() {
+        let msg = Incoming {
+            topic: "getConnectors/d",
+            payload: br#"{"platform":"ios","version":"1"}"#,
+            response_topic: Some("evil/#"),
+            correlation_data: None,
+        };
+        // Without a usable response topic a bare payload is an event.
+        assert_eq!(handler().handle(None, msg, Instant::now()), Some(Handled { reply: None, counted: Counted::Event }));
+    }
+
+    #[test]
+    fn foreign_topics_are_not_requests() {
+        let msg =
+            Incoming { topic: "getConnectors/reply", payload: b"{}", response_topic: None, correlation_data: None };
+        assert_eq!(handler().handle(None, msg, Instant::now()), None);
+    }
+}

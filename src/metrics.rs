@@ -1,0 +1,296 @@
+//! Every counter in one registry: a per-instance registry (no global recorder: tests run many services per
+//! process), labeled request counts, a latency histogram and duplicate detection. Gauges that mirror current
+//! state are set at scrape time.
+
+use crate::wire::ErrorCode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Labels of `connector_scripts_requests_total`. Values are bounded: platforms and variants that exist, else
+/// `other` / empty; the result is `ok`, `not_modified` or an error code.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Platform (or `other`).
+    pub platform: String,
+    /// Variant (empty when none was resolved).
+    pub variant: String,
+    /// `ok`, `not_modified`, or the error code.
+    pub result: String,
+}
+
+/// What one handled message adds to the counters (built by the handler, recorded by the transport).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Counted {
+    /// An event (no id, no response topic): never answered.
+    Event,
+    /// Undecodable with nobody to answer.
+    Dropped,
+    /// A request that got a reply.
+    Answered {
+        /// Platform, variant, result.
+        labels: RequestLabels,
+        /// The error code, when the reply is an error.
+        error: Option<ErrorCode>,
+        /// Reply payload size.
+        bytes: usize,
+        /// Digest of reply address + request id, for duplicate detection (absent without an id).
+        request_key: Option<u64>,
+    },
+}
+
+/// Every counter of one service instance, in one registry. Gauges mirroring current state are set at scrape
+/// time by the ops side ([`Metrics::render`]).
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by platform, variant and result.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Seconds from receipt of a request to its reply being handed to the MQTT client.
+    pub latency: Histogram,
+    /// Requests whose id was already seen within the duplicate window.
+    pub duplicates: Counter,
+    /// Events received (never answered).
+    pub events: Counter,
+    /// Undecodable messages with no reply address.
+    pub dropped: Counter,
+    /// Bytes of reply payloads.
+    pub reply_bytes: Counter,
+    /// Full bundles sent.
+    pub replies: Counter,
+    /// `notModified` replies sent.
+    pub not_modified: Counter,
+    /// Catalog builds swapped in (the first load included).
+    pub reloads: Counter,
+    /// Requests shed because the reply path was saturated.
+    pub overloaded: Counter,
+    /// Broker connection losses.
+    pub reconnects: Counter,
+    /// Error diagnostics in the current catalog (set at scrape).
+    pub compile_errors: Gauge,
+    /// Variants served (set at scrape).
+    pub variants: Gauge,
+    /// 1 when connected to the broker (set at scrape).
+    pub broker_connected: Gauge,
+    /// 1 when ready (set at scrape).
+    pub ready: Gauge,
+    /// Error replies per code, indexed like [`ErrorCode::ALL`] (the request family cannot be read back).
+    errors: [Counter; ErrorCode::ALL.len()],
+    window: Mutex<DuplicateWindow>,
+    /// Requests per platform label, for the status document (the family cannot be iterated).
+    per_platform: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Metrics {
+            registry: Registry::with_prefix("connector_scripts"),
+            requests: Family::default(),
+            // 50 µs … ~0.8 s.
+            latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 15)),
+            duplicates: Counter::default(),
+            events: Counter::default(),
+            dropped: Counter::default(),
+            reply_bytes: Counter::default(),
+            replies: Counter::default(),
+            not_modified: Counter::default(),
+            reloads: Counter::default(),
+            overloaded: Counter::default(),
+            reconnects: Counter::default(),
+            compile_errors: Gauge::default(),
+            variants: Gauge::default(),
+            broker_connected: Gauge::default(),
+            ready: Gauge::default(),
+            errors: Default::default(),
+            window: Mutex::new(DuplicateWindow::new(Duration::from_secs(60), 200_000)),
+            per_platform: Mutex::new(BTreeMap::new()),
+        };
+        m.register()
+    }
+}
+
+impl Metrics {
+    fn register(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register("requests", "Requests answered, by platform, variant and result", self.requests.clone());
+        r.register("request_duration_seconds", "Time from receipt to reply handed to MQTT", self.latency.clone());
+        r.register("duplicate_requests", "Requests whose id was seen again within 60 s", self.duplicates.clone());
+        r.register("events", "Messages without id or response topic (never answered)", self.events.clone());
+        r.register("dropped", "Undecodable messages with no reply address", self.dropped.clone());
+        r.register("reply_bytes", "Bytes of reply payloads", self.reply_bytes.clone());
+        r.register("not_modified", "Replies that were notModified", self.not_modified.clone());
+        r.register("reloads", "Catalog builds swapped in", self.reloads.clone());
+        r.register("overloaded", "Requests shed because the reply path was saturated", self.overloaded.clone());
+        r.register("broker_reconnects", "Broker connection losses", self.reconnects.clone());
+        r.register("compile_errors", "Error diagnostics in the current catalog", self.compile_errors.clone());
+        r.register("variants", "Variants served", self.variants.clone());
+        r.register("broker_connected", "1 when connected to the broker", self.broker_connected.clone());
+        r.register("ready", "1 when catalog loaded, connected and subscribed", self.ready.clone());
+        self
+    }
+
+    /// Counts one handled message.
+    pub fn record(&self, counted: &Counted) {
+        match counted {
+            Counted::Event => {
+                self.events.inc();
+            }
+            Counted::Dropped => {
+                self.dropped.inc();
+            }
+            Counted::Answered { labels, error, bytes, request_key } => {
+                if let Some(key) = request_key {
+                    self.note_request_key(*key);
+                }
+                match error {
+                    Some(code) => {
+                        self.errors[code.index()].inc();
+                    }
+                    None if labels.result == NOT_MODIFIED => {
+                        self.not_modified.inc();
+                    }
+                    None => {
+                        self.replies.inc();
+                    }
+                }
+                self.reply_bytes.inc_by(*bytes as u64);
+                self.record_request(labels);
+            }
+        }
+    }
+
+    fn record_request(&self, labels: &RequestLabels) {
+        self.requests.get_or_create(labels).inc();
+        if let Ok(mut m) = self.per_platform.lock() {
+            match m.get_mut(&labels.platform) {
+                Some(n) => *n += 1,
+                None => {
+                    m.insert(labels.platform.clone(), 1);
+                }
+            }
+        }
+    }
+
+    /// Error replies sent with this code.
+    pub fn errors_of(&self, code: ErrorCode) -> u64 {
+        self.errors[code.index()].get()
+    }
+
+    /// Requests answered per platform label.
+    pub fn requests_by_platform(&self) -> BTreeMap<String, u64> {
+        self.per_platform.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    fn note_request_key(&self, key: u64) {
+        let dup = self.window.lock().map(|mut w| w.seen(key, Instant::now())).unwrap_or(false);
+        if dup {
+            self.duplicates.inc();
+        }
+    }
+
+    /// The OpenMetrics text exposition of everything.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The `result` label of a not-modified reply.
+pub const NOT_MODIFIED: &str = "not_modified";
+
+/// A 64-bit digest of a request key (reply address + request id): 8 bytes per remembered request, and collisions
+/// are negligible at 200 000.
+pub fn request_key(reply_address: &str, id: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    reply_address.hash(&mut h);
+    id.hash(&mut h);
+    h.finish()
+}
+
+/// Request keys seen recently: two generations, each covering half the window; bounded in size.
+#[derive(Debug)]
+struct DuplicateWindow {
+    half: Duration,
+    max: usize,
+    started: Instant,
+    current: HashSet<u64>,
+    previous: HashSet<u64>,
+}
+
+impl DuplicateWindow {
+    fn new(window: Duration, max: usize) -> Self {
+        DuplicateWindow {
+            half: window / 2,
+            max,
+            started: Instant::now(),
+            current: HashSet::new(),
+            previous: HashSet::new(),
+        }
+    }
+
+    fn seen(&mut self, key: u64, now: Instant) -> bool {
+        if now.duration_since(self.started) >= self.half || self.current.len() >= self.max / 2 {
+            self.previous = std::mem::take(&mut self.current);
+            self.started = now;
+        }
+        if self.previous.contains(&key) || self.current.contains(&key) {
+            return true;
+        }
+        self.current.insert(key);
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_within_the_window_only() {
+        let mut w = DuplicateWindow::new(Duration::from_secs(60), 1000);
+        let t0 = Instant::now();
+        let (a, b) = (request_key("t", b"a"), request_key("t", b"b"));
+        assert_ne!(a, request_key("u", b"a"), "the reply address is part of the key");
+        assert!(!w.seen(a, t0));
+        assert!(w.seen(a, t0 + Duration::from_secs(10)));
+        assert!(!w.seen(b, t0 + Duration::from_secs(31)));
+        assert!(w.seen(a, t0 + Duration::from_secs(40)), "still in the previous generation");
+        assert!(!w.seen(a, t0 + Duration::from_secs(95)), "forgotten after the window");
+    }
+
+    #[test]
+    fn the_window_is_bounded() {
+        let mut w = DuplicateWindow::new(Duration::from_secs(60), 100);
+        let t0 = Instant::now();
+        for i in 0..10_000u64 {
+            w.seen(i, t0);
+        }
+        assert!(w.current.len() + w.previous.len() <= 100);
+    }
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        let labels = RequestLabels { platform: "ios".into(), variant: "next".into(), result: "ok".into() };
+        m.record(&Counted::Answered { labels, error: None, bytes: 10, request_key: Some(1) });
+        m.latency.observe(0.0002);
+        m.broker_connected.set(1);
+        let text = m.render();
+        assert!(
+            text.contains(r#"connector_scripts_requests_total{platform="ios",variant="next",result="ok"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("connector_scripts_request_duration_seconds_count 1"), "{text}");
+        assert!(text.contains("connector_scripts_broker_connected 1"), "{text}");
+        assert!(text.contains("connector_scripts_reply_bytes_total 10"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

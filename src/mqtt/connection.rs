@@ -1,0 +1,169 @@
+//! The service's MQTT connection settings: rumqttc options (session, flow control, TCP_NODELAY, Last Will), the
+//! subscription filters, reconnect backoff, and connection errors in words an operator can act on.
+
+use super::announce::Liveness;
+use super::tls::{tls_config, TlsError};
+use crate::config::{BrokerUrl, MqttConfig, Scheme};
+use crate::wire::topics::Subscription;
+use rumqttc::v5::mqttbytes::v5::{Filter, LastWill};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{ConnectionError, MqttOptions};
+use rumqttc::{NetworkOptions, Transport};
+use std::time::Duration;
+
+/// Most unacknowledged requests the broker may send us at once.
+pub const RECEIVE_MAXIMUM: u16 = 1024;
+/// Most QoS 1 replies (and status messages) we keep unacknowledged by the broker at once.
+pub const OUTGOING_INFLIGHT: u16 = 1024;
+/// Capacity of rumqttc's request channel (publishes queued for the event loop).
+pub const REQUEST_CHANNEL: usize = 1024;
+
+/// rumqttc options for the service connection.
+pub fn mqtt_options(
+    cfg: &MqttConfig,
+    broker: &BrokerUrl,
+    last_will: Option<&Liveness>,
+) -> Result<MqttOptions, TlsError> {
+    let mut opts = MqttOptions::new(&cfg.client_id, &broker.host, broker.port);
+    opts.set_keep_alive(cfg.keep_alive.max(Duration::from_secs(5)));
+    opts.set_max_packet_size(Some(cfg.max_packet_size));
+    match cfg.session_expiry {
+        Some(expiry) => {
+            opts.set_clean_start(false);
+            opts.set_session_expiry_interval(Some(expiry.as_secs().min(u32::MAX as u64) as u32));
+        }
+        None => {
+            opts.set_clean_start(true);
+        }
+    }
+    // Requests are acknowledged by the reply worker once answered, in arrival order, and a broker that keeps to
+    // RECEIVE_MAXIMUM has at most that many unacknowledged QoS 1/2 requests out to us: the backpressure that keeps
+    // the worker's queue (larger than that) from overflowing under a flood. QoS 0 requests have no such brake, and
+    // Mosquitto 2.0.11 overruns it (docs/scaling.md): past the queue, requests are shed and counted.
+    opts.set_manual_acks(true);
+    opts.set_receive_maximum(Some(RECEIVE_MAXIMUM));
+    // rumqttc preallocates one `Option<Publish>` slot per possible in-flight QoS 1 reply: left unset that is
+    // 65 536 slots, 14 MB resident from the first byte (docs/PERFORMANCE.md, RSS). QoS 1 replies beyond the
+    // limit wait in the request channel until the broker acknowledges earlier ones.
+    opts.set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT);
+    opts.set_request_channel_capacity(REQUEST_CHANNEL);
+    if let Some(c) = &cfg.credentials {
+        opts.set_credentials(&c.username, c.password.expose());
+    }
+    let mut net = NetworkOptions::new();
+    // Replies carry whole scripts: without NODELAY a 15 KB reply waits ~40 ms for Nagle + delayed ACK.
+    net.set_tcp_nodelay(true);
+    net.set_connection_timeout(10);
+    opts.set_network_options(net);
+    if broker.scheme == Scheme::Mqtts {
+        opts.set_transport(Transport::tls_with_config(tls_config(&cfg.tls)?));
+    }
+    if let Some(status) = last_will {
+        opts.set_last_will(LastWill::new(&status.topic, status.offline.clone(), QoS::AtLeastOnce, true, None));
+    }
+    Ok(opts)
+}
+
+/// The rumqttc filters of the service's subscriptions.
+pub fn filters(cfg: &MqttConfig) -> Vec<Filter> {
+    cfg.topics
+        .subscriptions(cfg.share_group.as_deref())
+        .into_iter()
+        .map(|Subscription { filter, no_local, requests }| {
+            let mut f = Filter::new(filter, if requests { cfg.qos_in } else { QoS::AtLeastOnce });
+            f.nolocal = no_local;
+            f
+        })
+        .collect()
+}
+
+/// A connection error in words an operator can act on.
+pub fn describe(e: &ConnectionError, broker: &BrokerUrl) -> String {
+    match e {
+        ConnectionError::ConnectionRefused(code) => {
+            format!("broker {broker} refused the connection: {code:?} (check the username/password and the broker ACL)")
+        }
+        ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            format!("nothing listens on {broker} (connection refused)")
+        }
+        ConnectionError::Tls(t) => format!("TLS handshake with {broker} failed: {t}"),
+        other => match tls_alert(other) {
+            // TLS 1.3 completes the client's side of the handshake first: a refused client certificate arrives as
+            // an alert on the first read, buried in rumqttc's decoding error.
+            Some(rustls::AlertDescription::CertificateRequired) => {
+                format!("broker {broker} requires a client certificate: pass --tls-cert and --tls-key")
+            }
+            Some(alert) => format!(
+                "broker {broker} ended TLS with alert {alert:?}: if it requires client certificates, --tls-cert must \
+                 be signed by a CA in its cafile"
+            ),
+            None => format!("{broker}: {other}"),
+        },
+    }
+}
+
+/// The TLS alert the broker sent, when that is what ended the connection.
+fn tls_alert(e: &ConnectionError) -> Option<rustls::AlertDescription> {
+    use rumqttc::v5::{mqttbytes::Error as Mqtt, StateError};
+    let io = match e {
+        ConnectionError::Io(io) => io,
+        ConnectionError::MqttState(StateError::Io(io)) => io,
+        ConnectionError::MqttState(StateError::Deserialization(Mqtt::Io(io))) => io,
+        _ => return None,
+    };
+    match io.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(alert) => Some(*alert),
+        _ => None,
+    }
+}
+
+/// Exponential backoff with jitter.
+#[derive(Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    /// Starts at `min`, doubles up to `max`.
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1;
+        Backoff { min, max: max.max(min), current: min, seed }
+    }
+
+    /// Back to the first delay (after a successful connection).
+    pub fn reset(&mut self) {
+        self.current = self.min;
+    }
+
+    /// The next delay: the current step with ±25 % jitter; the step doubles.
+    pub fn next_delay(&mut self) -> Duration {
+        // xorshift: spreading reconnects of many instances needs no cryptographic randomness.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let jitter = 0.75 + (self.seed % 1000) as f64 / 2000.0;
+        let delay = self.current.mul_f64(jitter).min(self.max);
+        self.current = (self.current * 2).min(self.max);
+        delay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_caps() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let delays: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
+        assert!(delays[0] >= Duration::from_millis(75) && delays[0] <= Duration::from_millis(125), "{delays:?}");
+        assert!(delays[3] >= Duration::from_millis(600), "{delays:?}");
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(2)), "{delays:?}");
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(125));
+    }
+}

@@ -1,0 +1,227 @@
+//! The one task that polls rumqttc's event loop: connect, subscribe, dispatch, reconnect with backoff, drain.
+//!
+//! The poll task never awaits handler work. QoS 0 requests (what NestJS clients send) have nothing to
+//! acknowledge, so they are answered right here once a catalog is loaded ([`replies::answer_inline`], a measured
+//! speed-up); everything else goes to the reply worker over a bounded channel (`try_send`; when the worker is that
+//! far behind, the request is shed and counted). The worker awaits `publish`, which this task keeps draining.
+
+use super::announce::{self, Liveness};
+use super::connection::{describe, filters, mqtt_options, Backoff, REQUEST_CHANNEL};
+use super::replies::{self, Job};
+use super::tls::TlsError;
+use crate::config::{BrokerUrl, MqttConfig};
+use crate::ops::systemd::{self, WatchdogCheck};
+use crate::state::State;
+use rumqttc::v5::mqttbytes::v5::{ConnAck, Filter, Packet, Publish, SubAck, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop};
+use rumqttc::Outgoing;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Capacity of the reply worker's queue: above the receive maximum, so acknowledged traffic from a broker that
+/// keeps to it never overflows it.
+const WORKER_QUEUE: usize = 4096;
+
+/// Where this connection goes and what it says about itself.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The broker (the embedded broker's MQTT 5 listener, or the configured one).
+    pub broker: BrokerUrl,
+    /// Retained online/offline status and the Last Will.
+    pub liveness: Liveness,
+    /// Send systemd watchdog keep-alives from the poll loop at this interval.
+    pub watchdog: Option<Duration>,
+}
+
+/// The poll task's own state.
+struct Poller {
+    cfg: MqttConfig,
+    session: Session,
+    state: Arc<State>,
+    client: AsyncClient,
+    jobs: mpsc::Sender<Job>,
+    filters: Vec<Filter>,
+    backoff: Backoff,
+}
+
+/// Runs the connection until `cancel` fires, then drains replies in flight and disconnects. The reply worker and
+/// the announcer run on `tracker`.
+pub async fn run(
+    cfg: MqttConfig,
+    session: Session,
+    state: Arc<State>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) -> Result<(), TlsError> {
+    let opts = mqtt_options(&cfg, &session.broker, Some(&session.liveness))?;
+    let (client, mut eventloop) = AsyncClient::new(opts, REQUEST_CHANNEL);
+    let (jobs, rx) = mpsc::channel::<Job>(WORKER_QUEUE);
+    let progress = Arc::new(AtomicU64::new(0));
+    let (retained_tx, retained_rx) = mpsc::channel::<String>(1024);
+    let worker = tracker.spawn(replies::worker(
+        client.clone(),
+        state.clone(),
+        rx,
+        (cfg.topics.clone(), cfg.qos_out),
+        retained_tx,
+        progress.clone(),
+    ));
+    let announcer = announce::run(
+        client.clone(),
+        state.clone(),
+        cfg.topics.clone(),
+        state.link.watch(),
+        retained_rx,
+        cancel.clone(),
+    );
+    tracker.spawn(announcer);
+    let mut watchdog = WatchdogCheck::new(session.watchdog, progress);
+    tracing::info!(broker = %session.broker, client_id = %cfg.client_id, "connecting to MQTT broker");
+    let filters = filters(&cfg);
+    let backoff = Backoff::new(cfg.backoff.0, cfg.backoff.1);
+    let mut p = Poller { cfg, session, state, client, jobs, filters, backoff };
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = watchdog.tick() => {
+                // Sent from the loop that serves: if it hangs, the keep-alives stop and systemd restarts us.
+                if watchdog.worker_healthy(p.jobs.max_capacity() - p.jobs.capacity()) {
+                    systemd::watchdog();
+                }
+                continue;
+            }
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::Publish(publish))) => p.on_publish(publish),
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => p.on_connack(&ack),
+            Ok(Event::Incoming(Packet::SubAck(ack))) => p.on_suback(&ack),
+            Ok(Event::Incoming(Packet::Disconnect(d))) => {
+                tracing::warn!(reason = ?d.reason_code, "broker sent DISCONNECT");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let delay = p.on_error(&e);
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    // Drain: no new requests; let the worker finish, keep polling so its publishes go out; then disconnect.
+    let Poller { client, jobs, session, state, cfg, .. } = p;
+    drop(jobs);
+    let offline = (session.liveness.topic.clone(), session.liveness.offline.clone());
+    let drained = drain(&client, &mut eventloop, worker, offline, cfg.drain_timeout).await;
+    state.link.set_connected(false);
+    if !drained {
+        tracing::warn!("shutdown deadline reached before every reply was flushed");
+    }
+    Ok(())
+}
+
+impl Poller {
+    fn on_publish(&mut self, publish: Publish) {
+        let received = Instant::now();
+        let is_manifest = self.cfg.topics.is_manifest(&String::from_utf8_lossy(&publish.topic));
+        if publish.qos == QoS::AtMostOnce && !is_manifest && self.state.has_catalog() {
+            // Nothing to acknowledge, so no order to keep: answered here, without a hop to the worker.
+            // A full request channel sheds it, like a full queue.
+            if !replies::answer_inline(&self.client, &self.state, &publish, self.cfg.qos_out, received) {
+                self.state.metrics.overloaded.inc();
+            }
+            return;
+        }
+        if self.jobs.try_send(Job { publish, received }).is_err() {
+            // QoS 0 floods, and QoS 1 floods when RECEIVE_MAXIMUM is overrun (Mosquitto 2.0.11 overruns it while
+            // we publish replies: docs/scaling.md). Shed and counted, never acknowledged: a persistent session
+            // gets a QoS 1 request back after a reconnect; other clients retry.
+            self.state.metrics.overloaded.inc();
+        }
+    }
+
+    fn on_connack(&mut self, ack: &ConnAck) {
+        self.state.link.set_connected(true);
+        self.backoff.reset();
+        tracing::info!(broker = %self.session.broker, session_present = ack.session_present, "connected");
+        let status = &self.session.liveness;
+        let _ = self.client.try_publish(&status.topic, QoS::AtLeastOnce, true, status.online.clone());
+        // A lost connection forgets the confirmation (Link::set_connected), so every connection subscribes again:
+        // harmless with a session present, required without one.
+        if !ack.session_present || !self.state.link.subscribed() {
+            if let Err(e) = self.client.try_subscribe_many(self.filters.clone()) {
+                tracing::error!(error = %e, "cannot queue subscription");
+            }
+        }
+    }
+
+    fn on_suback(&mut self, ack: &SubAck) {
+        let refused: Vec<String> = ack
+            .return_codes
+            .iter()
+            .zip(&self.filters)
+            .filter(|(code, _)| !matches!(code, SubscribeReasonCode::Success(_)))
+            .map(|(code, f)| format!("{} ({code:?})", f.path))
+            .collect();
+        if refused.is_empty() {
+            self.state.link.set_subscribed(true);
+            let topics: Vec<&str> = self.filters.iter().map(|f| f.path.as_str()).collect();
+            tracing::info!(?topics, "subscribed");
+        } else {
+            let msg = format!("broker refused subscription to {}", refused.join(", "));
+            tracing::error!("{msg}");
+            self.state.link.set_error(msg);
+        }
+    }
+
+    /// Records a lost connection; returns how long to wait before polling again.
+    fn on_error(&mut self, e: &ConnectionError) -> Duration {
+        if self.state.link.set_connected(false) {
+            self.state.metrics.reconnects.inc();
+        }
+        let msg = describe(e, &self.session.broker);
+        let delay = self.backoff.next_delay();
+        tracing::warn!(error = %msg, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed");
+        self.state.link.set_error(msg);
+        delay
+    }
+}
+
+async fn drain(
+    client: &AsyncClient,
+    eventloop: &mut EventLoop,
+    mut worker: tokio::task::JoinHandle<()>,
+    offline: (String, Vec<u8>),
+    timeout: Duration,
+) -> bool {
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut worker_done = false;
+    let mut disconnect_sent = false;
+    loop {
+        tokio::select! {
+            _ = &mut deadline => return false,
+            _ = &mut worker, if !worker_done => {
+                worker_done = true;
+                // A clean DISCONNECT suppresses the Last Will: say offline ourselves, then leave.
+                let _ = client.try_publish(&offline.0, QoS::AtLeastOnce, true, offline.1.clone());
+                if client.try_disconnect().is_err() {
+                    return true;
+                }
+            }
+            event = eventloop.poll() => match event {
+                // Keep reading until the broker closes: closing our end with unread input makes the kernel
+                // reset the connection, which can discard replies still in the send buffer.
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => disconnect_sent = true,
+                Ok(_) => {}
+                Err(_) => return worker_done && disconnect_sent,
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The reply path: one [`reply_for`] shared by the QoS 0 inline path (answered on the poll task, nothing to
+//! acknowledge) and the reply worker (QoS 1/2 requests, answered and acknowledged in arrival order).
+//!
+//! Requests that arrive before the first catalog is loaded (a persistent session redelivers them right after the
+//! reconnect) go to the worker, which holds them until the catalog is there — bounded by
+//! [`CATALOG_WAIT`] — instead of answering `NOT_READY`.
+
+use crate::handler::Incoming;
+use crate::state::State;
+use crate::wire::topics::Topics;
+use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::AsyncClient;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Longest a request waits for the first catalog before it is answered `NOT_READY`.
+pub const CATALOG_WAIT: Duration = Duration::from_secs(30);
+
+/// A message handed from the poll task to the reply worker.
+#[derive(Debug)]
+pub struct Job {
+    /// The publish as received.
+    pub publish: Publish,
+    /// When it was read from the connection.
+    pub received: Instant,
+}
+
+/// What to publish in answer to one request: topic, QoS, payload, properties (the MQTT 5 correlation data).
+/// Counts what it handled.
+fn reply_for(state: &State, p: &Publish, qos_out: Option<QoS>) -> Option<(String, QoS, Vec<u8>, PublishProperties)> {
+    let topic = std::str::from_utf8(&p.topic).ok()?;
+    let props = p.properties.as_ref();
+    let incoming = Incoming {
+        topic,
+        payload: &p.payload,
+        response_topic: props.and_then(|p| p.response_topic.as_deref()),
+        correlation_data: props.and_then(|p| p.correlation_data.clone()),
+    };
+    let catalog = state.catalog();
+    let handled = state.handler.handle(catalog.as_deref(), incoming, Instant::now())?;
+    state.metrics.record(&handled.counted);
+    let reply = handled.reply?;
+    let props = PublishProperties { correlation_data: reply.correlation_data, ..Default::default() };
+    Some((reply.topic, qos_out.unwrap_or(p.qos), reply.payload, props))
+}
+
+/// Answers a QoS 0 request on the poll task; false when the reply could not be queued (request channel full).
+pub fn answer_inline(
+    client: &AsyncClient,
+    state: &State,
+    p: &Publish,
+    qos_out: Option<QoS>,
+    received: Instant,
+) -> bool {
+    let Some((topic, qos, payload, props)) = reply_for(state, p, qos_out) else { return true };
+    let queued = client.try_publish_with_properties(topic, qos, false, payload, props).is_ok();
+    state.metrics.latency.observe(received.elapsed().as_secs_f64());
+    queued
+}
+
+/// Answers requests handed over by the poll task in arrival order, and acknowledges each after its reply has been
+/// handed to the client (replies and acks leave in that order; acks stay in arrival order, which rumqttd insists
+/// on). A crash before that means redelivery with a persistent session. Retained manifests seen on the bus go to
+/// the announcer. `progress` counts jobs taken, for the watchdog.
+pub async fn worker(
+    client: AsyncClient,
+    state: Arc<State>,
+    mut rx: mpsc::Receiver<Job>,
+    (topics, qos_out): (Topics, Option<QoS>),
+    retained: mpsc::Sender<String>,
+    progress: Arc<AtomicU64>,
+) {
+    while let Some(job) = rx.recv().await {
+        progress.fetch_add(1, Ordering::Relaxed);
+        let p = &job.publish;
+        let topic = String::from_utf8_lossy(&p.topic);
+        if topics.is_manifest(&topic) {
+            if p.retain && !p.payload.is_empty() {
+                let _ = retained.try_send(topic.into_owned());
+            }
+        } else {
+            if !state.has_catalog() {
+                let _ = tokio::time::timeout(CATALOG_WAIT, state.wait_catalog()).await;
+            }
+            if let Some((topic, qos, payload, props)) = reply_for(&state, p, qos_out) {
+                let result = client.publish_with_properties(topic, qos, false, payload, props).await;
+                state.metrics.latency.observe(job.received.elapsed().as_secs_f64());
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "reply not queued: the connection is closing");
+                }
+            }
+        }
+        let _ = client.ack(&job.publish).await;
+    }
+}

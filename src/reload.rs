@@ -1,0 +1,144 @@
+//! Hot reload: triggers (the first load, file events, SIGHUP) → one rebuild → one swap, with one [`RevisionDiff`]
+//! per swap (logged once). Triggers that arrive during a build coalesce into one more build; what broke since the
+//! last build keeps its last good form (see [`crate::catalog::build`]).
+
+use crate::catalog::{self, Catalog, CompileCache, Sources};
+use crate::config::ReloadConfig;
+use crate::state::State;
+use crate::watch;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How often the polling fallback of the file watcher looks at the directories.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What one swap changed, variant by variant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevisionDiff {
+    /// Variants that are new or have a new revision: (platform, variant, revision).
+    pub changed: Vec<(String, String, String)>,
+    /// Variants that no longer exist: (platform, variant).
+    pub removed: Vec<(String, String)>,
+}
+
+impl RevisionDiff {
+    /// The difference from `previous` (nothing: everything is new) to `next`.
+    pub fn between(previous: Option<&Catalog>, next: &Catalog) -> RevisionDiff {
+        let revisions = |c: &Catalog| -> std::collections::BTreeMap<(String, String), String> {
+            c.bundles().map(|b| ((b.platform.clone(), b.variant.clone()), b.revision.clone())).collect()
+        };
+        let before = previous.map(revisions).unwrap_or_default();
+        let after = revisions(next);
+        RevisionDiff {
+            changed: (after.iter())
+                .filter(|(k, rev)| before.get(*k) != Some(*rev))
+                .map(|((p, v), rev)| (p.clone(), v.clone(), rev.clone()))
+                .collect(),
+            removed: before.keys().filter(|k| !after.contains_key(*k)).cloned().collect(),
+        }
+    }
+}
+
+/// Rebuilds the catalog on each trigger and swaps it in, until `cancel`.
+pub async fn reload_loop(
+    sources: Sources,
+    state: Arc<State>,
+    mut triggers: mpsc::Receiver<()>,
+    cancel: CancellationToken,
+) {
+    let cache = Arc::new(Mutex::new(CompileCache::default()));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            t = triggers.recv() => if t.is_none() { return },
+        }
+        let previous = state.catalog();
+        let (sources, cache, prev) = (sources.clone(), cache.clone(), previous.clone());
+        let built = tokio::task::spawn_blocking(move || {
+            let mut cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            catalog::build(&sources, &mut cache, prev.as_deref())
+        })
+        .await;
+        let catalog = match built {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "catalog build failed; keeping the current catalog");
+                continue;
+            }
+        };
+        let diff = RevisionDiff::between(previous.as_deref(), &catalog);
+        log_build(&catalog, previous.as_deref(), &diff);
+        state.swap_catalog(Arc::new(catalog));
+    }
+}
+
+/// Starts the file watcher on the catalog directories; `None` (with a warning) when it cannot.
+pub fn start_watcher(sources: &Sources, cfg: &ReloadConfig, reload: &mpsc::Sender<()>) -> Option<watch::Watcher> {
+    if !cfg.watch {
+        return None;
+    }
+    let dirs = [sources.snippets.clone(), sources.platforms.clone()];
+    let tx = reload.clone();
+    match watch::watch(&dirs, cfg.debounce, POLL_INTERVAL, move || {
+        let _ = tx.try_send(());
+    }) {
+        Ok(w) => {
+            tracing::info!(polling = w.is_polling(), "watching snippets and platforms for changes");
+            Some(w)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "hot reload is off: cannot watch the catalog directories (SIGHUP still reloads)");
+            None
+        }
+    }
+}
+
+/// SIGHUP forces a full rescan and reload, until `cancel`.
+pub async fn sighup(reload: mpsc::Sender<()>, cancel: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = hup.recv() => if r.is_none() { return },
+            }
+            tracing::info!("SIGHUP: rescanning snippets and platforms");
+            let _ = reload.try_send(());
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (reload, cancel);
+}
+
+/// Logs the diagnostics that are new since `previous`, a summary, and each new revision once.
+fn log_build(catalog: &Catalog, previous: Option<&Catalog>, diff: &RevisionDiff) {
+    let is_new = |d: &&catalog::Diagnostic| previous.is_none_or(|p| !p.diagnostics.contains(d));
+    for d in catalog.diagnostics.iter().filter(is_new) {
+        if d.is_error() {
+            tracing::error!(code = d.code, location = d.location().unwrap_or_default(), "{}", d.message);
+        } else {
+            tracing::warn!(code = d.code, location = d.location().unwrap_or_default(), "{}", d.message);
+        }
+    }
+    tracing::info!(
+        platforms = catalog.platforms.len(),
+        variants = catalog.bundles().count(),
+        connectors = catalog.connectors.len(),
+        compiled = catalog.stats.compiled,
+        errors = catalog.error_count(),
+        elapsed_ms = catalog.stats.elapsed.as_millis() as u64,
+        "catalog built"
+    );
+    if previous.is_some() {
+        for (platform, variant, revision) in &diff.changed {
+            tracing::info!(%platform, %variant, %revision, "new revision");
+        }
+        for (platform, variant) in &diff.removed {
+            tracing::info!(%platform, %variant, "variant removed");
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Shared state of a running service: the catalog cell (swapped whole, read without a lock), the broker link, the
+//! counters, and the ONE [`State::readiness`] that systemd READY, `/readyz`, the `ready` gauge and `status` use.
+
+use crate::catalog::Catalog;
+use crate::handler::Handler;
+use crate::metrics::Metrics;
+use arc_swap::ArcSwapOption;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+use tokio::sync::watch;
+
+/// Connection state, for readiness and diagnostics.
+#[derive(Debug)]
+pub struct Link {
+    connected: AtomicBool,
+    subscribed: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    /// "Connected and subscribed", watched by the announcer and by [`State::wait_ready`].
+    ready: watch::Sender<bool>,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Link {
+            connected: AtomicBool::new(false),
+            subscribed: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+            ready: watch::channel(false).0,
+        }
+    }
+}
+
+impl Link {
+    /// Connected to the broker (CONNACK received).
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Request subscriptions confirmed (SUBACK) on the current connection.
+    pub fn subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::Relaxed)
+    }
+
+    /// The last connection error, for health output.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// A watch of "connected and subscribed".
+    pub fn watch(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
+    /// Records a CONNACK (true) or a lost connection (false); returns whether it was connected before.
+    pub fn set_connected(&self, v: bool) -> bool {
+        let was = self.connected.swap(v, Ordering::Relaxed);
+        if !v {
+            self.set_subscribed(false);
+        }
+        was
+    }
+
+    /// Records confirmed (or lost) request subscriptions.
+    pub fn set_subscribed(&self, v: bool) {
+        self.subscribed.store(v, Ordering::Relaxed);
+        self.ready.send_replace(v);
+    }
+
+    /// Records the last connection problem.
+    pub fn set_error(&self, e: String) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(e);
+        }
+    }
+}
+
+/// Who this instance is, for health output and the liveness topic.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Instance name (as on the status topic).
+    pub instance: String,
+    /// Broker URL, safe to show (no password).
+    pub broker: String,
+    /// Start time.
+    pub started_at: SystemTime,
+    /// Start instant, for uptime.
+    pub started: Instant,
+}
+
+/// Ready, or the reasons it is not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// Why the service is not ready; empty when it is.
+    pub reasons: Vec<String>,
+}
+
+impl Readiness {
+    /// True when there is no reason not to be ready.
+    pub fn is_ready(&self) -> bool {
+        self.reasons.is_empty()
+    }
+}
+
+/// Everything the tasks of one service share.
+#[derive(Debug)]
+pub struct State {
+    catalog: ArcSwapOption<Catalog>,
+    /// Bumped on every catalog swap; the announcer, the reply worker and readiness watch it.
+    generation: watch::Sender<u64>,
+    /// The broker connection.
+    pub link: Link,
+    /// Every counter.
+    pub metrics: Metrics,
+    /// The request handler.
+    pub handler: Handler,
+    /// Who we are.
+    pub identity: Identity,
+}
+
+impl State {
+    /// State with no catalog yet and no connection.
+    pub fn new(handler: Handler, instance: String, broker: String) -> State {
+        State {
+            catalog: ArcSwapOption::empty(),
+            generation: watch::channel(0).0,
+            link: Link::default(),
+            metrics: Metrics::default(),
+            handler,
+            identity: Identity { instance, broker, started_at: SystemTime::now(), started: Instant::now() },
+        }
+    }
+
+    /// The current catalog; `None` until the first build finishes. A reader sees one whole catalog, old or new,
+    /// never a mix, and reading costs no lock.
+    pub fn catalog(&self) -> Option<Arc<Catalog>> {
+        self.catalog.load_full()
+    }
+
+    /// True once a first catalog has been swapped in.
+    pub fn has_catalog(&self) -> bool {
+        self.catalog.load().is_some()
+    }
+
+    /// Replaces the catalog atomically and tells every watcher.
+    pub fn swap_catalog(&self, catalog: Arc<Catalog>) {
+        self.catalog.store(Some(catalog));
+        self.metrics.reloads.inc();
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Watches catalog swaps (the value counts them).
+    pub fn catalog_changes(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// The one definition of ready: a catalog with at least one usable platform, connected, subscriptions
+    /// confirmed. A broken snippet does not make the service unready (its last good version is served).
+    pub fn readiness(&self) -> Readiness {
+        let mut reasons = Vec::new();
+        match self.catalog.load().as_deref() {
+            None => reasons.push("catalog not loaded yet".to_string()),
+            Some(c) if c.platforms.is_empty() => reasons.push(format!(
+                "catalog has no usable platform ({} error(s); run `connector-scripts check`)",
+                c.error_count()
+            )),
+            Some(_) => {}
+        }
+        if !self.link.connected() {
+            reasons.push(match self.link.last_error() {
+                Some(e) => format!("broker not connected: {e}"),
+                None => "broker not connected yet".to_string(),
+            });
+        } else if !self.link.subscribed() {
+            reasons.push("connected but the request subscriptions are not confirmed".to_string());
+        }
+        Readiness { reasons }
+    }
+
+    /// Resolves once [`State::readiness`] says ready (now or later).
+    pub async fn wait_ready(&self) {
+        let mut catalog = self.catalog_changes();
+        let mut link = self.link.watch();
+        while !self.readiness().is_ready() {
+            tokio::select! {
+                _ = catalog.changed() => {}
+                _ = link.changed() => {}
+            }
+        }
+    }
+
+    /// Resolves once a first catalog is loaded (now or later).
+    pub async fn wait_catalog(&self) {
+        let mut changes = self.catalog_changes();
+        while !self.has_catalog() {
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::topics::Topics;
+    use crate::wire::Limits;
+
+    fn state() -> State {
+        let topics =
+            Topics { request: "r".into(), manifest_prefix: "m".into(), changed: "c".into(), status_prefix: "s".into() };
+        State::new(Handler::new(topics, Limits::default(), None), "i".into(), "b".into())
+    }
+
+    #[test]
+    fn ready_needs_a_usable_catalog_and_confirmed_subscriptions() {
+        let s = state();
+        assert_eq!(s.readiness().reasons, ["catalog not loaded yet", "broker not connected yet"]);
+        s.link.set_connected(true);
+        s.link.set_subscribed(true);
+        s.swap_catalog(Arc::new(Catalog::default()));
+        let r = s.readiness();
+        assert!(!r.is_ready());
+        assert!(r.reasons[0].contains("no usable platform"), "{r:?}");
+        s.link.set_connected(false);
+        s.link.set_error("nothing listens".into());
+        assert!(s.readiness().reasons[1].contains("nothing listens"));
+        assert!(!s.link.subscribed(), "a lost connection loses the subscriptions");
+    }
+}

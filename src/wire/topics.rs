@@ -1,0 +1,175 @@
+//! Every topic rule in one place: where requests arrive, where replies go, what the service subscribes to, where
+//! manifests, events and liveness are published, and which names may become part of a topic. Pure.
+
+/// Longest device id accepted in `<request topic>/<device>`.
+pub const MAX_DEVICE_LEN: usize = 128;
+
+/// The topics of one service instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// Requests arrive on `request` and `request/<device>`; replies go to `…/reply`.
+    pub request: String,
+    /// Prefix of the retained manifests: `<prefix>/<platform>/<variant>`.
+    pub manifest_prefix: String,
+    /// Topic of the NestJS-style `connectorsChanged` events.
+    pub changed: String,
+    /// Prefix of the retained liveness messages: `<prefix>/<instance>`.
+    pub status_prefix: String,
+}
+
+/// One subscription the service makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The topic filter, `$share/<group>/…` included.
+    pub filter: String,
+    /// Do not receive our own publishes (MQTT 5 No Local).
+    pub no_local: bool,
+    /// A request subscription (QoS as configured) rather than the manifest one (QoS 1).
+    pub requests: bool,
+}
+
+impl Topics {
+    /// Is this a topic we answer on? `request` or `request/<device>`, but not `…/reply`.
+    pub fn accepts_request(&self, topic: &str) -> bool {
+        match topic.strip_prefix(self.request.as_str()) {
+            Some("") => true,
+            Some(_) => self.device(topic).is_some_and(valid_device),
+            None => false,
+        }
+    }
+
+    /// The device segment of a request topic, if any.
+    pub fn device<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        topic.strip_prefix(self.request.as_str())?.strip_prefix('/')
+    }
+
+    /// The subscriptions: `request` and `request/+` (shared when a group is set), and the manifests (never
+    /// shared: every instance reconciles them).
+    pub fn subscriptions(&self, share_group: Option<&str>) -> Vec<Subscription> {
+        let requests = [self.request.clone(), format!("{}/+", self.request)].into_iter().map(|t| Subscription {
+            filter: match share_group {
+                Some(g) => format!("$share/{g}/{t}"),
+                None => t,
+            },
+            // Our own replies to `request/reply` would match `request/+`. No Local is a protocol error on shared
+            // subscriptions, where the `reply` segment is filtered instead (accepts_request).
+            no_local: share_group.is_none(),
+            requests: true,
+        });
+        let manifests = Subscription { filter: self.manifest_filter(), no_local: true, requests: false };
+        requests.chain([manifests]).collect()
+    }
+
+    /// The manifest topic of one variant.
+    pub fn manifest(&self, platform: &str, variant: &str) -> String {
+        format!("{}/{platform}/{variant}", self.manifest_prefix)
+    }
+
+    /// The filter that sees every manifest.
+    pub fn manifest_filter(&self) -> String {
+        format!("{}/+/+", self.manifest_prefix)
+    }
+
+    /// True for a manifest topic.
+    pub fn is_manifest(&self, topic: &str) -> bool {
+        topic.strip_prefix(self.manifest_prefix.as_str()).is_some_and(|rest| rest.starts_with('/'))
+    }
+
+    /// The liveness topic of one instance.
+    pub fn status(&self, instance: &str) -> String {
+        format!("{}/{instance}", self.status_prefix)
+    }
+}
+
+/// The topic a NestJS-style reply goes to: `<request topic>/reply`.
+pub fn reply_topic(request_topic: &str) -> String {
+    format!("{request_topic}/reply")
+}
+
+/// A reply topic given by a client must be publishable: non-empty, no wildcards, not absurdly long.
+pub fn valid_reply_topic(t: &str) -> bool {
+    !t.is_empty() && t.len() <= 1024 && !t.contains(['+', '#', '\0'])
+}
+
+/// A device id: one non-empty topic level, not `reply`, at most [`MAX_DEVICE_LEN`] bytes.
+pub fn valid_device(device: &str) -> bool {
+    !device.is_empty() && device != "reply" && device.len() <= MAX_DEVICE_LEN && valid_level(device)
+}
+
+/// A value that becomes exactly one topic level (instance, share group, platform, variant): non-empty, no `/`,
+/// no wildcard, no NUL.
+pub fn valid_level(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['/', '+', '#', '\0'])
+}
+
+/// A configured topic or prefix: non-empty, no wildcards, no leading or trailing `/`.
+pub fn valid_plain_topic(topic: &str) -> bool {
+    !topic.is_empty() && !topic.contains(['+', '#', '\0']) && !topic.starts_with('/') && !topic.ends_with('/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics() -> Topics {
+        Topics {
+            request: "getConnectors".into(),
+            manifest_prefix: "connectors".into(),
+            changed: "connectorsChanged".into(),
+            status_prefix: "connector-scripts/status".into(),
+        }
+    }
+
+    #[test]
+    fn topics_we_answer() {
+        let t = topics();
+        for (topic, ok) in [
+            ("getConnectors", true),
+            ("getConnectors/dev-42", true),
+            ("getConnectors/reply", false),
+            ("getConnectors/dev-42/reply", false),
+            ("getConnectors/", false),
+            ("getConnectorsX", false),
+            ("other", false),
+        ] {
+            assert_eq!(t.accepts_request(topic), ok, "{topic}");
+        }
+        assert!(!t.accepts_request(&format!("getConnectors/{}", "d".repeat(MAX_DEVICE_LEN + 1))));
+    }
+
+    #[test]
+    fn subscriptions_shared_or_not() {
+        let t = topics();
+        let plain: Vec<(String, bool)> = t.subscriptions(None).into_iter().map(|s| (s.filter, s.no_local)).collect();
+        assert_eq!(
+            plain,
+            [("getConnectors", true), ("getConnectors/+", true), ("connectors/+/+", true)]
+                .map(|(f, n)| (f.to_string(), n))
+        );
+        let shared: Vec<String> = t.subscriptions(Some("g")).into_iter().map(|s| s.filter).collect();
+        assert_eq!(shared, ["$share/g/getConnectors", "$share/g/getConnectors/+", "connectors/+/+"]);
+        assert!(t.subscriptions(Some("g"))[..2].iter().all(|s| !s.no_local && s.requests));
+    }
+
+    #[test]
+    fn names_that_become_topic_levels() {
+        for ok in ["ios", "next", "a-b_c.1"] {
+            assert!(valid_level(ok), "{ok}");
+        }
+        for bad in ["", "x/y", "p+", "#", "a\0"] {
+            assert!(!valid_level(bad), "{bad:?}");
+        }
+        assert!(valid_plain_topic("connector-scripts/status"));
+        for bad in ["", "a/+", "/a", "a/"] {
+            assert!(!valid_plain_topic(bad), "{bad:?}");
+        }
+        assert!(t_manifest());
+    }
+
+    fn t_manifest() -> bool {
+        let t = topics();
+        t.is_manifest(&t.manifest("ios", "next"))
+            && !t.is_manifest("connectorsX/a/b")
+            && t.status("i") == "connector-scripts/status/i"
+    }
+}

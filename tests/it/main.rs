@@ -1,0 +1,11 @@
+//! The one integration-test binary (swc is linked once): catalog and compile output, MQTT wire behaviour,
+//! interop with NestJS and mosquitto_rr, ops endpoints and systemd, reliability and security, hot reload.
+//! Every test starts its own broker(s) on free ports with their own config.
+
+mod catalog;
+mod common;
+mod interop;
+mod mqtt;
+mod ops;
+mod reliability;
+mod reload;
