@@ -146,6 +146,18 @@ fn validate_variant(rv: RawVariant, earlier: &[VariantSpec], file: &Path) -> Res
     if rv.name.trim().is_empty() {
         return Err(err("variant-name", "a variant has an empty name".into()));
     }
+    // The name becomes one level of the manifest topic `<prefix>/<platform>/<variant>` that phones subscribe to
+    // with `+`: a `/` would move it out of reach, a wildcard would make it unpublishable.
+    if !crate::wire::topics::valid_level(&rv.name) || rv.name.chars().any(char::is_control) {
+        return Err(err(
+            "variant-name",
+            what(
+                "the name becomes part of an MQTT topic: it must not contain '/', '+', '#' or control characters"
+                    .into(),
+            ),
+        )
+        .with_help("use letters, digits, '-', '_' or '.', e.g. name = \"legacy\""));
+    }
     if earlier.iter().any(|v| v.name == rv.name) {
         return Err(err("duplicate-variant", what("declared twice".into())));
     }
@@ -313,6 +325,21 @@ source_maps = true
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].code, "overlapping-ranges");
         assert!(d[0].message.contains("e.g. at 2.5.0"), "{}", d[0].message);
+    }
+
+    #[test]
+    fn variant_names_that_cannot_be_a_topic_level_are_errors() {
+        for name in ["x/y", "p+#", "a#", "tab\there"] {
+            let (platform, diags) =
+                parse(&format!("[[variant]]\nname = {name:?}\nversions = '*'\ntarget = 'es2020'\n"));
+            assert!(platform.is_none(), "{name:?}");
+            assert!(
+                diags.iter().any(|d| d.code == "variant-name" && d.message.contains("MQTT topic")),
+                "{name:?}: {diags:?}"
+            );
+        }
+        let (platform, _) = parse("[[variant]]\nname = 'next-2.0_b'\nversions = '*'\ntarget = 'es2020'\n");
+        assert!(platform.is_some());
     }
 
     #[test]

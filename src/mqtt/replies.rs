@@ -1,4 +1,4 @@
-//! The reply path: one [`reply_for`] shared by the QoS 0 inline path (answered on the poll task, nothing to
+//! The reply path: one `reply_for` shared by the QoS 0 inline path (answered on the poll task, nothing to
 //! acknowledge) and the reply worker (QoS 1/2 requests, answered and acknowledged in arrival order).
 //!
 //! Requests that arrive before the first catalog is loaded (a persistent session redelivers them right after the

@@ -107,7 +107,12 @@ pub fn decode(payload: &[u8], has_response_topic: bool, limits: &Limits) -> Deco
     let envelope = match envelope {
         Ok(e) => e,
         Err(e) => {
-            return undecodable(bad(format!("request is not a JSON object: {}", short(&e.to_string()))));
+            let err = bad(format!("request is not a JSON object: {}", short(&e.to_string())));
+            // A NestJS client waits for its id until it times out: if one can be read, answer it.
+            return match (has_response_topic, recover_nest_id(payload, limits)) {
+                (false, Some(id)) => Decoded::Request { framing: Framing::Nest { id }, data: Err(err) },
+                _ => undecodable(err),
+            };
         }
     };
     let nest_id = match envelope.id {
@@ -140,6 +145,20 @@ pub fn decode(payload: &[u8], has_response_topic: bool, limits: &Limits) -> Deco
         (false, _) => payload,
     };
     Decoded::Request { framing, data: parse_data(data_json, limits) }
+}
+
+/// The id of a NestJS envelope that is not valid JSON (a trailing comma, a truncated `data`): the last
+/// `"id":"…"` with a plain string value (NestJS writes the id last), as the JSON string it was sent as. Numeric ids
+/// and ids with escapes are not recovered.
+fn recover_nest_id(payload: &[u8], limits: &Limits) -> Option<String> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let at = text.rfind("\"id\"")?;
+    let rest = text[at + 4..].trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
+    let end = rest.find('"')?;
+    let id = &rest[..end];
+    let plain =
+        !id.is_empty() && id.len() <= limits.max_field_len && !id.contains(['\\']) && !id.chars().any(char::is_control);
+    plain.then(|| format!("\"{id}\""))
 }
 
 fn not_object() -> serde_json::Error {
@@ -235,8 +254,17 @@ mod tests {
                 other => panic!("{payload}: {other:?}"),
             }
         }
-        // Not JSON: nobody to answer unless a response topic was given.
+        // Not JSON: nobody to answer unless a response topic was given, or a NestJS id can still be read.
         assert!(matches!(dec("garbage", false), Decoded::Dropped(_)));
+        let trailing_comma = r#"{"pattern":"getConnectors","data":{"platform":"ios",},"id":"m1"}"#;
+        match dec(trailing_comma, false) {
+            Decoded::Request { framing: Framing::Nest { id }, data: Err(e) } => {
+                assert_eq!(id, "\"m1\"");
+                assert_eq!(e.code, ErrorCode::BadRequest);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(dec(r#"{"data":{,"id":"a\"b"}"#, false), Decoded::Dropped(_)), "escaped ids are not guessed");
         assert!(matches!(dec("[1,2]", true), Decoded::Request { framing: Framing::Bare, data: Err(_) }));
         assert!(matches!(dec(r#"{"id":{"x":1},"data":{}}"#, false), Decoded::Dropped(_)));
     }

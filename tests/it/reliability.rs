@@ -102,7 +102,9 @@ async fn ten_thousand_hostile_payloads() {
             }
             1 => {
                 let full = nest(json!({"platform": "ios", "version": "3"}), "t");
-                full.as_bytes()[..(rng.next() as usize % full.len())].to_vec()
+                // Cut before the id: an id that can still be read is answered (that is another test).
+                let id_at = full.find("\"id\"").unwrap();
+                full.as_bytes()[..(rng.next() as usize % id_at)].to_vec()
             }
             2 if i % 8 == 2 => format!("{}{}", "{\"a\":".repeat(50_000), "}".repeat(50_000)).into_bytes(),
             // With an id: every one gets a typed error.
@@ -153,7 +155,18 @@ async fn service_killed_mid_load_answers_what_was_sent_meanwhile() {
     let catalog = TempCatalog::examples();
     let mosquitto = Mosquitto::start_with(PERSISTENT).await;
     let url = mosquitto.url();
-    let args = ["--broker", &url, "--persistent-session", "--client-id", "cs-persistent", "--http-listen", "off"];
+    // One app sends 300 requests on purpose (persistence is under test, not the rate limit, which has its own).
+    let args = [
+        "--broker",
+        &url,
+        "--persistent-session",
+        "--client-id",
+        "cs-persistent",
+        "--http-listen",
+        "off",
+        "--rate-limit",
+        "0",
+    ];
     let mut app = Client::v4(mosquitto.port, "app-crash").await;
     app.subscribe("getConnectors/app-crash/reply").await;
     let mut service = spawn_service(&catalog, &args, &[]);
@@ -177,6 +190,10 @@ async fn service_killed_mid_load_answers_what_was_sent_meanwhile() {
     }
     while answered.len() < sent.len() {
         let v = app.recv().await.json();
+        // Requests the broker kept while the service was down are redelivered before its catalog is loaded: each
+        // must still get the real bundle, never NOT_READY.
+        assert_eq!(v["response"]["platform"], "android", "not a bundle: {v}");
+        assert!(v["response"]["connectors"].as_array().is_some_and(|c| !c.is_empty()), "{v}");
         answered.insert(v["id"].as_str().unwrap().to_string());
     }
     assert_eq!(answered, sent);
@@ -188,7 +205,9 @@ async fn service_killed_mid_load_answers_what_was_sent_meanwhile() {
 async fn broker_restart_loses_no_request() {
     let catalog = TempCatalog::examples();
     let mut mosquitto = Mosquitto::start_with(PERSISTENT).await;
-    let flags = ["--persistent-session", "--session-expiry", "600", "--client-id", "cs-broker-restart"];
+    // One app sends 300 requests on purpose (persistence is under test, not the rate limit, which has its own).
+    let flags =
+        ["--persistent-session", "--session-expiry", "600", "--client-id", "cs-broker-restart", "--rate-limit", "0"];
     let r = serve_with(config(&catalog, &mosquitto.url(), &[&flags[..], &["--reconnect-max", "0.5"]].concat())).await;
     let mut app = Client::v4_persistent(mosquitto.port, "app-restart").await;
     app.subscribe("getConnectors/app-restart/reply").await;
@@ -201,13 +220,17 @@ async fn broker_restart_loses_no_request() {
         app.publish("getConnectors/app-restart", nest(json!({"platform": "ios", "version": "2.5"}), &i.to_string()))
             .await;
         while let Some(m) = app.try_recv_within(Duration::from_millis(1)).await {
-            answered.insert(m.json()["id"].as_str().unwrap().to_string());
+            let v = m.json();
+            assert_eq!(v["response"]["platform"], "ios", "not a bundle: {v}");
+            answered.insert(v["id"].as_str().unwrap().to_string());
         }
     }
     while answered.len() < total {
         let m = app.try_recv_within(TIMEOUT).await;
         assert!(m.is_some(), "{} of {total} answered; broker log:\n{}", answered.len(), mosquitto.log_tail());
-        answered.insert(m.unwrap().json()["id"].as_str().unwrap().to_string());
+        let v = m.unwrap().json();
+        assert_eq!(v["response"]["platform"], "ios", "not a bundle: {v}");
+        answered.insert(v["id"].as_str().unwrap().to_string());
     }
     assert!(r.state.metrics.reconnects.get() >= 1);
     eventually(TIMEOUT, "readiness to come back", || r.state.readiness().is_ready().then_some(())).await;
