@@ -72,6 +72,7 @@ fn main() {
         snippets: dir.path().join("snippets"),
         platforms: dir.path().join("platforms"),
         max_file_size: catalog::loader::DEFAULT_MAX_FILE_SIZE,
+        max_reply_size: connector_scripts::config::defaults::MAX_REPLY_SIZE,
     };
 
     // Baseline: rebuild from disk with a warm cache and one changed file.

@@ -184,6 +184,7 @@ async fn respond(args: Vec<String>) {
         snippets: PathBuf::from(arg(&args, "--snippets", "snippets")),
         platforms: PathBuf::from(arg(&args, "--platforms", "platforms")),
         max_file_size: catalog::loader::DEFAULT_MAX_FILE_SIZE,
+        max_reply_size: connector_scripts::config::defaults::MAX_REPLY_SIZE,
     };
     let version = AppVersion::parse(&arg(&args, "--version", "3.1.0")).unwrap();
     let catalog = catalog::build(&sources, &mut CompileCache::default(), None);

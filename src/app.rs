@@ -136,7 +136,14 @@ async fn notify_when_ready(state: &State) {
         if readiness.is_ready() {
             let variants = state.catalog().map_or(0, |c| c.bundles().count());
             tracing::info!(variants, "ready: catalog loaded and subscribed");
-            systemd::ready(&format!("serving {variants} variants"));
+            for warning in &readiness.warnings {
+                tracing::warn!("{warning}");
+            }
+            let warnings = match readiness.warnings.len() {
+                0 => String::new(),
+                n => format!("; {n} warning(s): run `connector-scripts status`"),
+            };
+            systemd::ready(&format!("serving {variants} variants{warnings}"));
             return;
         }
         if told.as_ref() != Some(&readiness.reasons) {

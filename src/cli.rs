@@ -216,6 +216,14 @@ pub struct RequestArgs {
     /// Send this many requests one after the other and print round-trip statistics.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub count: u32,
+    /// With --count and --device: requests per second after a first burst of --pace-burst, so that a
+    /// service with the default per-device rate limit answers them all (0: back to back; the plain topic is never
+    /// limited).
+    #[arg(long, default_value_t = d::RATE_LIMIT)]
+    pub pace: f64,
+    /// With --pace: requests sent at once before pacing starts.
+    #[arg(long, default_value_t = d::RATE_BURST)]
+    pub pace_burst: f64,
     /// Print the whole reply JSON instead of a summary.
     #[arg(long)]
     pub json: bool,
@@ -233,6 +241,10 @@ pub struct CatalogArgs {
     /// Largest snippet file accepted, in bytes.
     #[arg(long, default_value_t = crate::catalog::loader::DEFAULT_MAX_FILE_SIZE)]
     pub max_file_size: u64,
+    /// Largest reply the broker carries, in bytes (`serve` also honours a smaller Maximum Packet Size the broker
+    /// announces); larger replies get REPLY_TOO_LARGE, and `check` warns about variants whose full reply is larger.
+    #[arg(long, env = "CONNECTOR_SCRIPTS_MAX_REPLY_SIZE", default_value_t = d::MAX_REPLY_SIZE)]
+    pub max_reply_size: u64,
 }
 
 /// Output format of `check`.

@@ -50,7 +50,12 @@ pub struct Handler {
     topics: Topics,
     limits: Limits,
     limiter: Option<Limiter>,
+    max_reply: usize,
 }
+
+/// Bytes of an MQTT PUBLISH around topic and payload at most: fixed header (5), topic length (2), packet id (2),
+/// properties (length 4, correlation data 3 + its bytes).
+const PUBLISH_OVERHEAD: usize = 16;
 
 /// Most devices whose rate-limit bucket is remembered.
 const MAX_TRACKED_DEVICES: usize = 100_000;
@@ -59,12 +64,25 @@ impl Handler {
     /// A handler for requests on `topics.request`, limiting each device (the segment after the request topic)
     /// to `rate_limit`.
     pub fn new(topics: Topics, limits: Limits, rate_limit: Option<RateLimit>) -> Handler {
-        Handler { topics, limits, limiter: rate_limit.map(|l| Limiter::new(l, MAX_TRACKED_DEVICES)) }
+        Handler {
+            topics,
+            limits,
+            limiter: rate_limit.map(|l| Limiter::new(l, MAX_TRACKED_DEVICES)),
+            max_reply: limits.max_reply_bytes,
+        }
     }
 
-    /// Handles one message against `catalog` (`None` until the first build). `None` for messages that are not
-    /// requests at all (foreign topics); otherwise what to send (if anything) and what to count.
-    pub fn handle(&self, catalog: Option<&Catalog>, msg: Incoming<'_>, now: Instant) -> Option<Handled> {
+    /// Handles one message against `catalog` (`None` until the first build). `broker_max` is the Maximum Packet
+    /// Size the broker announced, if any: no reply is ever larger than it or the configured limit. `None` for
+    /// messages that are not requests at all (foreign topics); otherwise what to send (if anything) and what to
+    /// count.
+    pub fn handle(
+        &self,
+        catalog: Option<&Catalog>,
+        msg: Incoming<'_>,
+        now: Instant,
+        broker_max: Option<usize>,
+    ) -> Option<Handled> {
         if !self.topics.accepts_request(msg.topic) {
             return None;
         }
@@ -92,20 +110,39 @@ impl Handler {
         } else {
             data
         };
+        let topic = match response_topic {
+            Some(t) => t.to_string(),
+            None => topics::reply_topic(msg.topic),
+        };
+        let max = broker_max.map_or(self.max_reply, |b| b.min(self.max_reply));
+        let overhead = topic.len() + msg.correlation_data.as_ref().map_or(0, |c| c.len()) + PUBLISH_OVERHEAD;
+        let answered = data.and_then(|d| answer(catalog, &d, &framing, &mut payload, &mut labels));
+        let answered = answered.and_then(|()| fits(payload.len() + overhead, max, &labels));
         let mut error = None;
-        if let Err(e) = data.and_then(|d| answer(catalog, &d, &framing, &mut payload, &mut labels)) {
+        if let Err(e) = answered {
             error = Some(e.code);
             labels.result = e.code.as_str().to_string();
             payload.clear();
             wire::frame_error(&framing, &e, &mut payload);
         }
         let counted = Counted::Answered { labels, error, bytes: payload.len(), request_key: key };
-        let topic = match response_topic {
-            Some(t) => t.to_string(),
-            None => topics::reply_topic(msg.topic),
-        };
         Some(Handled { reply: Some(Outgoing { topic, payload, correlation_data: msg.correlation_data }), counted })
     }
+}
+
+/// A reply of `size` bytes (as published) must fit in `max`; otherwise the caller is told how to get less.
+fn fits(size: usize, max: usize, labels: &RequestLabels) -> Result<(), WireError> {
+    if size <= max {
+        return Ok(());
+    }
+    Err(WireError::new(
+        ErrorCode::ReplyTooLarge,
+        format!(
+            "the reply for variant {:?} would be {size} bytes, over the broker's {max} byte limit; ask for a subset \
+             with `connectors: [...]`",
+            labels.variant
+        ),
+    ))
 }
 
 fn answer(
@@ -198,14 +235,14 @@ mod tests {
         let h = handler();
         let payload = br#"{"pattern":"getConnectors","data":{"platform":"ios","version":"1"},"id":"1"}"#;
         let msg = Incoming { topic: "getConnectors/d", payload, response_topic: None, correlation_data: None };
-        let out = h.handle(None, msg.clone(), Instant::now()).unwrap();
+        let out = h.handle(None, msg.clone(), Instant::now(), None).unwrap();
         let reply = out.reply.clone().unwrap();
         assert_eq!(reply.topic, "getConnectors/d/reply");
         let v: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
         assert_eq!(v["err"]["code"], "NOT_READY");
         assert_eq!(error_code(&out), Some(ErrorCode::NotReady));
         let empty = Arc::new(Catalog::default());
-        let out = h.handle(Some(&empty), msg, Instant::now()).unwrap();
+        let out = h.handle(Some(&empty), msg, Instant::now(), None).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out.reply.unwrap().payload).unwrap();
         assert_eq!(v["err"]["code"], "NOT_READY");
         assert!(v["err"]["message"].as_str().unwrap().contains("check"));
@@ -220,13 +257,16 @@ mod tests {
             correlation_data: None,
         };
         // Without a usable response topic a bare payload is an event.
-        assert_eq!(handler().handle(None, msg, Instant::now()), Some(Handled { reply: None, counted: Counted::Event }));
+        assert_eq!(
+            handler().handle(None, msg, Instant::now(), None),
+            Some(Handled { reply: None, counted: Counted::Event })
+        );
     }
 
     #[test]
     fn foreign_topics_are_not_requests() {
         let msg =
             Incoming { topic: "getConnectors/reply", payload: b"{}", response_topic: None, correlation_data: None };
-        assert_eq!(handler().handle(None, msg, Instant::now()), None);
+        assert_eq!(handler().handle(None, msg, Instant::now(), None), None);
     }
 }

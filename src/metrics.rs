@@ -80,6 +80,10 @@ pub struct Metrics {
     pub broker_connected: Gauge,
     /// 1 when ready (set at scrape).
     pub ready: Gauge,
+    /// Connectors variants should ship but cannot (set at scrape).
+    pub missing_connectors: Gauge,
+    /// 1 while the last reload is held (set at scrape).
+    pub reload_held: Gauge,
     /// Error replies per code, indexed like [`ErrorCode::ALL`] (the request family cannot be read back).
     errors: [Counter; ErrorCode::ALL.len()],
     window: Mutex<DuplicateWindow>,
@@ -107,6 +111,8 @@ impl Default for Metrics {
             variants: Gauge::default(),
             broker_connected: Gauge::default(),
             ready: Gauge::default(),
+            missing_connectors: Gauge::default(),
+            reload_held: Gauge::default(),
             errors: Default::default(),
             window: Mutex::new(DuplicateWindow::new(Duration::from_secs(60), 200_000)),
             per_platform: Mutex::new(BTreeMap::new()),
@@ -132,6 +138,12 @@ impl Metrics {
         r.register("variants", "Variants served", self.variants.clone());
         r.register("broker_connected", "1 when connected to the broker", self.broker_connected.clone());
         r.register("ready", "1 when catalog loaded, connected and subscribed", self.ready.clone());
+        r.register(
+            "missing_connectors",
+            "Connectors a variant should ship but cannot",
+            self.missing_connectors.clone(),
+        );
+        r.register("reload_held", "1 while a reload that removes most connectors is held", self.reload_held.clone());
         self
     }
 

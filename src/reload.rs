@@ -55,10 +55,16 @@ pub async fn reload_loop(
             t = triggers.recv() => if t.is_none() { return },
         }
         let previous = state.catalog();
-        let (sources, cache, prev) = (sources.clone(), cache.clone(), previous.clone());
+        if let (Some(_), Err(why)) = (&previous, readable(&sources)) {
+            // A deploy that swaps directories, or a typo: never replace what phones run with nothing.
+            tracing::error!("{why}; keeping the last good catalog");
+            state.hold(why);
+            continue;
+        }
+        let (sources_now, cache, prev) = (sources.clone(), cache.clone(), previous.clone());
         let built = tokio::task::spawn_blocking(move || {
             let mut cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            catalog::build(&sources, &mut cache, prev.as_deref())
+            catalog::build(&sources_now, &mut cache, prev.as_deref())
         })
         .await;
         let catalog = match built {
@@ -68,10 +74,51 @@ pub async fn reload_loop(
                 continue;
             }
         };
+        if let Some(why) = previous.as_deref().and_then(|p| suspicious_removal(p, &catalog, &sources)) {
+            tracing::warn!("{why}");
+            state.hold(why);
+            continue;
+        }
         let diff = RevisionDiff::between(previous.as_deref(), &catalog);
         log_build(&catalog, previous.as_deref(), &diff);
         state.swap_catalog(Arc::new(catalog));
     }
+}
+
+/// The file an operator creates in the snippets directory to let a held mass removal through (then removed).
+pub const CONFIRM_FILE: &str = ".confirm-removal";
+
+/// A reload that would take away more than this share of the connectors at once is held.
+pub const MAX_REMOVED_SHARE: f64 = 0.5;
+
+/// Both catalog directories can be listed.
+fn readable(sources: &Sources) -> Result<(), String> {
+    for (what, dir) in [("snippets", &sources.snippets), ("platforms", &sources.platforms)] {
+        if let Err(e) = std::fs::read_dir(dir) {
+            return Err(format!("the {what} directory {} cannot be read ({e})", dir.display()));
+        }
+    }
+    Ok(())
+}
+
+/// Why `next` must not replace `previous` yet: it removes most connectors at once (an emptied directory, a bad
+/// deploy), unless the operator confirmed it with [`CONFIRM_FILE`], which this consumes.
+fn suspicious_removal(previous: &Catalog, next: &Catalog, sources: &Sources) -> Option<String> {
+    let removed = previous.connectors.iter().filter(|c| !next.connectors.contains(*c)).count();
+    if removed < 2 || (removed as f64) <= previous.connectors.len() as f64 * MAX_REMOVED_SHARE {
+        return None;
+    }
+    let confirm = sources.snippets.join(CONFIRM_FILE);
+    if std::fs::remove_file(&confirm).is_ok() {
+        tracing::warn!(removed, "removal of most connectors confirmed by {}", confirm.display());
+        return None;
+    }
+    Some(format!(
+        "reload held: it would remove {removed} of {} connectors at once; the last good catalog is still served \
+         (create {} and send SIGHUP to apply it)",
+        previous.connectors.len(),
+        confirm.display()
+    ))
 }
 
 /// Starts the file watcher on the catalog directories; `None` (with a warning) when it cannot.

@@ -5,7 +5,7 @@ use crate::catalog::Catalog;
 use crate::handler::Handler;
 use crate::metrics::Metrics;
 use arc_swap::ArcSwapOption;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 use tokio::sync::watch;
@@ -15,6 +15,8 @@ use tokio::sync::watch;
 pub struct Link {
     connected: AtomicBool,
     subscribed: AtomicBool,
+    /// The Maximum Packet Size the broker announced in CONNACK (0: none announced).
+    broker_max_packet: AtomicUsize,
     last_error: Mutex<Option<String>>,
     /// "Connected and subscribed", watched by the announcer and by [`State::wait_ready`].
     ready: watch::Sender<bool>,
@@ -25,6 +27,7 @@ impl Default for Link {
         Link {
             connected: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),
+            broker_max_packet: AtomicUsize::new(0),
             last_error: Mutex::new(None),
             ready: watch::channel(false).0,
         }
@@ -40,6 +43,16 @@ impl Link {
     /// Request subscriptions confirmed (SUBACK) on the current connection.
     pub fn subscribed(&self) -> bool {
         self.subscribed.load(Ordering::Relaxed)
+    }
+
+    /// The largest packet the broker accepts from us, if it said.
+    pub fn broker_max_packet(&self) -> Option<usize> {
+        Some(self.broker_max_packet.load(Ordering::Relaxed)).filter(|n| *n > 0)
+    }
+
+    /// Records the Maximum Packet Size of a CONNACK (`None`: the broker set no limit).
+    pub fn set_broker_max_packet(&self, max: Option<u32>) {
+        self.broker_max_packet.store(max.map_or(0, |m| m as usize), Ordering::Relaxed);
     }
 
     /// The last connection error, for health output.
@@ -88,11 +101,13 @@ pub struct Identity {
     pub started: Instant,
 }
 
-/// Ready, or the reasons it is not.
+/// Ready, or the reasons it is not; and what is wrong without making it unready.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Readiness {
     /// Why the service is not ready; empty when it is.
     pub reasons: Vec<String>,
+    /// What an operator should know while it serves: connectors missing from variants, a held reload.
+    pub warnings: Vec<String>,
 }
 
 impl Readiness {
@@ -116,6 +131,8 @@ pub struct State {
     pub handler: Handler,
     /// Who we are.
     pub identity: Identity,
+    /// Why the last reload was not applied (cleared by the next swap).
+    held: Mutex<Option<String>>,
 }
 
 impl State {
@@ -128,6 +145,7 @@ impl State {
             metrics: Metrics::default(),
             handler,
             identity: Identity { instance, broker, started_at: SystemTime::now(), started: Instant::now() },
+            held: Mutex::new(None),
         }
     }
 
@@ -142,8 +160,24 @@ impl State {
         self.catalog.load().is_some()
     }
 
+    /// Records why a reload was not applied (the current catalog stays).
+    pub fn hold(&self, why: String) {
+        if let Ok(mut held) = self.held.lock() {
+            *held = Some(why);
+        }
+        self.generation.send_modify(|_| {});
+    }
+
+    /// Why the last reload was held, if it was.
+    pub fn held(&self) -> Option<String> {
+        self.held.lock().ok().and_then(|h| h.clone())
+    }
+
     /// Replaces the catalog atomically and tells every watcher.
     pub fn swap_catalog(&self, catalog: Arc<Catalog>) {
+        if let Ok(mut held) = self.held.lock() {
+            *held = None;
+        }
         self.catalog.store(Some(catalog));
         self.metrics.reloads.inc();
         self.generation.send_modify(|g| *g += 1);
@@ -174,7 +208,23 @@ impl State {
         } else if !self.link.subscribed() {
             reasons.push("connected but the request subscriptions are not confirmed".to_string());
         }
-        Readiness { reasons }
+        Readiness { reasons, warnings: self.warnings() }
+    }
+
+    /// Connectors that variants cannot ship, and a held reload.
+    fn warnings(&self) -> Vec<String> {
+        let mut warnings: Vec<String> = (self.catalog.load().as_deref().into_iter())
+            .flat_map(|c| &c.missing)
+            .map(|m| {
+                format!(
+                    "connector {:?} is missing from {}/{}: its source does not compile and there is no last good \
+                     version (run `connector-scripts check`)",
+                    m.connector, m.platform, m.variant
+                )
+            })
+            .collect();
+        warnings.extend(self.held());
+        warnings
     }
 
     /// Resolves once [`State::readiness`] says ready (now or later).

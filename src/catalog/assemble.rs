@@ -8,9 +8,20 @@ use super::cache::CompileCache;
 use super::diagnostic::Diagnostic;
 use super::plan::{Plan, VariantPlan};
 use super::platforms::Platform;
-use super::{Catalog, PlatformCatalog};
+use super::{Catalog, Missing, PlatformCatalog};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// What the assembled bundles are checked against.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// Largest reply the broker carries.
+    pub(super) max_reply_size: u64,
+}
+
+/// Bytes a NestJS envelope, an MQTT PUBLISH header and a reply topic add around a full reply, at most (a device id
+/// is at most 128 bytes, a NestJS id at most 256).
+const REPLY_OVERHEAD: usize = 512;
 
 /// The platforms with their bundles, by name. `cache` must hold the plan's jobs (see [`super::compile`]).
 pub(super) fn assemble(
@@ -18,11 +29,13 @@ pub(super) fn assemble(
     plan: &Plan,
     cache: &CompileCache,
     previous: Option<&Catalog>,
-    diags: &mut Vec<Diagnostic>,
+    limits: Limits,
+    (diags, missing): (&mut Vec<Diagnostic>, &mut Vec<Missing>),
 ) -> BTreeMap<String, PlatformCatalog> {
     let mut bundles_by_platform: Vec<Vec<Arc<Bundle>>> = vec![Vec::new(); platforms.len()];
     for vp in &plan.variants {
-        let bundle = variant_bundle(&platforms[vp.platform], vp, cache, previous, diags);
+        let bundle = variant_bundle(&platforms[vp.platform], vp, cache, previous, (diags, missing));
+        check_bundle(&platforms[vp.platform], &bundle, limits, diags);
         bundles_by_platform[vp.platform].push(Arc::new(bundle));
     }
     platforms
@@ -38,7 +51,7 @@ fn variant_bundle(
     vp: &VariantPlan,
     cache: &CompileCache,
     previous: Option<&Catalog>,
-    diags: &mut Vec<Diagnostic>,
+    (diags, missing): (&mut Vec<Diagnostic>, &mut Vec<Missing>),
 ) -> Bundle {
     let variant = &platform.variants[vp.variant];
     let previous_bundle = previous
@@ -64,7 +77,42 @@ fn variant_bundle(
                 ),
             ));
             scripts.push(last_good.clone());
+        } else {
+            missing.push(Missing {
+                platform: platform.name.clone(),
+                variant: variant.name.clone(),
+                connector: p.connector.clone(),
+            });
         }
     }
     Bundle::new(&platform.name, &variant.name, &variant.versions.to_string(), variant.options, scripts)
+}
+
+/// Warns about a variant that ships nothing, and one whose full reply the broker would not carry.
+fn check_bundle(platform: &Platform, bundle: &Bundle, limits: Limits, diags: &mut Vec<Diagnostic>) {
+    let name = format!("{}/{}", platform.name, bundle.variant);
+    if bundle.scripts.is_empty() {
+        diags.push(
+            Diagnostic::warning("empty-variant", platform.file.clone(), format!("variant {name} ships no connector"))
+                .with_help("check its include/exclude globs and that its connectors compile"),
+        );
+    }
+    let size = bundle.reply_len_hint() + REPLY_OVERHEAD;
+    if size as u64 > limits.max_reply_size {
+        diags.push(
+            Diagnostic::warning(
+                "reply-too-large",
+                platform.file.clone(),
+                format!(
+                    "the full reply of variant {name} is about {size} bytes, over the {} byte reply limit: \
+                     requests for all its connectors get REPLY_TOO_LARGE",
+                    limits.max_reply_size
+                ),
+            )
+            .with_help(
+                "split the variant, minify it, or let apps fetch subsets with `connectors: [...]`; raise \
+                        --max-reply-size only if the broker carries larger messages",
+            ),
+        );
+    }
 }

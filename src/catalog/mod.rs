@@ -39,6 +39,19 @@ pub struct Sources {
     pub platforms: PathBuf,
     /// Files larger than this are refused with a diagnostic.
     pub max_file_size: u64,
+    /// Largest reply the broker will carry: a variant whose full reply is larger gets a warning.
+    pub max_reply_size: u64,
+}
+
+/// A connector a variant should ship but cannot: its source does not compile and there is no last good version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// Platform.
+    pub platform: String,
+    /// Variant.
+    pub variant: String,
+    /// Connector.
+    pub connector: String,
 }
 
 /// A compiled platform: its manifest and one bundle per variant, in manifest order.
@@ -80,6 +93,8 @@ pub struct Catalog {
     pub diagnostics: Vec<Diagnostic>,
     /// Figures about the build.
     pub stats: BuildStats,
+    /// Connectors that variants should ship but cannot (broken source, no last good version).
+    pub missing: Vec<Missing>,
 }
 
 /// Why a request cannot be matched to a bundle.
@@ -149,7 +164,9 @@ pub fn build(sources: &Sources, cache: &mut CompileCache, previous: Option<&Cata
     let plan = plan::plan(sources, &platforms, &snippets, &mut diags);
     let jobs = plan.jobs();
     let compiled = compile::compile(&jobs, &snippets, cache, &mut diags);
-    let platforms = assemble::assemble(platforms, &plan, cache, previous, &mut diags);
+    let mut missing = Vec::new();
+    let limits = assemble::Limits { max_reply_size: sources.max_reply_size };
+    let platforms = assemble::assemble(platforms, &plan, cache, previous, limits, (&mut diags, &mut missing));
 
     // By file and position, errors first; every field that can differ is in the key so that `dedup` sees
     // identical diagnostics side by side.
@@ -160,6 +177,7 @@ pub fn build(sources: &Sources, cache: &mut CompileCache, previous: Option<&Cata
         diagnostics: diags,
         stats: BuildStats { jobs: jobs.len(), compiled, elapsed: started.elapsed(), built_at: SystemTime::now() },
         connectors: plan.connectors,
+        missing,
     }
 }
 

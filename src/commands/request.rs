@@ -4,6 +4,7 @@
 use crate::cli::RequestArgs;
 use crate::config::BrokerUrl;
 use crate::mqtt::client::{self, Reply, RequestOptions};
+use crate::ratelimit::RateLimit;
 use anyhow::{bail, Context};
 use std::io::Write;
 use std::process::ExitCode;
@@ -31,6 +32,9 @@ pub fn request(args: &RequestArgs, out: &mut dyn Write) -> anyhow::Result<ExitCo
         data,
         timeout: args.timeout.0,
         count: args.count as usize,
+        // Per-device topics are rate-limited by the service: keep under its default limit.
+        pace: (args.device.is_some() && args.pace > 0.0)
+            .then_some(RateLimit { per_second: args.pace, burst: args.pace_burst.max(1.0) }),
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
     let replies = runtime.block_on(client::request(&options))?;

@@ -94,6 +94,9 @@ fn print_summary(samples: &Samples<'_>, out: &mut dyn Write) -> anyhow::Result<(
     for reason in &doc.reasons {
         writeln!(out, "  why: {reason}")?;
     }
+    for warning in &doc.warnings {
+        writeln!(out, "  warn: {warning}")?;
+    }
     let b = &doc.broker;
     let link = match (b.connected, b.subscribed) {
         (true, true) => "connected, subscribed",

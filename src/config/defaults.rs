@@ -51,6 +51,8 @@ pub const STATUS_URL: &str = "http://127.0.0.1:9464";
 pub const QOS_IN: u8 = 1;
 /// Largest MQTT packet accepted (whole scripts travel in replies).
 pub const MAX_PACKET_SIZE: u32 = 16 << 20;
+/// Largest reply published (the embedded broker's limit; Mosquitto's `max_packet_size` should match).
+pub const MAX_REPLY_SIZE: u64 = 16 << 20;
 /// Largest request payload decoded.
 pub const MAX_REQUEST_SIZE: usize = 64 << 10;
 /// MQTT keep-alive.

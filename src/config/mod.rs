@@ -138,6 +138,7 @@ impl CatalogArgs {
             snippets: self.snippets.clone(),
             platforms: self.platforms.clone(),
             max_file_size: self.max_file_size,
+            max_reply_size: self.max_reply_size,
         }
     }
 }
@@ -191,7 +192,11 @@ impl ServeConfig {
             reload: ReloadConfig { watch: !args.no_watch, debounce: args.debounce.0 },
             ops: OpsConfig { http_listen: args.http_listen.0, instance },
             limits: LimitsConfig {
-                request: Limits { max_request_bytes: args.max_request_size, ..Limits::default() },
+                request: Limits {
+                    max_request_bytes: args.max_request_size,
+                    max_reply_bytes: usize::try_from(args.catalog.max_reply_size).unwrap_or(usize::MAX),
+                    ..Limits::default()
+                },
                 rate_limit: (args.rate_limit > 0.0)
                     .then_some(RateLimit { per_second: args.rate_limit, burst: args.rate_burst.max(1.0) }),
             },

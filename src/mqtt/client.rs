@@ -4,6 +4,7 @@
 
 use super::tls::tls_config;
 use crate::config::{BrokerUrl, Credentials, Scheme, TlsFiles};
+use crate::ratelimit::RateLimit;
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
 use std::time::{Duration, Instant};
@@ -30,6 +31,8 @@ pub struct RequestOptions {
     pub timeout: Duration,
     /// How many requests to send, one after the other.
     pub count: usize,
+    /// Keep to this rate (the service's per-device limit), when set.
+    pub pace: Option<RateLimit>,
 }
 
 /// One reply and how long it took.
@@ -78,7 +81,8 @@ enum Got {
 impl Connection {
     fn open(o: &RequestOptions) -> anyhow::Result<Connection> {
         use rumqttc::{NetworkOptions, Transport};
-        let id = unique("cs-request-");
+        // An ACL like deploy/mosquitto/acl lets a device ask only on its own topic: `?client_id=` in the URL.
+        let id = o.broker.client_id.clone().unwrap_or_else(|| unique("cs-request-"));
         let transport = match o.broker.scheme {
             Scheme::Mqtts => Some(Transport::tls_with_config(tls_config(&o.tls)?)),
             Scheme::Mqtt => None,
@@ -187,7 +191,14 @@ pub async fn request(o: &RequestOptions) -> anyhow::Result<Vec<Reply>> {
         }
     }
     let mut replies = Vec::with_capacity(o.count);
-    for _ in 0..o.count {
+    let started = tokio::time::Instant::now();
+    for i in 0..o.count {
+        if let Some(RateLimit { per_second, burst }) = o.pace {
+            // Request i may leave once the service's bucket has refilled for it: the burst at once, then
+            // per_second, one token to spare (the service's clock starts when our first request arrives).
+            let due = (i as f64 - burst + 2.0).max(0.0) / per_second;
+            tokio::time::sleep_until(started + Duration::from_secs_f64(due)).await;
+        }
         let id = unique("");
         let sent = Instant::now();
         if o.mqtt5 {
@@ -235,8 +246,16 @@ fn reply_body(
 }
 
 fn no_reply(o: &RequestOptions, topic: &str) -> anyhow::Error {
+    let acl = match (&o.credentials, &o.device, &o.broker.client_id) {
+        (Some(_), Some(device), id) if id.as_deref() != Some(device.as_str()) => format!(
+            "; with credentials the broker may apply an ACL that lets a client ask only on its own topic \
+             (deploy/mosquitto/acl): connect as the device with {}?client_id={device}",
+            o.broker
+        ),
+        _ => String::new(),
+    };
     anyhow!(
-        "no reply on {topic} within {:.1} s: is connector-scripts running, connected to {} and subscribed to {}?",
+        "no reply on {topic} within {:.1} s: is connector-scripts running, connected to {} and subscribed to {}?{acl}",
         o.timeout.as_secs_f64(),
         o.broker,
         o.topic

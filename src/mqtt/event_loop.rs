@@ -148,6 +148,8 @@ impl Poller {
 
     fn on_connack(&mut self, ack: &ConnAck) {
         self.state.link.set_connected(true);
+        // Replies larger than this would make the broker (or rumqttc) drop the whole connection.
+        self.state.link.set_broker_max_packet(ack.properties.as_ref().and_then(|p| p.max_packet_size));
         self.backoff.reset();
         tracing::info!(broker = %self.session.broker, session_present = ack.session_present, "connected");
         let status = &self.session.liveness;

@@ -40,7 +40,7 @@ fn reply_for(state: &State, p: &Publish, qos_out: Option<QoS>) -> Option<(String
         correlation_data: props.and_then(|p| p.correlation_data.clone()),
     };
     let catalog = state.catalog();
-    let handled = state.handler.handle(catalog.as_deref(), incoming, Instant::now())?;
+    let handled = state.handler.handle(catalog.as_deref(), incoming, Instant::now(), state.link.broker_max_packet())?;
     state.metrics.record(&handled.counted);
     let reply = handled.reply?;
     let props = PublishProperties { correlation_data: reply.correlation_data, ..Default::default() };

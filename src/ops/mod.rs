@@ -16,5 +16,7 @@ pub fn metrics_text(state: &State) -> String {
     m.variants.set(catalog.as_ref().map_or(0, |c| c.bundles().count() as i64));
     m.broker_connected.set(state.link.connected() as i64);
     m.ready.set(state.readiness().is_ready() as i64);
+    m.missing_connectors.set(catalog.as_ref().map_or(0, |c| c.missing.len() as i64));
+    m.reload_held.set(state.held().is_some() as i64);
     m.render()
 }

@@ -22,6 +22,9 @@ pub struct StatusDoc {
     pub ready: bool,
     /// Why not, when not.
     pub reasons: Vec<String>,
+    /// What is wrong while it serves (connectors missing from variants, a held reload).
+    #[serde(default)]
+    pub warnings: Vec<String>,
     /// Instance name.
     pub instance: String,
     /// Service version.
@@ -186,6 +189,7 @@ impl StatusDoc {
             status: if ready { "ready" } else { "not_ready" }.to_string(),
             ready,
             reasons: readiness.reasons,
+            warnings: readiness.warnings,
             instance: id.instance.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             started_at: rfc3339(id.started_at),

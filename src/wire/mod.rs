@@ -26,11 +26,18 @@ pub struct Limits {
     pub max_field_len: usize,
     /// Most connector names in one request.
     pub max_connectors: usize,
+    /// Largest reply published, in bytes.
+    pub max_reply_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_request_bytes: 64 * 1024, max_field_len: 256, max_connectors: 256 }
+        Limits {
+            max_request_bytes: 64 * 1024,
+            max_field_len: 256,
+            max_connectors: 256,
+            max_reply_bytes: crate::config::defaults::MAX_REPLY_SIZE as usize,
+        }
     }
 }
 
@@ -271,7 +278,7 @@ mod tests {
 
     #[test]
     fn limits_are_enforced_but_the_caller_is_told() {
-        let limits = Limits { max_request_bytes: 100, max_field_len: 8, max_connectors: 2 };
+        let limits = Limits { max_request_bytes: 100, max_field_len: 8, max_connectors: 2, ..Limits::default() };
         let big = format!(r#"{{"pattern":"p","data":{{"platform":"{}","version":"1"}},"id":"i"}}"#, "x".repeat(200));
         match decode(big.as_bytes(), false, &limits) {
             Decoded::Request { data: Err(e), .. } => {

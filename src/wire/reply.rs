@@ -40,6 +40,8 @@ error_codes! {
     NotReady => "NOT_READY",
     /// The device sends too fast.
     RateLimited => "RATE_LIMITED",
+    /// The reply would be larger than the broker carries (ask for a subset with `connectors`).
+    ReplyTooLarge => "REPLY_TOO_LARGE",
 }
 
 impl ErrorCode {

@@ -151,3 +151,25 @@ fn serve_on_a_taken_port_names_the_port_and_the_flag() {
     assert!(err.contains("--embedded-listen 127.0.0.1:"), "{err}");
     assert!(err.contains(&format!("--broker mqtt://127.0.0.1:{port}")), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_count_on_a_device_topic_keeps_under_the_default_rate_limit() {
+    // The README's example with --count, against a service with the production rate limit (10/s, burst 30).
+    let catalog = TempCatalog::examples();
+    let (running, ports) = serve_embedded(&catalog).await;
+    let broker = format!("mqtt://127.0.0.1:{}", ports.v4);
+    let out = tokio::task::spawn_blocking(move || {
+        binary()
+            .args(["request", "--broker", &broker, "--platform", "ios", "--version", "3.1.0", "--device", "my-phone"])
+            .args(["--count", "45"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("round trip over 45 requests"), "{stdout}");
+    assert_eq!(running.state.metrics.errors_of(connector_scripts::wire::ErrorCode::RateLimited), 0);
+    running.shutdown().await.unwrap();
+}

@@ -78,6 +78,8 @@ async fn per_device_reply_topics_isolate_devices() {
             assert_eq!(m.topic, "getConnectors/device-b/reply");
             assert_eq!(m.json()["id"], format!("b{i}"));
         }
+        // Why 200 ms is enough: B's reply was already delivered to B (received above) through the same broker,
+        // which fans a publish out to all its subscribers at once; a copy for A would have arrived with it.
         assert!(a.try_recv_within(Duration::from_millis(200)).await.is_none(), "device A saw someone else's reply");
     })
     .await;
@@ -276,4 +278,62 @@ async fn the_embedded_broker_sends_without_nagle_delay() {
     assert!(flags.iter().all(|on| *on), "TCP_NODELAY off on an accepted connection: {flags:?}");
     assert!(accepted_nodelay(ports.v5).iter().all(|on| *on));
     running.shutdown().await.unwrap();
+}
+
+/// A catalog with one variant whose full reply is ~600 KB and a small second connector.
+fn oversized_catalog() -> TempCatalog {
+    let t = TempCatalog::new();
+    t.platform("ios.toml", "[[variant]]\nname = 'all'\nversions = '*'\ntarget = 'es2020'\n");
+    t.snippet("huge.ts", format!("export const blob: string = '{}';\n", "x".repeat(600_000)));
+    t.snippet("small.ts", "export const small = 1;\n");
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_over_the_broker_limit_is_a_typed_error_not_a_lost_connection() {
+    let catalog = oversized_catalog();
+    // The old system's runbook limit; Mosquitto announces it as Maximum Packet Size in CONNACK.
+    let mosquitto = Mosquitto::start_with("allow_anonymous true\nmax_packet_size 524288\n").await;
+    let running = serve_external(&catalog, &mosquitto.url()).await;
+    let mut app = Client::v4_with(mosquitto.port, "app-big", |_| {}).await;
+    app.subscribe("getConnectors/app-big/reply").await;
+    for round in 0..2 {
+        app.publish("getConnectors/app-big", nest(json!({"platform": "ios", "version": "1"}), &format!("all{round}")))
+            .await;
+        let v = app.recv().await.json();
+        assert_eq!(v["err"]["code"], "REPLY_TOO_LARGE", "{v}");
+        let message = v["err"]["message"].as_str().unwrap();
+        assert!(message.contains("524288") && message.contains("connectors: [...]"), "{message}");
+        // The subset still comes, on the same connection.
+        let subset = json!({"platform": "ios", "version": "1", "connectors": ["small"]});
+        app.publish("getConnectors/app-big", nest(subset, &format!("small{round}"))).await;
+        let v = app.recv().await.json();
+        assert_eq!(v["response"]["connectors"][0]["name"], "small", "{v}");
+    }
+    assert_eq!(running.state.metrics.reconnects.get(), 0, "the service lost its connection");
+    assert_eq!(running.state.metrics.errors_of(ErrorCode::ReplyTooLarge), 2);
+    running.shutdown().await.unwrap();
+}
+
+#[test]
+fn check_warns_when_a_full_reply_exceeds_the_reply_limit() {
+    let catalog = oversized_catalog();
+    let check = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_connector-scripts"))
+            .arg("check")
+            .arg("--snippets")
+            .arg(catalog.snippets())
+            .arg("--platforms")
+            .arg(catalog.platforms())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = check(&["--max-reply-size", "524288"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("warning[reply-too-large]") && text.contains("ios/all"), "{text}");
+    assert_eq!(out.status.code(), Some(0), "a warning alone passes");
+    assert_eq!(check(&["--max-reply-size", "524288", "--deny-warnings"]).status.code(), Some(1));
+    let default = check(&[]);
+    assert!(!String::from_utf8_lossy(&default.stdout).contains("reply-too-large"));
 }

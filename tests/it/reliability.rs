@@ -462,6 +462,8 @@ async fn three_instances_in_a_share_group_answer_each_request_once() {
         let v = app.recv().await.json();
         *replies.entry(v["id"].as_str().unwrap().to_string()).or_default() += 1;
     }
+    // Why 300 ms is enough: all 300 first replies have arrived, and a second reply would come from another
+    // instance answering the same request within a few milliseconds of the first (loopback, no backlog left).
     assert!(app.try_recv_within(Duration::from_millis(300)).await.is_none(), "a request was answered twice");
     assert_eq!(replies.len(), 300);
     assert!(replies.values().all(|n| *n == 1));
@@ -493,4 +495,54 @@ async fn three_instances_in_a_share_group_answer_each_request_once() {
         let _ = c.kill();
         let _ = c.wait();
     }
+}
+
+/// `deploy/mosquitto/mosquitto.conf` as shipped, with only its paths and port moved into the test's directory.
+fn shipped_mosquitto_conf(port: u16, dir: &str) -> String {
+    let text = std::fs::read_to_string(crate::common::repo().join("deploy/mosquitto/mosquitto.conf")).unwrap();
+    let acl = crate::common::repo().join("deploy/mosquitto/acl");
+    let moved: Vec<String> = text
+        .lines()
+        .map(|line| match line.split_whitespace().next() {
+            Some("listener") => format!("listener {port} 127.0.0.1"),
+            Some("password_file") => format!("password_file {dir}/passwd"),
+            Some("acl_file") => format!("acl_file {}", acl.display()),
+            Some("persistence_location") => format!("persistence_location {dir}/"),
+            _ => line.to_string(),
+        })
+        .collect();
+    format!("{}\nlog_dest file {dir}/mosquitto.log\n", moved.join("\n"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_mosquitto_config_and_acl_serve_the_service_and_devices() {
+    let catalog = TempCatalog::examples();
+    let mosquitto = Mosquitto::start_conf(|port, dir| {
+        password_file(std::path::Path::new(dir), &[("connector-scripts", "svc-pw"), ("device-a", "a-pw")]);
+        shipped_mosquitto_conf(port, dir)
+    })
+    .await;
+    let pw = mosquitto.dir.path().join("svc-pw");
+    std::fs::write(&pw, "svc-pw").unwrap();
+    let pw = pw.display().to_string();
+    let url = mosquitto.url();
+    let r = serve_with(config(&catalog, &url, &["--mqtt-username", "connector-scripts", "--mqtt-password-file", &pw]))
+        .await;
+    // A device as the ACL expects it (client id = device id), through the `request` command.
+    let device_url = format!("{url}?client_id=device-a");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_connector-scripts"))
+            .args(["request", "--broker", &device_url, "--mqtt-username", "device-a", "--device", "device-a"])
+            .args(["--platform", "ios", "--version", "3.1.0", "--json"])
+            .env("CONNECTOR_SCRIPTS_MQTT_PASSWORD", "a-pw")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let reply: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(reply["variant"], "next", "{reply}");
+    r.shutdown().await.unwrap();
 }

@@ -2,7 +2,7 @@
 //! saves, broken platform files, a storm of 1 000 files; retained manifests and change events; SIGHUP.
 
 use crate::common::mqtt::{nest, serve_embedded, serve_external, Client, TIMEOUT};
-use crate::common::{Mosquitto, TempCatalog};
+use crate::common::{eventually, Mosquitto, TempCatalog};
 use connector_scripts::app::Running;
 use connector_scripts::catalog::{AppVersion, Catalog};
 use serde_json::json;
@@ -273,4 +273,63 @@ async fn sighup_forces_a_reload() {
     let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_or_emptied_snippets_directory_keeps_the_last_good_catalog() {
+    let t = TempCatalog::examples();
+    let (r, ports) = serve_embedded(&t).await;
+    let served = catalog_of(&r).connectors.len();
+    assert!(served >= 2);
+    let ask = |app: Client, id: &'static str| async move {
+        let mut app = app;
+        app.publish("getConnectors/app-mv", nest(json!({"platform": "ios", "version": "3.1"}), id)).await;
+        let v = app.recv().await.json();
+        (app, v)
+    };
+    let mut app = Client::v4(ports.v4, "app-mv").await;
+    app.subscribe("getConnectors/app-mv/reply").await;
+    // A deploy that swaps directories: for a moment there is no snippets directory.
+    std::fs::rename(t.snippets(), t.dir.path().join("snippets.old")).unwrap();
+    r.reload();
+    let held = eventually(TIMEOUT, "the reload to be held", || r.state.held()).await;
+    assert!(held.contains("cannot be read"), "{held}");
+    assert_eq!(catalog_of(&r).connectors.len(), served);
+    let (app, v) = ask(app, "during-move").await;
+    assert!(v["response"]["connectors"].as_array().unwrap().len() >= 2, "phones lost their scripts: {v}");
+    // It comes back empty: most connectors would go at once, so the reload is held until confirmed.
+    std::fs::create_dir(t.snippets()).unwrap();
+    r.reload();
+    let held =
+        eventually(TIMEOUT, "the mass removal to be held", || r.state.held().filter(|h| h.contains("remove"))).await;
+    assert!(held.contains(&format!("of {served} connectors")), "{held}");
+    let doc = connector_scripts::ops::status::StatusDoc::of(&r.state);
+    assert!(doc.ready && doc.warnings.iter().any(|w| w.contains("reload held")), "{doc:?}");
+    let (_app, v) = ask(app, "while-held").await;
+    assert!(v["response"]["connectors"].as_array().unwrap().len() >= 2, "{v}");
+    // The operator confirms.
+    let confirm = t.snippets().join(connector_scripts::reload::CONFIRM_FILE);
+    std::fs::write(&confirm, "").unwrap();
+    r.reload();
+    until(&r, "the confirmed empty catalog", |r| catalog_of(r).connectors.is_empty()).await;
+    assert_eq!(r.state.held(), None);
+    assert!(!confirm.exists(), "the confirmation is used once");
+    r.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_broken_at_start_is_reported_while_the_rest_is_served() {
+    let t = single_variant_catalog();
+    t.snippet("b.ts", "export const b = ;\n");
+    let (r, _) = serve_embedded(&t).await;
+    let doc = connector_scripts::ops::status::StatusDoc::of(&r.state);
+    assert!(doc.ready, "the other connectors are served: {doc:?}");
+    assert!(doc.warnings.iter().any(|w| w.contains("\"b\" is missing from ios/all")), "{:?}", doc.warnings);
+    let text = connector_scripts::ops::metrics_text(&r.state);
+    assert!(text.contains("connector_scripts_missing_connectors 1"), "{text}");
+    // Fixed: the warning goes.
+    t.snippet("b.ts", "export const b = 2;\n");
+    until(&r, "the fixed connector", |r| code_of(r, "b").is_some()).await;
+    assert!(connector_scripts::ops::status::StatusDoc::of(&r.state).warnings.is_empty());
+    r.shutdown().await.unwrap();
 }

@@ -54,6 +54,7 @@ impl TempCatalog {
             snippets: self.snippets(),
             platforms: self.platforms(),
             max_file_size: connector_scripts::catalog::loader::DEFAULT_MAX_FILE_SIZE,
+            max_reply_size: connector_scripts::config::defaults::MAX_REPLY_SIZE,
         }
     }
 
@@ -161,39 +162,46 @@ impl Mosquitto {
     }
 
     /// Starts with `settings` (options of the single listener and global ones; `{dir}` is the broker's own
-    /// temporary directory). Retries on another port if the chosen one was taken before Mosquitto bound it.
+    /// temporary directory).
     pub async fn start_with(settings: &str) -> Mosquitto {
+        let settings = settings.to_string();
+        Mosquitto::start_conf(move |port, dir| {
+            format!(
+                "per_listener_settings false\nlistener {port} 127.0.0.1\nset_tcp_nodelay true\n\
+                 max_queued_messages 1000000\nlog_dest file {dir}/mosquitto.log\nlog_type all\n{}\n",
+                settings.replace("{dir}", dir)
+            )
+        })
+        .await
+    }
+
+    /// Starts with the whole configuration `conf(port, dir)` writes. Retries on another port if the chosen one
+    /// was taken before Mosquitto bound it.
+    pub async fn start_conf(conf: impl Fn(u16, &str) -> String) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         // Started as root, Mosquitto drops to its own user: let it write its log and persistence file here.
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-        let conf = dir.path().join("mosquitto.conf");
-        let settings = settings.replace("{dir}", &dir.path().display().to_string());
+        let path = dir.path().join("mosquitto.conf");
         for _ in 0..5 {
             let port = free_port();
-            std::fs::write(
-                &conf,
-                format!(
-                    "per_listener_settings false\nlistener {port} 127.0.0.1\nset_tcp_nodelay true\n\
-                     max_queued_messages 1000000\nlog_dest file {}/mosquitto.log\nlog_type all\n{settings}\n",
-                    dir.path().display()
-                ),
-            )
-            .unwrap();
-            if let Some(child) = Mosquitto::spawn(&conf, port).await {
-                return Mosquitto { port, child, conf, dir };
+            std::fs::write(&path, conf(port, &dir.path().display().to_string())).unwrap();
+            if let Some(child) = Mosquitto::spawn(&path, port).await {
+                return Mosquitto { port, child, conf: path, dir };
             }
         }
-        let log = std::fs::read_to_string(dir.path().join("mosquitto.log")).unwrap_or_default();
-        panic!("mosquitto did not start with {}:\n{log}", conf.display());
+        let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
+        panic!("mosquitto did not start with {}:\n{}{}", path.display(), read("stderr.log"), read("mosquitto.log"));
     }
 
     /// Starts Mosquitto and waits until it listens on `port`; `None` if it exited (the port was taken).
     async fn spawn(conf: &Path, port: u16) -> Option<std::process::Child> {
+        // Start-up errors (a bad configuration line) go to stderr, before any log file is opened.
+        let stderr = std::fs::File::create(conf.with_file_name("stderr.log")).unwrap();
         let mut child = Command::new("mosquitto")
             .arg("-c")
             .arg(conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("mosquitto must be installed (scripts/test installs it)");
         let up = eventually(Duration::from_secs(10), "mosquitto to listen or exit", || {
