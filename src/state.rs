@@ -155,6 +155,11 @@ impl State {
         self.catalog.load_full()
     }
 
+    /// The current catalog without touching its reference count (the hot path's read).
+    pub fn catalog_guard(&self) -> arc_swap::Guard<Option<Arc<Catalog>>> {
+        self.catalog.load()
+    }
+
     /// True once a first catalog has been swapped in.
     pub fn has_catalog(&self) -> bool {
         self.catalog.load().is_some()

@@ -67,7 +67,7 @@ impl SourceMapGenConfig for MapConfig {
 fn wrap_iife(code: String, source_map: Option<String>, connector: &str) -> Output {
     let name = serde_json::to_string(connector).unwrap_or_else(|_| "\"connector\"".into());
     let code = format!(
-        "(function (root) {{ var module = {{ exports: {{}} }}, exports = module.exports;\n{code}\n\
+        "(function (root) {{ \"use strict\"; var module = {{ exports: {{}} }}, exports = module.exports;\n{code}\n\
          (root.connectors = root.connectors || {{}})[{name}] = module.exports;\n\
          }})(typeof globalThis !== \"undefined\" ? globalThis : typeof self !== \"undefined\" ? self : this);\n"
     );

@@ -11,6 +11,7 @@ mod cache;
 mod compile;
 pub mod diagnostic;
 mod emit;
+pub mod guard;
 pub mod loader;
 mod nesting;
 mod options;

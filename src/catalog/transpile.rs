@@ -8,6 +8,7 @@
 
 use super::diagnostic::Diagnostic;
 use super::emit::{emit, package};
+use super::guard::{self, Hit};
 use super::nesting::{too_deep_brackets, too_deep_node};
 use super::platforms::{CompileOptions, ModuleFormat, Target};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,15 +18,18 @@ use swc_core::common::comments::SingleThreadedComments;
 use swc_core::common::errors::{DiagnosticBuilder, Emitter, Handler, Level, HANDLER};
 use swc_core::common::sync::Lrc;
 use swc_core::common::{FileName, Globals, Mark, SourceFile, SourceMap, Span, Spanned, GLOBALS};
-use swc_core::ecma::ast::{EsVersion, Program};
+use swc_core::ecma::ast::{EsVersion, ModuleItem, Program};
 use swc_core::ecma::minifier::option::{CompressOptions, ExtraOptions, MangleOptions, MinifyOptions};
-use swc_core::ecma::parser::{parse_file_as_program, Syntax, TsSyntax};
+use swc_core::ecma::parser::{parse_file_as_program, parse_file_as_script, Syntax, TsSyntax};
 use swc_core::ecma::transforms::base::fixer::fixer;
 use swc_core::ecma::transforms::base::helpers::{inject_helpers, Helpers, HELPERS};
 use swc_core::ecma::transforms::base::hygiene::hygiene;
 use swc_core::ecma::transforms::base::resolver;
 use swc_core::ecma::transforms::compat;
 use swc_core::ecma::transforms::module::common_js::{common_js, FeatureFlag};
+use swc_core::ecma::transforms::proposal::decorator_2023_11::decorator_2023_11;
+use swc_core::ecma::transforms::proposal::decorators::{self, decorators};
+use swc_core::ecma::transforms::proposal::explicit_resource_management::explicit_resource_management;
 use swc_core::ecma::transforms::typescript;
 
 pub use super::nesting::MAX_NESTING;
@@ -136,6 +140,10 @@ fn transpile_here(job: &Job<'_>) -> Result<Output, Vec<Diagnostic>> {
     let locate = Locate { cm: &cm, path, source };
     let comments = SingleThreadedComments::default();
     let program = parse(&fm, &comments, &locate)?;
+    let refused = guard::unlowerable(&program, job.options.target);
+    if !refused.is_empty() {
+        return Err(refused.iter().map(|h| target_diagnostic(&locate, h, job.options)).collect());
+    }
 
     let collector = Collector::default();
     let handler = Handler::with_emitter(true, false, Box::new(collector.clone()));
@@ -145,7 +153,12 @@ fn transpile_here(job: &Job<'_>) -> Result<Output, Vec<Diagnostic>> {
         HELPERS.set(&Helpers::new(false), || {
             HANDLER.set(&handler, || {
                 let program = transform(program, &cm, &comments, options);
-                emit(&cm, &program, (!options.minify).then_some(&comments), target, options)
+                // Nothing the target cannot parse is ever printed, let alone served.
+                let hits = guard::check(&program, options.target, options.module);
+                if !hits.is_empty() {
+                    return Err(hits);
+                }
+                Ok(emit(&cm, &program, (!options.minify).then_some(&comments), target, options))
             })
         })
     });
@@ -157,8 +170,26 @@ fn transpile_here(job: &Job<'_>) -> Result<Output, Vec<Diagnostic>> {
     if transform_diags.iter().any(Diagnostic::is_error) {
         return Err(transform_diags);
     }
+    let emitted =
+        emitted.map_err(|hits| hits.iter().map(|h| target_diagnostic(&locate, h, options)).collect::<Vec<_>>())?;
     let (code, mappings) = emitted.map_err(|e| vec![Diagnostic::error("emit", path.to_path_buf(), e.to_string())])?;
     package(&cm, code, mappings, path, options.module, job.connector)
+}
+
+/// The error for syntax the target cannot parse: what, where, the target, and what to do.
+fn target_diagnostic(locate: &Locate<'_>, hit: &Hit, options: CompileOptions) -> Diagnostic {
+    let (target, module) = (options.target.name(), options.module.name());
+    let help = if hit.feature.contains("script") {
+        "use a variant with target es2022 or later and module = \"esm\", or move it into a function".to_string()
+    } else if hit.since == Target::EsNext {
+        "no engine target supports it yet: remove it".to_string()
+    } else {
+        format!("raise the variant's target to {} or remove it", hit.since.name())
+    };
+    let since = if hit.since == Target::EsNext { "proposal or module" } else { hit.since.name() };
+    let msg =
+        format!("{} is {since} syntax, which a variant with target {target} (module {module}) cannot run", hit.feature);
+    locate.diagnostic("target", msg, Some(hit.span), true).with_help(help)
 }
 
 /// Turns swc spans into diagnostics on the job's file.
@@ -224,11 +255,16 @@ fn transform(
 ) -> Program {
     let unresolved = Mark::new();
     let top_level = Mark::new();
-    let mut program = program.apply(resolver(unresolved, top_level, true)).apply(typescript::typescript(
-        typescript::Config::default(),
-        unresolved,
-        top_level,
-    ));
+    let mut program = without_hashbang(program);
+    if options.target < Target::EsNext && guard::present(&program).using {
+        program = with_dispose_symbols(program, cm);
+    }
+    program = program.apply(resolver(unresolved, top_level, true));
+    // TypeScript's experimentalDecorators semantics (what NestJS-style code expects), while the types are there.
+    let legacy = decorators::Config { legacy: true, emit_metadata: false, use_define_for_class_fields: false };
+    program = program.apply(decorators(legacy));
+    program = program.apply(typescript::typescript(typescript::Config::default(), unresolved, top_level));
+    program = proposals(program, options.target);
     program = downlevel(program, options.target, unresolved, comments);
     if options.module != ModuleFormat::Esm {
         let features = FeatureFlag {
@@ -244,7 +280,53 @@ fn transform(
     program.apply((hygiene(), fixer(Some(comments))))
 }
 
-/// Applies one compat pass per ES edition newer than the target, newest first (swc's own order).
+/// A hashbang is legal only as the first line of a file an engine loads directly: connectors are loaded by the
+/// app (and iife output wraps them), so it goes.
+fn without_hashbang(mut program: Program) -> Program {
+    match &mut program {
+        Program::Module(m) => m.shebang = None,
+        Program::Script(s) => s.shebang = None,
+    }
+    program
+}
+
+/// What lowered `using` declarations look up, defined where the engine lacks them (every engine a target below
+/// esnext describes): the minimal polyfill TypeScript's documentation gives for `using`, by usage only.
+const DISPOSE_SYMBOLS: &str = "if (typeof Symbol === \"function\") {\n\
+    if (!Symbol.dispose) Symbol.dispose = Symbol.for(\"Symbol.dispose\");\n\
+    if (!Symbol.asyncDispose) Symbol.asyncDispose = Symbol.for(\"Symbol.asyncDispose\");\n}\n";
+
+/// Puts [`DISPOSE_SYMBOLS`] first in the program.
+fn with_dispose_symbols(mut program: Program, cm: &Lrc<SourceMap>) -> Program {
+    let fm = cm.new_source_file(Lrc::new(FileName::Custom("dispose-symbols".into())), DISPOSE_SYMBOLS.to_string());
+    let mut errors = Vec::new();
+    let Ok(prelude) = parse_file_as_script(&fm, Syntax::Es(Default::default()), EsVersion::Es5, None, &mut errors)
+    else {
+        return program; // a constant that parses; the guard would still refuse what needs it
+    };
+    match &mut program {
+        Program::Module(m) => m.body.splice(0..0, prelude.body.into_iter().map(ModuleItem::Stmt)).for_each(drop),
+        Program::Script(s) => s.body.splice(0..0, prelude.body).for_each(drop),
+    }
+    program
+}
+
+/// Lowers the proposals TypeScript accepts that no target below esnext runs: `using` declarations and `accessor`
+/// fields (decorators are lowered before the types are stripped).
+fn proposals(mut p: Program, target: Target) -> Program {
+    if target >= Target::EsNext {
+        return p;
+    }
+    p = p.apply(explicit_resource_management());
+    if guard::present(&p).auto_accessor {
+        p = p.apply(decorator_2023_11());
+    }
+    p
+}
+
+/// Applies one compat pass per ES edition newer than the target, newest first (swc's own order). Two passes reach
+/// further than their edition: async generators (ES2018) are lowered by the ES2017 pass, and a tagged template with
+/// an invalid escape (legal from ES2018) by the ES2015 template pass.
 fn downlevel(mut p: Program, target: Target, unresolved: Mark, comments: &SingleThreadedComments) -> Program {
     if target < Target::EsNext && target < Target::Es2022 {
         p = p.apply(compat::es2022::es2022(Default::default(), unresolved));
@@ -261,8 +343,12 @@ fn downlevel(mut p: Program, target: Target, unresolved: Mark, comments: &Single
     if target < Target::Es2018 {
         p = p.apply(compat::es2018::es2018(Default::default()));
     }
-    if target < Target::Es2017 {
+    // Only where needed for es2017: the pass lowers every async function along with the async generators.
+    if target < Target::Es2017 || (target < Target::Es2018 && guard::present(&p).async_iteration) {
         p = p.apply(compat::es2017::es2017(Default::default(), unresolved));
+    }
+    if (Target::Es2015..Target::Es2018).contains(&target) && guard::present(&p).invalid_template_escape {
+        p = p.apply(compat::es2015::template_literal::template_literal(Default::default()));
     }
     if target < Target::Es2016 {
         p = p.apply(compat::es2016::es2016());

@@ -39,7 +39,7 @@ fn reply_for(state: &State, p: &Publish, qos_out: Option<QoS>) -> Option<(String
         response_topic: props.and_then(|p| p.response_topic.as_deref()),
         correlation_data: props.and_then(|p| p.correlation_data.clone()),
     };
-    let catalog = state.catalog();
+    let catalog = state.catalog_guard();
     let handled = state.handler.handle(catalog.as_deref(), incoming, Instant::now(), state.link.broker_max_packet())?;
     state.metrics.record(&handled.counted);
     let reply = handled.reply?;

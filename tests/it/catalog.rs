@@ -319,3 +319,38 @@ fn example_catalog_is_clean() {
         assert!(!bundle.scripts.is_empty(), "{}/{}", bundle.platform, bundle.variant);
     }
 }
+
+#[test]
+fn check_refuses_a_bigint_for_es5_and_the_es2020_variant_serves_it() {
+    let t = TempCatalog::new();
+    t.platform(
+        "android.toml",
+        "[[variant]]\nname = 'legacy'\nversions = '<5'\ntarget = 'es5'\nmodule = 'iife'\n\n\
+         [[variant]]\nname = 'modern'\nversions = '>=5'\ntarget = 'es2020'\nmodule = 'esm'\n",
+    );
+    t.snippet("big.ts", "export const big = (): string => String(10n ** 3n);\n");
+    t.snippet("plain.ts", "export const plain = 1;\n");
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_connector-scripts"))
+            .args(args)
+            .arg("--snippets")
+            .arg(t.snippets())
+            .arg("--platforms")
+            .arg(t.platforms())
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("error[target]: a BigInt literal is es2020 syntax") && text.contains("target es5"), "{text}");
+    assert!(text.contains("big.ts:1:"), "file:line:col: {text}");
+    assert!(text.contains("raise the variant's target to es2020"), "{text}");
+    // The es2020 variant serves it; the es5 variant serves the rest.
+    let modern =
+        String::from_utf8_lossy(&cli(&["show", "--platform", "android", "--version", "6"]).stdout).into_owned();
+    assert!(modern.contains("── big") && modern.contains("10n"), "{modern}");
+    let legacy =
+        String::from_utf8_lossy(&cli(&["show", "--platform", "android", "--version", "4"]).stdout).into_owned();
+    assert!(!legacy.contains("── big") && legacy.contains("── plain"), "{legacy}");
+}

@@ -4,6 +4,7 @@
 
 mod catalog;
 mod common;
+mod conformance;
 mod interop;
 mod mqtt;
 mod ops;
