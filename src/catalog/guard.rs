@@ -21,9 +21,11 @@ pub struct Hit {
     pub span: Span,
 }
 
-/// Constructs whose presence decides whether an optional pass runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Present {
+/// What one walk over the parsed source finds: which optional passes must run, and what no pass can lower.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Survey {
+    /// A decorator.
+    pub decorators: bool,
     /// An `accessor` field.
     pub auto_accessor: bool,
     /// A tagged template with an escape that is invalid before ES2018.
@@ -32,14 +34,22 @@ pub struct Present {
     pub using: bool,
     /// An async generator or a `for await` loop.
     pub async_iteration: bool,
+    /// Regular-expression syntax newer than the target that no pass can lower (swc would only move it into a
+    /// `RegExp` constructor string, which parses and then fails on the device).
+    pub unlowerable: Vec<Hit>,
 }
 
-/// What `program` contains of [`Present`].
-pub fn present(program: &Program) -> Present {
-    struct Finder(Present);
+/// Surveys the parsed source for a compile to `target` (one walk: passes that have nothing to do are skipped).
+pub fn survey(program: &Program, target: Target) -> Survey {
+    struct Finder(Survey, Target);
     impl Visit for Finder {
-        fn visit_auto_accessor(&mut self, _: &AutoAccessor) {
+        fn visit_decorator(&mut self, n: &Decorator) {
+            self.0.decorators = true;
+            n.visit_children_with(self);
+        }
+        fn visit_auto_accessor(&mut self, n: &AutoAccessor) {
             self.0.auto_accessor = true;
+            n.visit_children_with(self);
         }
         fn visit_tagged_tpl(&mut self, n: &TaggedTpl) {
             self.0.invalid_template_escape |= n.tpl.quasis.iter().any(|q| q.cooked.is_none());
@@ -57,8 +67,15 @@ pub fn present(program: &Program) -> Present {
             self.0.async_iteration |= n.is_await;
             n.visit_children_with(self);
         }
+        fn visit_regex(&mut self, n: &Regex) {
+            for (since, feature, lowered) in regex_needs(&n.exp, &n.flags) {
+                if !lowered && self.1 < since {
+                    self.0.unlowerable.push(Hit { feature, since, span: n.span });
+                }
+            }
+        }
     }
-    let mut finder = Finder(Present::default());
+    let mut finder = Finder(Survey::default(), target);
     program.visit_with(&mut finder);
     finder.0
 }
@@ -146,27 +163,6 @@ fn regex_needs(exp: &str, flags: &str) -> Vec<RegexNeed> {
         i += 1;
     }
     needs
-}
-
-/// Before any pass: regular-expression syntax newer than `target` that no pass can lower (swc would only move it
-/// into a `RegExp` constructor string, which parses and then fails on the device).
-pub fn unlowerable(program: &Program, target: Target) -> Vec<Hit> {
-    struct Finder {
-        target: Target,
-        hits: Vec<Hit>,
-    }
-    impl Visit for Finder {
-        fn visit_regex(&mut self, n: &Regex) {
-            for (since, feature, lowered) in regex_needs(&n.exp, &n.flags) {
-                if !lowered && self.target < since {
-                    self.hits.push(Hit { feature, since, span: n.span });
-                }
-            }
-        }
-    }
-    let mut finder = Finder { target, hits: Vec::new() };
-    program.visit_with(&mut finder);
-    finder.hits
 }
 
 /// Visits of nodes that need an edition just by being there (their children are visited too).

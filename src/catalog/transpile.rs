@@ -8,7 +8,7 @@
 
 use super::diagnostic::Diagnostic;
 use super::emit::{emit, package};
-use super::guard::{self, Hit};
+use super::guard::{self, Hit, Survey};
 use super::nesting::{too_deep_brackets, too_deep_node};
 use super::platforms::{CompileOptions, ModuleFormat, Target};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -140,9 +140,9 @@ fn transpile_here(job: &Job<'_>) -> Result<Output, Vec<Diagnostic>> {
     let locate = Locate { cm: &cm, path, source };
     let comments = SingleThreadedComments::default();
     let program = parse(&fm, &comments, &locate)?;
-    let refused = guard::unlowerable(&program, job.options.target);
-    if !refused.is_empty() {
-        return Err(refused.iter().map(|h| target_diagnostic(&locate, h, job.options)).collect());
+    let survey = guard::survey(&program, job.options.target);
+    if !survey.unlowerable.is_empty() {
+        return Err(survey.unlowerable.iter().map(|h| target_diagnostic(&locate, h, job.options)).collect());
     }
 
     let collector = Collector::default();
@@ -152,7 +152,7 @@ fn transpile_here(job: &Job<'_>) -> Result<Output, Vec<Diagnostic>> {
     let emitted = GLOBALS.set(&Globals::new(), || {
         HELPERS.set(&Helpers::new(false), || {
             HANDLER.set(&handler, || {
-                let program = transform(program, &cm, &comments, options);
+                let program = transform(program, &survey, (&cm, &comments), options);
                 // Nothing the target cannot parse is ever printed, let alone served.
                 let hits = guard::check(&program, options.target, options.module);
                 if !hits.is_empty() {
@@ -249,23 +249,25 @@ fn parse(fm: &SourceFile, comments: &SingleThreadedComments, locate: &Locate<'_>
 /// The pass pipeline, in swc's order. Runs inside the `GLOBALS`, `HELPERS` and `HANDLER` scopes the passes expect.
 fn transform(
     program: Program,
-    cm: &Lrc<SourceMap>,
-    comments: &SingleThreadedComments,
+    survey: &Survey,
+    (cm, comments): (&Lrc<SourceMap>, &SingleThreadedComments),
     options: CompileOptions,
 ) -> Program {
     let unresolved = Mark::new();
     let top_level = Mark::new();
     let mut program = without_hashbang(program);
-    if options.target < Target::EsNext && guard::present(&program).using {
+    if options.target < Target::EsNext && survey.using {
         program = with_dispose_symbols(program, cm);
     }
     program = program.apply(resolver(unresolved, top_level, true));
-    // TypeScript's experimentalDecorators semantics (what NestJS-style code expects), while the types are there.
-    let legacy = decorators::Config { legacy: true, emit_metadata: false, use_define_for_class_fields: false };
-    program = program.apply(decorators(legacy));
+    if survey.decorators {
+        // TypeScript's experimentalDecorators semantics (what NestJS-style code expects), while the types are there.
+        let legacy = decorators::Config { legacy: true, emit_metadata: false, use_define_for_class_fields: false };
+        program = program.apply(decorators(legacy));
+    }
     program = program.apply(typescript::typescript(typescript::Config::default(), unresolved, top_level));
-    program = proposals(program, options.target);
-    program = downlevel(program, options.target, unresolved, comments);
+    program = proposals(program, survey, options.target);
+    program = downlevel(program, survey, options.target, (unresolved, comments));
     if options.module != ModuleFormat::Esm {
         let features = FeatureFlag {
             support_block_scoping: options.target >= Target::Es2015,
@@ -313,12 +315,14 @@ fn with_dispose_symbols(mut program: Program, cm: &Lrc<SourceMap>) -> Program {
 
 /// Lowers the proposals TypeScript accepts that no target below esnext runs: `using` declarations and `accessor`
 /// fields (decorators are lowered before the types are stripped).
-fn proposals(mut p: Program, target: Target) -> Program {
+fn proposals(mut p: Program, survey: &Survey, target: Target) -> Program {
     if target >= Target::EsNext {
         return p;
     }
-    p = p.apply(explicit_resource_management());
-    if guard::present(&p).auto_accessor {
+    if survey.using {
+        p = p.apply(explicit_resource_management());
+    }
+    if survey.auto_accessor {
         p = p.apply(decorator_2023_11());
     }
     p
@@ -327,7 +331,12 @@ fn proposals(mut p: Program, target: Target) -> Program {
 /// Applies one compat pass per ES edition newer than the target, newest first (swc's own order). Two passes reach
 /// further than their edition: async generators (ES2018) are lowered by the ES2017 pass, and a tagged template with
 /// an invalid escape (legal from ES2018) by the ES2015 template pass.
-fn downlevel(mut p: Program, target: Target, unresolved: Mark, comments: &SingleThreadedComments) -> Program {
+fn downlevel(
+    mut p: Program,
+    survey: &Survey,
+    target: Target,
+    (unresolved, comments): (Mark, &SingleThreadedComments),
+) -> Program {
     if target < Target::EsNext && target < Target::Es2022 {
         p = p.apply(compat::es2022::es2022(Default::default(), unresolved));
     }
@@ -344,10 +353,10 @@ fn downlevel(mut p: Program, target: Target, unresolved: Mark, comments: &Single
         p = p.apply(compat::es2018::es2018(Default::default()));
     }
     // Only where needed for es2017: the pass lowers every async function along with the async generators.
-    if target < Target::Es2017 || (target < Target::Es2018 && guard::present(&p).async_iteration) {
+    if target < Target::Es2017 || (target < Target::Es2018 && survey.async_iteration) {
         p = p.apply(compat::es2017::es2017(Default::default(), unresolved));
     }
-    if (Target::Es2015..Target::Es2018).contains(&target) && guard::present(&p).invalid_template_escape {
+    if (Target::Es2015..Target::Es2018).contains(&target) && survey.invalid_template_escape {
         p = p.apply(compat::es2015::template_literal::template_literal(Default::default()));
     }
     if target < Target::Es2016 {
