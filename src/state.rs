@@ -15,6 +15,7 @@ use tokio::sync::watch;
 pub struct Link {
     connected: AtomicBool,
     subscribed: AtomicBool,
+    replies_connected: AtomicBool,
     /// The Maximum Packet Size the broker announced in CONNACK (0: none announced).
     broker_max_packet: AtomicUsize,
     last_error: Mutex<Option<String>>,
@@ -27,6 +28,7 @@ impl Default for Link {
         Link {
             connected: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),
+            replies_connected: AtomicBool::new(false),
             broker_max_packet: AtomicUsize::new(0),
             last_error: Mutex::new(None),
             ready: watch::channel(false).0,
@@ -43,6 +45,18 @@ impl Link {
     /// Request subscriptions confirmed (SUBACK) on the current connection.
     pub fn subscribed(&self) -> bool {
         self.subscribed.load(Ordering::Relaxed)
+    }
+
+    /// The reply connection is up (reply_link.rs).
+    pub fn replies_connected(&self) -> bool {
+        self.replies_connected.load(Ordering::Relaxed)
+    }
+
+    /// Records the reply connection's state; a change wakes readiness watchers.
+    pub fn set_replies_connected(&self, v: bool) {
+        if self.replies_connected.swap(v, Ordering::Relaxed) != v {
+            self.ready.send_modify(|_| {});
+        }
     }
 
     /// The largest packet the broker accepts from us, if it said.
@@ -212,6 +226,8 @@ impl State {
             });
         } else if !self.link.subscribed() {
             reasons.push("connected but the request subscriptions are not confirmed".to_string());
+        } else if !self.link.replies_connected() {
+            reasons.push("the reply connection is not connected yet".to_string());
         }
         Readiness { reasons, warnings: self.warnings() }
     }
@@ -273,6 +289,7 @@ mod tests {
         assert_eq!(s.readiness().reasons, ["catalog not loaded yet", "broker not connected yet"]);
         s.link.set_connected(true);
         s.link.set_subscribed(true);
+        s.link.set_replies_connected(true);
         s.swap_catalog(Arc::new(Catalog::default()));
         let r = s.readiness();
         assert!(!r.is_ready());

@@ -18,30 +18,12 @@ pub const OUTGOING_INFLIGHT: u16 = 1024;
 /// Capacity of rumqttc's request channel (publishes queued for the event loop).
 pub const REQUEST_CHANNEL: usize = 1024;
 
-/// rumqttc options for the service connection.
-pub fn mqtt_options(
-    cfg: &MqttConfig,
-    broker: &BrokerUrl,
-    last_will: Option<&Liveness>,
-) -> Result<MqttOptions, TlsError> {
-    let mut opts = MqttOptions::new(&cfg.client_id, &broker.host, broker.port);
+/// What every connection of the service shares: broker, credentials, TLS, keep-alive, packet limits, TCP_NODELAY,
+/// bounded queues.
+pub fn base_options(client_id: &str, cfg: &MqttConfig, broker: &BrokerUrl) -> Result<MqttOptions, TlsError> {
+    let mut opts = MqttOptions::new(client_id, &broker.host, broker.port);
     opts.set_keep_alive(cfg.keep_alive.max(Duration::from_secs(5)));
     opts.set_max_packet_size(Some(cfg.max_packet_size));
-    match cfg.session_expiry {
-        Some(expiry) => {
-            opts.set_clean_start(false);
-            opts.set_session_expiry_interval(Some(expiry.as_secs().min(u32::MAX as u64) as u32));
-        }
-        None => {
-            opts.set_clean_start(true);
-        }
-    }
-    // Requests are acknowledged by the reply worker once answered, in arrival order, and a broker that keeps to
-    // RECEIVE_MAXIMUM has at most that many unacknowledged QoS 1/2 requests out to us: the backpressure that keeps
-    // the worker's queue (larger than that) from overflowing under a flood. QoS 0 requests have no such brake, and
-    // Mosquitto 2.0.11 overruns it (docs/scaling.md): past the queue, requests are shed and counted.
-    opts.set_manual_acks(true);
-    opts.set_receive_maximum(Some(RECEIVE_MAXIMUM));
     // rumqttc preallocates one `Option<Publish>` slot per possible in-flight QoS 1 reply: left unset that is
     // 65 536 slots, 14 MB resident from the first byte (docs/PERFORMANCE.md, RSS). QoS 1 replies beyond the
     // limit wait in the request channel until the broker acknowledges earlier ones.
@@ -58,6 +40,32 @@ pub fn mqtt_options(
     if broker.scheme == Scheme::Mqtts {
         opts.set_transport(Transport::tls_with_config(tls_config(&cfg.tls)?));
     }
+    Ok(opts)
+}
+
+/// rumqttc options for the request connection: [`base_options`] plus the session, manual acknowledgements,
+/// flow control and the Last Will.
+pub fn mqtt_options(
+    cfg: &MqttConfig,
+    broker: &BrokerUrl,
+    last_will: Option<&Liveness>,
+) -> Result<MqttOptions, TlsError> {
+    let mut opts = base_options(&cfg.client_id, cfg, broker)?;
+    match cfg.session_expiry {
+        Some(expiry) => {
+            opts.set_clean_start(false);
+            opts.set_session_expiry_interval(Some(expiry.as_secs().min(u32::MAX as u64) as u32));
+        }
+        None => {
+            opts.set_clean_start(true);
+        }
+    }
+    // Requests are acknowledged by the reply worker once answered, in arrival order, and a broker that keeps to
+    // RECEIVE_MAXIMUM has at most that many unacknowledged QoS 1/2 requests out to us: the backpressure that keeps
+    // the worker's queue (larger than that) from overflowing under a flood. QoS 0 requests are answered on the
+    // reply connection, which waits for room instead (reply_link.rs).
+    opts.set_manual_acks(true);
+    opts.set_receive_maximum(Some(RECEIVE_MAXIMUM));
     if let Some(status) = last_will {
         opts.set_last_will(LastWill::new(&status.topic, status.offline.clone(), QoS::AtLeastOnce, true, None));
     }

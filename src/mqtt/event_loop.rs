@@ -7,7 +7,8 @@
 
 use super::announce::{self, Liveness};
 use super::connection::{describe, filters, mqtt_options, Backoff, REQUEST_CHANNEL};
-use super::replies::{self, Job};
+use super::replies::{self, Job, Pending};
+use super::reply_link;
 use super::tls::TlsError;
 use crate::config::{BrokerUrl, MqttConfig};
 use crate::ops::systemd::{self, WatchdogCheck};
@@ -44,6 +45,7 @@ struct Poller {
     session: Session,
     state: Arc<State>,
     client: AsyncClient,
+    replies: AsyncClient,
     jobs: mpsc::Sender<Job>,
     filters: Vec<Filter>,
     backoff: Backoff,
@@ -84,7 +86,8 @@ pub async fn run(
     tracing::info!(broker = %session.broker, client_id = %cfg.client_id, "connecting to MQTT broker");
     let filters = filters(&cfg);
     let backoff = Backoff::new(cfg.backoff.0, cfg.backoff.1);
-    let mut p = Poller { cfg, session, state, client, jobs, filters, backoff };
+    let replies = reply_link::start(&cfg, &session.broker, state.clone(), cancel.clone(), &tracker)?;
+    let mut p = Poller { cfg, session, state, client, replies, jobs, filters, backoff };
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -98,7 +101,16 @@ pub async fn run(
             event = eventloop.poll() => event,
         };
         match event {
-            Ok(Event::Incoming(Packet::Publish(publish))) => p.on_publish(publish),
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                if let Some(pending) = p.on_publish(publish) {
+                    // Back-pressure: no room on the reply connection. Read no further request until there is;
+                    // the broker holds them meanwhile. Nothing is dropped.
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = pending.send(&p.replies, &p.state) => {}
+                    }
+                }
+            }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => p.on_connack(&ack),
             Ok(Event::Incoming(Packet::SubAck(ack))) => p.on_suback(&ack),
             Ok(Event::Incoming(Packet::Disconnect(d))) => {
@@ -127,16 +139,13 @@ pub async fn run(
 }
 
 impl Poller {
-    fn on_publish(&mut self, publish: Publish) {
+    /// Hands a request on; a reply that must wait for room on the reply connection comes back.
+    fn on_publish(&mut self, publish: Publish) -> Option<Pending> {
         let received = Instant::now();
         let is_manifest = self.cfg.topics.is_manifest(&String::from_utf8_lossy(&publish.topic));
         if publish.qos == QoS::AtMostOnce && !is_manifest && self.state.has_catalog() {
             // Nothing to acknowledge, so no order to keep: answered here, without a hop to the worker.
-            // A full request channel sheds it, like a full queue.
-            if !replies::answer_inline(&self.client, &self.state, &publish, self.cfg.qos_out, received) {
-                self.state.metrics.overloaded.inc();
-            }
-            return;
+            return replies::answer_inline(&self.replies, &self.state, &publish, self.cfg.qos_out, received);
         }
         if self.jobs.try_send(Job { publish, received }).is_err() {
             // QoS 0 floods, and QoS 1 floods when RECEIVE_MAXIMUM is overrun (Mosquitto 2.0.11 overruns it while
@@ -144,6 +153,7 @@ impl Poller {
             // gets a QoS 1 request back after a reconnect; other clients retry.
             self.state.metrics.overloaded.inc();
         }
+        None
     }
 
     fn on_connack(&mut self, ack: &ConnAck) {

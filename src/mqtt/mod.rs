@@ -1,5 +1,6 @@
 //! The MQTT side: connection settings and backoff ([`connection`]), TLS ([`tls`]), the poll task
-//! ([`event_loop`]), the reply path shared by the inline path and the worker ([`replies`]), retained manifests and
+//! ([`event_loop`]), the reply path shared by the inline path and the worker ([`replies`]), the second connection
+//! that carries QoS 0 replies with back-pressure ([`reply_link`]), retained manifests and
 //! liveness ([`announce`]), and the device-like client behind `request` ([`client`]).
 
 pub mod announce;
@@ -7,4 +8,5 @@ pub mod client;
 pub mod connection;
 pub mod event_loop;
 pub mod replies;
+pub mod reply_link;
 pub mod tls;

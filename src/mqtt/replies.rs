@@ -8,6 +8,7 @@
 use crate::handler::Incoming;
 use crate::state::State;
 use crate::wire::topics::Topics;
+use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::AsyncClient;
@@ -47,18 +48,44 @@ fn reply_for(state: &State, p: &Publish, qos_out: Option<QoS>) -> Option<(String
     Some((reply.topic, qos_out.unwrap_or(p.qos), reply.payload, props))
 }
 
-/// Answers a QoS 0 request on the poll task; false when the reply could not be queued (request channel full).
+/// A reply that did not fit in the reply connection's queue: the poll task waits until it does.
+#[derive(Debug)]
+pub struct Pending {
+    topic: String,
+    qos: QoS,
+    payload: Bytes,
+    props: PublishProperties,
+    received: Instant,
+}
+
+impl Pending {
+    /// Waits for room on the reply connection (drained by its own task), then queues the reply.
+    pub async fn send(self, replies: &AsyncClient, state: &State) {
+        let Pending { topic, qos, payload, props, received } = self;
+        if let Err(e) = replies.publish_with_properties(topic, qos, false, payload, props).await {
+            tracing::warn!(error = %e, "reply not queued: the reply connection is closing");
+        }
+        state.metrics.latency.observe(received.elapsed().as_secs_f64());
+    }
+}
+
+/// Answers a QoS 0 request on the poll task through the reply connection; the reply comes back as [`Pending`]
+/// when that connection's queue is full.
 pub fn answer_inline(
-    client: &AsyncClient,
+    replies: &AsyncClient,
     state: &State,
     p: &Publish,
     qos_out: Option<QoS>,
     received: Instant,
-) -> bool {
-    let Some((topic, qos, payload, props)) = reply_for(state, p, qos_out) else { return true };
-    let queued = client.try_publish_with_properties(topic, qos, false, payload, props).is_ok();
-    state.metrics.latency.observe(received.elapsed().as_secs_f64());
-    queued
+) -> Option<Pending> {
+    let (topic, qos, payload, props) = reply_for(state, p, qos_out)?;
+    // Bytes: a second attempt shares the reply instead of copying it.
+    let payload = Bytes::from(payload);
+    if replies.try_publish_with_properties(topic.as_str(), qos, false, payload.clone(), props.clone()).is_ok() {
+        state.metrics.latency.observe(received.elapsed().as_secs_f64());
+        return None;
+    }
+    Some(Pending { topic, qos, payload, props, received })
 }
 
 /// Answers requests handed over by the poll task in arrival order, and acknowledges each after its reply has been

@@ -546,3 +546,51 @@ async fn the_shipped_mosquitto_config_and_acl_serve_the_service_and_devices() {
     assert_eq!(reply["variant"], "next", "{reply}");
     r.shutdown().await.unwrap();
 }
+
+/// Peak resident memory of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_beyond_every_queue_is_answered_once_each_and_nothing_is_shed() {
+    // More simultaneous QoS 0 requests than the service's queues hold together (request channel 1 024, worker
+    // queue 4 096, reply channel 1 024), from 600 devices (20 each: under the default per-device burst).
+    const TOTAL: usize = 12_000;
+    let catalog = TempCatalog::examples();
+    let mosquitto = Mosquitto::start().await;
+    let http_port = crate::common::free_port();
+    let http = format!("127.0.0.1:{http_port}");
+    let mut service = spawn_service(&catalog, &["--broker", &mosquitto.url(), "--http-listen", &http], &[]);
+    let mut app = Client::v4(mosquitto.port, "flood").await;
+    app.subscribe("getConnectors/+/reply").await;
+    ask_until_answered(&mut app, "getConnectors/flood-probe", "probe").await;
+    for i in 0..TOTAL {
+        let request = nest(json!({"platform": "ios", "version": "3"}), &format!("f{i}"));
+        app.publish_qos0(&format!("getConnectors/flood-{}", i % 600), request).await;
+    }
+    let mut answered = BTreeSet::new();
+    while answered.len() < TOTAL {
+        let m = app.try_recv_within(TIMEOUT).await;
+        let m = m.unwrap_or_else(|| panic!("{} of {TOTAL} answered", answered.len()));
+        let v = m.json();
+        let Some(id) = v["id"].as_str().filter(|id| id.starts_with('f')) else { continue };
+        assert_eq!(v["response"]["platform"], "ios", "not a bundle: {v}");
+        assert!(answered.insert(id.to_string()), "answered twice: {id}");
+    }
+    let (_, metrics) =
+        connector_scripts::commands::status::get(&format!("http://{http}/metrics"), TIMEOUT).await.unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(metrics.contains("connector_scripts_overloaded_total 0"), "{metrics}");
+    // Bounded: the replies waited in the broker, not in the service (idle it is ~25 MiB; 12 000 replies are 180 MB).
+    let peak = peak_rss_mib(service.id());
+    assert!(peak < 120, "peak RSS {peak} MiB");
+    service.kill().unwrap();
+    service.wait().unwrap();
+}

@@ -212,6 +212,16 @@ impl Client {
         }
     }
 
+    /// A QoS 0 publish, as phones and NestJS clients send requests.
+    pub async fn publish_qos0(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        let payload = payload.into();
+        if let Some(c) = &self.v4 {
+            c.publish(topic, rumqttc::QoS::AtMostOnce, false, payload).await.unwrap();
+        } else if let Some(c) = &self.v5 {
+            c.publish(topic, QoS::AtMostOnce, false, payload).await.unwrap();
+        }
+    }
+
     /// MQTT 5 publish with Response Topic and Correlation Data.
     pub async fn publish_rr(&self, topic: &str, payload: impl Into<Vec<u8>>, response_topic: &str, correlation: &[u8]) {
         let props = rumqttc::v5::mqttbytes::v5::PublishProperties {

@@ -1,0 +1,89 @@
+//! The reply connection: a second MQTT connection, polled by its own task, that publishes the answers to QoS 0
+//! requests (what NestJS clients and phones send).
+//!
+//! Why: when many devices ask at once (the update herd), replies are produced faster than one connection writes
+//! them. The poll task of the request connection cannot wait for room in its own outgoing queue (nothing would
+//! drain it), so it used to drop replies. With replies on their own connection it can wait: it stops reading
+//! requests until the reply queue has room, the broker holds the requests meanwhile, and no reply is ever dropped,
+//! with memory bounded by the queue. QoS 1/2 requests keep the request connection: their acknowledgement must
+//! follow their reply on the same connection (a persistent session redelivers what was not answered).
+
+use super::connection::{base_options, Backoff, REQUEST_CHANNEL};
+use super::tls::TlsError;
+use crate::config::{BrokerUrl, MqttConfig};
+use crate::state::State;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, EventLoop};
+use rumqttc::Outgoing;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Starts the reply connection on `tracker`; its client publishes replies.
+pub fn start(
+    cfg: &MqttConfig,
+    broker: &BrokerUrl,
+    state: Arc<State>,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<AsyncClient, TlsError> {
+    let opts = base_options(&format!("{}-replies", cfg.client_id), cfg, broker)?;
+    let (client, eventloop) = AsyncClient::new(opts, REQUEST_CHANNEL);
+    let backoff = Backoff::new(cfg.backoff.0, cfg.backoff.1);
+    tracker.spawn(run(eventloop, client.clone(), state, (cancel, cfg.drain_timeout), backoff));
+    Ok(client)
+}
+
+/// Polls until cancelled, reconnecting with backoff; then flushes what is queued and disconnects.
+async fn run(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    state: Arc<State>,
+    (cancel, drain_timeout): (CancellationToken, Duration),
+    mut backoff: Backoff,
+) {
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => break,
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                state.link.set_replies_connected(true);
+                state.link.set_broker_max_packet(ack.properties.as_ref().and_then(|p| p.max_packet_size));
+                backoff.reset();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                state.link.set_replies_connected(false);
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT reply connection failed");
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    // The DISCONNECT is queued after every reply already queued, so those are written first.
+    // Then keep reading until the broker closes: closing with unread input would reset the connection.
+    let _ = client.try_disconnect();
+    let deadline = tokio::time::sleep(drain_timeout);
+    tokio::pin!(deadline);
+    let mut disconnect_sent = false;
+    loop {
+        tokio::select! {
+            _ = &mut deadline => break,
+            event = eventloop.poll() => match event {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => disconnect_sent = true,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    if !disconnect_sent {
+        tracing::warn!("shutdown deadline reached before every reply on the reply connection was flushed");
+    }
+    state.link.set_replies_connected(false);
+}
