@@ -12,7 +12,6 @@ use crate::mqtt::event_loop::{self, Session};
 use crate::ops::{self, systemd};
 use crate::reload;
 use crate::state::State;
-use crate::watch;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -36,7 +35,6 @@ pub struct Running {
     tracker: TaskTracker,
     drain_timeout: Duration,
     reload: mpsc::Sender<()>,
-    _watcher: Option<watch::Watcher>,
 }
 
 impl Running {
@@ -98,9 +96,15 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
     let tracker = TaskTracker::new();
     // One slot: triggers that arrive during a build coalesce into one more build.
     let (reload_tx, reload_rx) = mpsc::channel::<()>(1);
-    tracker.spawn(reload::reload_loop(cfg.catalog.clone(), state.clone(), reload_rx, cancel.clone()));
+    let triggers = (reload_tx.clone(), reload_rx);
+    tracker.spawn(reload::reload_loop(
+        cfg.catalog.clone(),
+        cfg.reload.clone(),
+        state.clone(),
+        triggers,
+        cancel.clone(),
+    ));
     let _ = reload_tx.try_send(());
-    let watcher = reload::start_watcher(&cfg.catalog, &cfg.reload, &reload_tx);
     tracker.spawn(reload::sighup(reload_tx.clone(), cancel.clone()));
     let http_addr = match cfg.ops.http_listen {
         Some(addr) => Some(ops::http::start(addr, state.clone(), cancel.clone(), &tracker).await?),
@@ -120,7 +124,6 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
         tracker,
         drain_timeout: cfg.mqtt.drain_timeout,
         reload: reload_tx,
-        _watcher: watcher,
     })
 }
 

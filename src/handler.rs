@@ -50,7 +50,6 @@ pub struct Handler {
     topics: Topics,
     limits: Limits,
     limiter: Option<Limiter>,
-    max_reply: usize,
 }
 
 /// Bytes of an MQTT PUBLISH around topic and payload at most: fixed header (5), topic length (2), packet id (2),
@@ -64,12 +63,7 @@ impl Handler {
     /// A handler for requests on `topics.request`, limiting each device (the segment after the request topic)
     /// to `rate_limit`.
     pub fn new(topics: Topics, limits: Limits, rate_limit: Option<RateLimit>) -> Handler {
-        Handler {
-            topics,
-            limits,
-            limiter: rate_limit.map(|l| Limiter::new(l, MAX_TRACKED_DEVICES)),
-            max_reply: limits.max_reply_bytes,
-        }
+        Handler { topics, limits, limiter: rate_limit.map(|l| Limiter::new(l, MAX_TRACKED_DEVICES)) }
     }
 
     /// Handles one message against `catalog` (`None` until the first build). `broker_max` is the Maximum Packet
@@ -114,7 +108,8 @@ impl Handler {
             Some(t) => t.to_string(),
             None => topics::reply_topic(msg.topic),
         };
-        let max = broker_max.map_or(self.max_reply, |b| b.min(self.max_reply));
+        let configured = self.limits.max_reply_bytes;
+        let max = broker_max.map_or(configured, |b| b.min(configured));
         let overhead = topic.len() + msg.correlation_data.as_ref().map_or(0, |c| c.len()) + PUBLISH_OVERHEAD;
         let answered = data.and_then(|d| answer(catalog, &d, &framing, &mut payload, &mut labels));
         let answered = answered.and_then(|()| fits(payload.len() + overhead, max, &labels));

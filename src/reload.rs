@@ -41,47 +41,108 @@ impl RevisionDiff {
     }
 }
 
-/// Rebuilds the catalog on each trigger and swaps it in, until `cancel`.
+/// How often the loop checks whether a catalog directory was replaced (a deploy that swaps directories or a
+/// symlink): the watcher would go on watching the old one, so it is restarted on the new one and a rebuild runs.
+const DIRECTORY_CHECK: Duration = Duration::from_secs(1);
+
+/// Rebuilds the catalog on each trigger (and when a catalog directory is replaced) and swaps it in, until
+/// `cancel`. Owns the file watcher.
 pub async fn reload_loop(
     sources: Sources,
+    cfg: ReloadConfig,
     state: Arc<State>,
-    mut triggers: mpsc::Receiver<()>,
+    (trigger, mut triggers): (mpsc::Sender<()>, mpsc::Receiver<()>),
     cancel: CancellationToken,
 ) {
     let cache = Arc::new(Mutex::new(CompileCache::default()));
+    let mut watching = Watching::start(sources.clone(), cfg, trigger);
+    let mut check = tokio::time::interval(DIRECTORY_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             t = triggers.recv() => if t.is_none() { return },
+            _ = check.tick() => if !watching.follow_replacements() { continue },
         }
-        let previous = state.catalog();
-        if let (Some(_), Err(why)) = (&previous, readable(&sources)) {
-            // A deploy that swaps directories, or a typo: never replace what phones run with nothing.
-            tracing::error!("{why}; keeping the last good catalog");
-            state.hold(why);
-            continue;
+        rebuild(&sources, &state, &cache).await;
+    }
+}
+
+/// One rebuild: keeps the last good catalog when a directory cannot be read or most connectors would go.
+async fn rebuild(sources: &Sources, state: &State, cache: &Arc<Mutex<CompileCache>>) {
+    let previous = state.catalog();
+    if let (Some(_), Err(why)) = (&previous, readable(sources)) {
+        // A deploy that swaps directories, or a typo: never replace what phones run with nothing.
+        tracing::error!("{why}; keeping the last good catalog");
+        state.hold(why);
+        return;
+    }
+    let (sources_now, cache, prev) = (sources.clone(), cache.clone(), previous.clone());
+    let built = tokio::task::spawn_blocking(move || {
+        let mut cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        catalog::build(&sources_now, &mut cache, prev.as_deref())
+    })
+    .await;
+    let catalog = match built {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "catalog build failed; keeping the current catalog");
+            return;
         }
-        let (sources_now, cache, prev) = (sources.clone(), cache.clone(), previous.clone());
-        let built = tokio::task::spawn_blocking(move || {
-            let mut cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            catalog::build(&sources_now, &mut cache, prev.as_deref())
-        })
-        .await;
-        let catalog = match built {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "catalog build failed; keeping the current catalog");
-                continue;
-            }
-        };
-        if let Some(why) = previous.as_deref().and_then(|p| suspicious_removal(p, &catalog, &sources)) {
-            tracing::warn!("{why}");
-            state.hold(why);
-            continue;
+    };
+    if let Some(why) = previous.as_deref().and_then(|p| suspicious_removal(p, &catalog, sources)) {
+        tracing::warn!("{why}");
+        state.hold(why);
+        return;
+    }
+    let diff = RevisionDiff::between(previous.as_deref(), &catalog);
+    log_build(&catalog, previous.as_deref(), &diff);
+    state.swap_catalog(Arc::new(catalog));
+}
+
+/// The file watcher and the identity of the directories it watches.
+struct Watching {
+    sources: Sources,
+    cfg: ReloadConfig,
+    trigger: mpsc::Sender<()>,
+    watcher: Option<watch::Watcher>,
+    ids: [Option<(u64, u64)>; 2],
+}
+
+/// Device and inode of a directory (following symlinks), `None` when it is missing.
+fn directory_id(dir: &std::path::Path) -> Option<(u64, u64)> {
+    let meta = std::fs::metadata(dir).ok()?;
+    #[cfg(unix)]
+    let id = std::os::unix::fs::MetadataExt::dev(&meta);
+    #[cfg(unix)]
+    let ino = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let (id, ino) = (0, meta.is_dir() as u64);
+    Some((id, ino))
+}
+
+impl Watching {
+    fn ids(sources: &Sources) -> [Option<(u64, u64)>; 2] {
+        [directory_id(&sources.snippets), directory_id(&sources.platforms)]
+    }
+
+    fn start(sources: Sources, cfg: ReloadConfig, trigger: mpsc::Sender<()>) -> Watching {
+        let watcher = start_watcher(&sources, &cfg, &trigger);
+        let ids = Watching::ids(&sources);
+        Watching { sources, cfg, trigger, watcher, ids }
+    }
+
+    /// Restarts the watcher when a directory was replaced; true when one was (a rebuild is due).
+    fn follow_replacements(&mut self) -> bool {
+        let ids = Watching::ids(&self.sources);
+        if ids == self.ids {
+            return false;
         }
-        let diff = RevisionDiff::between(previous.as_deref(), &catalog);
-        log_build(&catalog, previous.as_deref(), &diff);
-        state.swap_catalog(Arc::new(catalog));
+        self.ids = ids;
+        tracing::info!("a catalog directory was replaced or came back; watching it again and rebuilding");
+        self.watcher = None;
+        self.watcher = start_watcher(&self.sources, &self.cfg, &self.trigger);
+        true
     }
 }
 

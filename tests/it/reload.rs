@@ -333,3 +333,20 @@ async fn a_connector_broken_at_start_is_reported_while_the_rest_is_served() {
     assert!(connector_scripts::ops::status::StatusDoc::of(&r.state).warnings.is_empty());
     r.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_snippets_directory_is_served_and_watched_without_sighup() {
+    let t = single_variant_catalog();
+    let (r, _) = serve_embedded(&t).await;
+    assert!(code_of(&r, "a").unwrap().contains("'one'"));
+    // A deploy swaps directories: the new one is complete before it takes the old one's place.
+    let next = t.dir.path().join("snippets.next");
+    crate::common::write(&next.join("a.ts"), b"export const a: string = 'two';\n");
+    std::fs::rename(t.snippets(), t.dir.path().join("snippets.old")).unwrap();
+    std::fs::rename(&next, t.snippets()).unwrap();
+    until(&r, "the new directory's content", |r| code_of(r, "a").is_some_and(|c| c.contains("'two'"))).await;
+    // Edits in the new directory reload as before: it is the one being watched now.
+    t.snippet("a.ts", "export const a: string = 'three';\n");
+    until(&r, "an edit in the new directory", |r| code_of(r, "a").is_some_and(|c| c.contains("'three'"))).await;
+    r.shutdown().await.unwrap();
+}
