@@ -4,13 +4,11 @@
 //! lowered must be refused with a `target` diagnostic instead; and where Node can run the output, it must compute
 //! what TypeScript's own `transpileModule` computes from the same source.
 
-use crate::common::{node_dir, repo};
+use crate::common::{node_json, repo};
 use connector_scripts::catalog::transpile::{transpile, Job};
 use connector_scripts::catalog::{CompileOptions, Diagnostic, ModuleFormat, Target};
 use serde_json::{json, Value};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 const TARGETS: [Target; 6] =
     [Target::Es5, Target::Es2015, Target::Es2017, Target::Es2019, Target::Es2020, Target::Es2022];
@@ -66,20 +64,7 @@ fn check_with_node(served: &[&Compiled], run: bool) -> Vec<Value> {
                    "target": c.target.name(), "source": c.source})
         })
         .collect();
-    let dir = node_dir();
-    let mut child = Command::new("node")
-        .arg(dir.join("conformance.js"))
-        .current_dir(&dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node runs the conformance checker");
-    let input = json!({"items": items, "run": run, "timeoutMs": 5000}).to_string();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let doc: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("conformance.js: {e}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let doc = node_json("conformance.js", &json!({"items": items, "run": run, "timeoutMs": 5000}));
     doc["results"].as_array().expect("results").clone()
 }
 

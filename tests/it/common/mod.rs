@@ -99,20 +99,25 @@ pub fn node_dir() -> PathBuf {
 /// Runs compiled connector code under node (see tests/interop/run_script.js) and returns its JSON verdict.
 pub fn run_js(code: &str, format: &str, name: &str, es5: bool, call: &str) -> serde_json::Value {
     let input = serde_json::json!({"code": code, "format": format, "name": name, "es5": es5, "call": call});
+    node_json("run_script.js", &input)
+}
+
+/// Runs one of the Node helpers in tests/interop with `input` as JSON on stdin; its stdout parsed as JSON.
+pub fn node_json(script: &str, input: &serde_json::Value) -> serde_json::Value {
     let dir = node_dir();
     let mut child = Command::new("node")
-        .arg(dir.join("run_script.js"))
+        .arg(dir.join(script))
         .current_dir(&dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("node is required for the compile tests");
+        .expect("node is required (scripts/test installs it)");
     child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!("bad output from run_script.js ({e}): {stdout}\n{}", String::from_utf8_lossy(&out.stderr))
+        panic!("bad output from {script} ({e}): {stdout}\n{}", String::from_utf8_lossy(&out.stderr))
     })
 }
 

@@ -203,22 +203,22 @@ impl Client {
         tokio::time::timeout(TIMEOUT, self.subacks.recv()).await.expect("suback in time");
     }
 
+    /// A QoS 1 publish.
     pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
-        let payload = payload.into();
-        if let Some(c) = &self.v4 {
-            c.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await.unwrap();
-        } else if let Some(c) = &self.v5 {
-            c.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
-        }
+        self.publish_at(topic, payload.into(), QoS::AtLeastOnce).await;
     }
 
     /// A QoS 0 publish, as phones and NestJS clients send requests.
     pub async fn publish_qos0(&self, topic: &str, payload: impl Into<Vec<u8>>) {
-        let payload = payload.into();
+        self.publish_at(topic, payload.into(), QoS::AtMostOnce).await;
+    }
+
+    async fn publish_at(&self, topic: &str, payload: Vec<u8>, qos: QoS) {
         if let Some(c) = &self.v4 {
-            c.publish(topic, rumqttc::QoS::AtMostOnce, false, payload).await.unwrap();
+            let qos = if qos == QoS::AtMostOnce { rumqttc::QoS::AtMostOnce } else { rumqttc::QoS::AtLeastOnce };
+            c.publish(topic, qos, false, payload).await.unwrap();
         } else if let Some(c) = &self.v5 {
-            c.publish(topic, QoS::AtMostOnce, false, payload).await.unwrap();
+            c.publish(topic, qos, false, payload).await.unwrap();
         }
     }
 
