@@ -130,7 +130,12 @@ pub async fn run(
     let Poller { client, jobs, session, state, cfg, .. } = p;
     drop(jobs);
     let offline = (session.liveness.topic.clone(), session.liveness.offline.clone());
-    let drained = drain(&client, &mut eventloop, worker, offline, cfg.drain_timeout).await;
+    let before = async {
+        let _ = worker.await;
+        // A clean DISCONNECT suppresses the Last Will: say offline ourselves, then leave.
+        let _ = client.try_publish(&offline.0, QoS::AtLeastOnce, true, offline.1.clone());
+    };
+    let drained = close_after(&client, &mut eventloop, before, cfg.drain_timeout).await;
     state.link.set_connected(false);
     if !drained {
         tracing::warn!("shutdown deadline reached before every reply was flushed");
@@ -205,34 +210,33 @@ impl Poller {
     }
 }
 
-async fn drain(
+/// Closes a connection cleanly: keeps polling (so publishes still queued go out) until `before` resolves, then
+/// queues a DISCONNECT after them and keeps reading until the broker closes — closing our end with unread input
+/// makes the kernel reset the connection, which can discard replies still in the send buffer. False when
+/// `timeout` came first. Serves the request connection and the reply connection.
+pub(super) async fn close_after(
     client: &AsyncClient,
     eventloop: &mut EventLoop,
-    mut worker: tokio::task::JoinHandle<()>,
-    offline: (String, Vec<u8>),
+    before: impl std::future::Future<Output = ()>,
     timeout: Duration,
 ) -> bool {
     let deadline = tokio::time::sleep(timeout);
-    tokio::pin!(deadline);
-    let mut worker_done = false;
+    tokio::pin!(deadline, before);
+    let mut ready = false;
     let mut disconnect_sent = false;
     loop {
         tokio::select! {
             _ = &mut deadline => return false,
-            _ = &mut worker, if !worker_done => {
-                worker_done = true;
-                // A clean DISCONNECT suppresses the Last Will: say offline ourselves, then leave.
-                let _ = client.try_publish(&offline.0, QoS::AtLeastOnce, true, offline.1.clone());
+            _ = &mut before, if !ready => {
+                ready = true;
                 if client.try_disconnect().is_err() {
                     return true;
                 }
             }
             event = eventloop.poll() => match event {
-                // Keep reading until the broker closes: closing our end with unread input makes the kernel
-                // reset the connection, which can discard replies still in the send buffer.
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => disconnect_sent = true,
                 Ok(_) => {}
-                Err(_) => return worker_done && disconnect_sent,
+                Err(_) => return ready && disconnect_sent,
             }
         }
     }

@@ -9,12 +9,12 @@
 //! follow their reply on the same connection (a persistent session redelivers what was not answered).
 
 use super::connection::{base_options, Backoff, REQUEST_CHANNEL};
+use super::event_loop::close_after;
 use super::tls::TlsError;
 use crate::config::{BrokerUrl, MqttConfig};
 use crate::state::State;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, EventLoop};
-use rumqttc::Outgoing;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -67,22 +67,7 @@ async fn run(
         }
     }
     // The DISCONNECT is queued after every reply already queued, so those are written first.
-    // Then keep reading until the broker closes: closing with unread input would reset the connection.
-    let _ = client.try_disconnect();
-    let deadline = tokio::time::sleep(drain_timeout);
-    tokio::pin!(deadline);
-    let mut disconnect_sent = false;
-    loop {
-        tokio::select! {
-            _ = &mut deadline => break,
-            event = eventloop.poll() => match event {
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => disconnect_sent = true,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-    }
-    if !disconnect_sent {
+    if !close_after(&client, &mut eventloop, std::future::ready(()), drain_timeout).await {
         tracing::warn!("shutdown deadline reached before every reply on the reply connection was flushed");
     }
     state.link.set_replies_connected(false);
