@@ -7,7 +7,8 @@ use super::bundle::{self, Bundle, Script};
 use super::cache::CompileCache;
 use super::diagnostic::Diagnostic;
 use super::plan::{Plan, VariantPlan};
-use super::platforms::Platform;
+use super::platforms::{Platform, VariantSpec};
+use super::transpile::Output;
 use super::{Catalog, Missing, PlatformCatalog};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -60,13 +61,9 @@ fn variant_bundle(
     let mut scripts = Vec::with_capacity(vp.scripts.len());
     for p in &vp.scripts {
         let output = p.key.as_ref().and_then(|k| cache.entries.get(k)).and_then(|r| r.as_ref().as_ref().ok());
-        if let Some(output) = output {
-            scripts.push(Script {
-                name: p.connector.clone(),
-                sha256: bundle::sha256_hex(output.code.as_bytes()),
-                code: Arc::from(output.code.as_str()),
-                source_map: output.source_map.as_deref().map(Arc::from),
-            });
+        let script = output.and_then(|o| with_builtins(platform, variant, &p.connector, o, diags));
+        if let Some(script) = script {
+            scripts.push(script);
         } else if let Some(last_good) = previous_bundle.and_then(|b| b.script(&p.connector)) {
             diags.push(Diagnostic::warning(
                 "last-good",
@@ -86,6 +83,59 @@ fn variant_bundle(
         }
     }
     Bundle::new(&platform.name, &variant.name, &variant.versions.to_string(), variant.options, scripts)
+}
+
+/// The served script of one compiled output: with the polyfills the variant declares for the built-ins it uses,
+/// or `None` (and a `builtin` error per built-in nothing provides) when the variant's engines could not run it.
+fn with_builtins(
+    platform: &Platform,
+    variant: &VariantSpec,
+    connector: &str,
+    output: &Output,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Script> {
+    let polyfills = match variant.provide(output.builtins.iter().map(|u| u.builtin)) {
+        Ok(p) => p,
+        Err(lacking) => {
+            let target = variant.options.target.name();
+            for u in output.builtins.iter().filter(|u| lacking.contains(&u.builtin)) {
+                let mut d = u.site.clone();
+                let how = if d.position.is_some() { "uses" } else { "needs (through a helper swc inlined)" };
+                d.message = format!(
+                    "connector {connector:?} {how} {}, which variant {}/{} (target {target}) lacks",
+                    u.builtin, platform.name, variant.name
+                );
+                d.help = Some(format!(
+                    "raise the variant's target to {}, list a polyfill for it under [[variant.polyfill]] in {}, or \
+                     add it to the variant's `provided` if the app's engine has it",
+                    u.since.name(),
+                    platform.file.display()
+                ));
+                diags.push(d);
+            }
+            return None;
+        }
+    };
+    let (code, source_map): (Arc<str>, Option<Arc<str>>) = if polyfills.is_empty() {
+        (Arc::from(output.code.as_str()), output.source_map.as_deref().map(Arc::from))
+    } else {
+        // A script that starts strict stays strict: its directive goes first, before the polyfills.
+        let mut code = String::new();
+        if output.code.starts_with("\"use strict\";") {
+            code.push_str("\"use strict\";\n");
+        }
+        for p in &polyfills {
+            code.push_str(&p.text);
+            if !p.text.ends_with('\n') {
+                code.push('\n');
+            }
+        }
+        let lines = code.matches('\n').count();
+        code.push_str(&output.code);
+        let map = output.source_map.as_deref().map(|m| bundle::shift_source_map(m, lines));
+        (Arc::from(code.as_str()), map.map(Arc::from))
+    };
+    Some(Script { name: connector.to_string(), sha256: bundle::sha256_hex(code.as_bytes()), code, source_map })
 }
 
 /// Warns about a variant that ships nothing, and one whose full reply the broker would not carry.

@@ -44,6 +44,18 @@ pub struct Bundle {
     all_scripts: Vec<u8>,
 }
 
+/// A source map for the same code with `lines` lines put in front (the polyfills): each line is one `;` more at
+/// the start of `mappings`. A map that is not JSON (never produced here) is returned as it is.
+pub fn shift_source_map(map: &str, lines: usize) -> String {
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(map) else {
+        return map.to_string();
+    };
+    if let Some(serde_json::Value::String(m)) = doc.get_mut("mappings") {
+        m.insert_str(0, &";".repeat(lines));
+    }
+    doc.to_string()
+}
+
 /// Hex SHA-256.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex(&Sha256::digest(data))

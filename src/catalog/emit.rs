@@ -80,7 +80,7 @@ fn wrap_iife(code: String, source_map: Option<String>, connector: &str) -> Outpu
         }
         Err(_) => m,
     });
-    Output { code, source_map }
+    Output { code, source_map, builtins: Vec::new() }
 }
 
 /// Turns emitted code into the delivered [`Output`]: the source map serialized, and the iife wrapper applied when
@@ -99,6 +99,6 @@ pub(super) fn package(
     };
     Ok(match module {
         ModuleFormat::Iife => wrap_iife(code, source_map, connector),
-        _ => Output { code, source_map },
+        _ => Output { code, source_map, builtins: Vec::new() },
     })
 }

@@ -34,6 +34,8 @@ pub struct Survey {
     pub using: bool,
     /// An async generator or a `for await` loop.
     pub async_iteration: bool,
+    /// The first generator function: below ES2015 its objects are iterable only through `Symbol.iterator`.
+    pub generator: Option<Span>,
     /// Regular-expression syntax newer than the target that no pass can lower (swc would only move it into a
     /// `RegExp` constructor string, which parses and then fails on the device).
     pub unlowerable: Vec<Hit>,
@@ -61,6 +63,9 @@ pub fn survey(program: &Program, target: Target) -> Survey {
         }
         fn visit_function(&mut self, n: &Function) {
             self.0.async_iteration |= n.is_async && n.is_generator;
+            if n.is_generator && self.0.generator.is_none() {
+                self.0.generator = Some(n.span);
+            }
             n.visit_children_with(self);
         }
         fn visit_for_of_stmt(&mut self, n: &ForOfStmt) {

@@ -65,7 +65,25 @@ pub struct Platforms {
     pub broken: Vec<String>,
 }
 
+/// Reads each variant's polyfill files (relative to the platforms directory); one that cannot be read makes the
+/// platform unusable, as a manifest error does.
+fn read_polyfills(dir: &Path, platform: &mut Platform) -> Result<(), Diagnostic> {
+    for variant in &mut platform.variants {
+        for polyfill in &mut variant.polyfills {
+            let path = dir.join(&polyfill.file);
+            let text = read_source(&path, DEFAULT_MAX_FILE_SIZE).map_err(|d| {
+                let msg = format!("variant {:?}: polyfill {}: {}", variant.name, polyfill.file.display(), d.message);
+                Diagnostic::error("polyfill", platform.file.clone(), msg)
+                    .with_help("polyfill files are relative to the platforms directory")
+            })?;
+            polyfill.text = Arc::from(text.as_str());
+        }
+    }
+    Ok(())
+}
+
 /// Reads every platform manifest in `dir`: `<platform>.toml`; other files are reported as an unknown format.
+/// Subdirectories are skipped (polyfill files live in one).
 pub fn load_platforms(dir: &Path) -> (Platforms, Vec<Diagnostic>) {
     let mut platforms = Platforms::default();
     let mut diags = Vec::new();
@@ -111,8 +129,14 @@ pub fn load_platforms(dir: &Path) -> (Platforms, Vec<Diagnostic>) {
                 continue;
             }
         };
-        let (platform, mut d) = parse_manifest(name, &path, &text);
+        let (mut platform, mut d) = parse_manifest(name, &path, &text);
         diags.append(&mut d);
+        if let Some(p) = &mut platform {
+            if let Err(d) = read_polyfills(dir, p) {
+                diags.push(d);
+                platform = None;
+            }
+        }
         match platform {
             Some(p) => platforms.valid.push(p),
             None => platforms.broken.push(name.to_string()),

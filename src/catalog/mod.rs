@@ -6,6 +6,7 @@
 //! the affected connector is left out of the variants that would have shipped it.
 
 mod assemble;
+pub mod builtins;
 pub mod bundle;
 mod cache;
 mod compile;

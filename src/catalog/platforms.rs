@@ -1,17 +1,19 @@
 //! Platform manifests (`platforms/<platform>.toml`): the ordered variants of a platform, parsed and validated.
 //!
-//! Pure: takes the file's text, returns a [`Platform`] or diagnostics. Resolution of an app version to a variant
+//! Pure: takes the file's text, returns a [`Platform`] or diagnostics (the loader reads polyfill files after). Resolution of an app version to a variant
 //! is [`Platform::resolve`]: the first variant whose range matches wins.
 
 pub use super::options::{CompileOptions, ModuleFormat, Target};
 
+use super::builtins;
 use super::diagnostic::Diagnostic;
 use super::version::{AppVersion, VersionRange};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The manifest format this build understands (`format = 1`).
 pub const FORMAT: u32 = 1;
@@ -29,6 +31,48 @@ pub struct VariantSpec {
     exclude: GlobSet,
     /// Connector name → snippet path (relative to the snippets directory) used instead of the default source.
     pub overrides: BTreeMap<String, PathBuf>,
+    /// Built-ins newer than the target that the app's engine has anyway (`provided = ["Promise"]`).
+    pub provided: BTreeSet<String>,
+    /// Polyfill files, in declaration order, prepended to the scripts that need what they provide.
+    pub polyfills: Vec<Polyfill>,
+}
+
+/// One `[[variant.polyfill]]`: a JavaScript file (relative to the platforms directory) that defines `provides`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Polyfill {
+    /// As written in the manifest.
+    pub file: PathBuf,
+    /// Built-ins it defines (`Map`, `Object.entries`).
+    pub provides: Vec<String>,
+    /// Prepend it to every script of the variant (for what the scan cannot see: prototype methods).
+    #[serde(default)]
+    pub always: bool,
+    /// The file's text, read by the loader.
+    #[serde(skip)]
+    pub text: Arc<str>,
+}
+
+impl VariantSpec {
+    /// Where each built-in in `needs` comes from: the polyfills to prepend (in declaration order, each once), or
+    /// the built-ins nothing provides.
+    pub fn provide<'a>(&self, needs: impl IntoIterator<Item = &'a str>) -> Result<Vec<&Polyfill>, Vec<&'a str>> {
+        let mut chosen: Vec<bool> = self.polyfills.iter().map(|p| p.always).collect();
+        let mut lacking = Vec::new();
+        for need in needs {
+            if self.provided.contains(need) {
+                continue;
+            }
+            match self.polyfills.iter().position(|p| p.provides.iter().any(|b| b == need)) {
+                Some(i) => chosen[i] = true,
+                None => lacking.push(need),
+            }
+        }
+        if !lacking.is_empty() {
+            return Err(lacking);
+        }
+        Ok(self.polyfills.iter().zip(chosen).filter(|(_, c)| *c).map(|(p, _)| p).collect())
+    }
 }
 
 impl VariantSpec {
@@ -82,6 +126,10 @@ struct RawVariant {
     exclude: Vec<String>,
     #[serde(default)]
     overrides: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    provided: BTreeSet<String>,
+    #[serde(default, rename = "polyfill")]
+    polyfills: Vec<Polyfill>,
 }
 
 fn default_module() -> ModuleFormat {
@@ -172,6 +220,11 @@ fn validate_variant(rv: RawVariant, earlier: &[VariantSpec], file: &Path) -> Res
     let include = rv.include.unwrap_or_else(|| vec!["**".to_string()]);
     let include = globs(&include).map_err(|e| err("glob", what(e)))?;
     let exclude = globs(&rv.exclude).map_err(|e| err("glob", what(e)))?;
+    let declared = rv.provided.iter().chain(rv.polyfills.iter().flat_map(|p| p.provides.iter()));
+    if let Some(unknown) = declared.into_iter().find(|b| !builtins::is_known(b)) {
+        return Err(err("unknown-builtin", what(format!("{unknown:?} is not a built-in this build checks for")))
+            .with_help("name globals or static members newer than ES5, as `Map` or `Object.entries`"));
+    }
     Ok(VariantSpec {
         name: rv.name,
         versions,
@@ -179,6 +232,8 @@ fn validate_variant(rv: RawVariant, earlier: &[VariantSpec], file: &Path) -> Res
         include,
         exclude,
         overrides: rv.overrides,
+        provided: rv.provided,
+        polyfills: rv.polyfills,
     })
 }
 
@@ -372,6 +427,23 @@ source_maps = true
         let pos = d[0].position.unwrap();
         assert_eq!(pos.line, 4, "{d:?}");
         assert!(d[0].frame.as_ref().unwrap().contains("target=es5"));
+    }
+
+    #[test]
+    fn polyfills_and_provided_built_ins_must_be_known_built_ins() {
+        let base = "[[variant]]\nname = \"legacy\"\nversions = \"*\"\ntarget = \"es5\"\nmodule = \"iife\"\n";
+        let (p, d) = parse(&format!(
+            "{base}provided = [\"Promise\"]\n[[variant.polyfill]]\nfile = \"m.js\"\nprovides = [\"Map\"]\n"
+        ));
+        let v = &p.expect("valid").variants[0];
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(v.provide(["Promise"]).map(|p| p.len()), Ok(0));
+        assert_eq!(v.provide(["Map", "Promise"]).map(|p| p[0].file.clone()), Ok("m.js".into()));
+        assert_eq!(v.provide(["Map", "WeakMap"]).err(), Some(vec!["WeakMap"]));
+        let (p, d) = parse(&format!("{base}provided = [\"Promis\"]\n"));
+        assert!(p.is_none());
+        assert_eq!(d[0].code, "unknown-builtin", "{d:?}");
+        assert!(d[0].message.contains("Promis"), "{d:?}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! `catch_unwind`, after cheap guards against input that would otherwise recurse without bound: no source can take
 //! the process down. The guards live in `nesting.rs`; printing, source maps and the iife wrapper in `emit.rs`.
 
+use super::builtins;
 use super::diagnostic::Diagnostic;
 use super::emit::{emit, package};
 use super::guard::{self, Hit, Survey};
@@ -44,6 +45,8 @@ pub struct Output {
     pub code: String,
     /// Source map JSON (with the TypeScript inlined) when asked for.
     pub source_map: Option<String>,
+    /// Built-ins the code uses that its target lacks (see [`builtins`]): the variant must provide them.
+    pub builtins: Vec<builtins::Use>,
 }
 
 /// One unit of compile work: a source file, the connector name it serves as, and the options.
@@ -152,13 +155,13 @@ fn transpile_here(job: &Job<'_>) -> Result<Output, Vec<Diagnostic>> {
     let emitted = GLOBALS.set(&Globals::new(), || {
         HELPERS.set(&Helpers::new(false), || {
             HANDLER.set(&handler, || {
-                let program = transform(program, &survey, (&cm, &comments), options);
+                let (program, needs) = transform(program, &survey, (&cm, &comments), options);
                 // Nothing the target cannot parse is ever printed, let alone served.
                 let hits = guard::check(&program, options.target, options.module);
                 if !hits.is_empty() {
                     return Err(hits);
                 }
-                Ok(emit(&cm, &program, (!options.minify).then_some(&comments), target, options))
+                Ok((emit(&cm, &program, (!options.minify).then_some(&comments), target, options), needs))
             })
         })
     });
@@ -170,10 +173,19 @@ fn transpile_here(job: &Job<'_>) -> Result<Output, Vec<Diagnostic>> {
     if transform_diags.iter().any(Diagnostic::is_error) {
         return Err(transform_diags);
     }
-    let emitted =
+    let (emitted, needs) =
         emitted.map_err(|hits| hits.iter().map(|h| target_diagnostic(&locate, h, options)).collect::<Vec<_>>())?;
     let (code, mappings) = emitted.map_err(|e| vec![Diagnostic::error("emit", path.to_path_buf(), e.to_string())])?;
-    package(&cm, code, mappings, path, options.module, job.connector)
+    let mut output = package(&cm, code, mappings, path, options.module, job.connector)?;
+    output.builtins = needs
+        .into_iter()
+        .map(|n| builtins::Use {
+            builtin: n.builtin,
+            since: n.since,
+            site: locate.diagnostic("builtin", String::new(), Some(n.span), true),
+        })
+        .collect();
+    Ok(output)
 }
 
 /// The error for syntax the target cannot parse: what, where, the target, and what to do.
@@ -207,11 +219,19 @@ impl Locate<'_> {
         } else {
             Diagnostic::warning(code, self.path.to_path_buf(), msg)
         };
-        if let Some(span) = span.filter(|s| !s.is_dummy()) {
-            let loc = self.cm.lookup_char_pos(span.lo);
-            d = d.at(self.source, loc.line as u32, loc.col.0 as u32 + 1);
+        if let Some((line, col)) = span.and_then(|s| self.line_col(s)) {
+            d = d.at(self.source, line, col);
         }
         d
+    }
+
+    /// 1-based line and column of a span in the job's file; `None` for code a pass wrote.
+    fn line_col(&self, span: Span) -> Option<(u32, u32)> {
+        if span.is_dummy() {
+            return None;
+        }
+        let loc = self.cm.lookup_char_pos(span.lo);
+        Some((loc.line as u32, loc.col.0 as u32 + 1))
     }
 }
 
@@ -247,12 +267,13 @@ fn parse(fm: &SourceFile, comments: &SingleThreadedComments, locate: &Locate<'_>
 }
 
 /// The pass pipeline, in swc's order. Runs inside the `GLOBALS`, `HELPERS` and `HANDLER` scopes the passes expect.
+/// Also returns the built-ins the program needs, scanned before the minifier renames the helpers' feature tests.
 fn transform(
     program: Program,
     survey: &Survey,
     (cm, comments): (&Lrc<SourceMap>, &SingleThreadedComments),
     options: CompileOptions,
-) -> Program {
+) -> (Program, Vec<builtins::Need>) {
     let unresolved = Mark::new();
     let top_level = Mark::new();
     let mut program = without_hashbang(program);
@@ -276,10 +297,16 @@ fn transform(
         program = program.apply(common_js(Default::default(), unresolved, Default::default(), features));
     }
     program = program.apply(inject_helpers(unresolved));
+    let mut needs = builtins::scan(&program, options.target);
+    if let Some(span) = survey.generator.filter(|_| options.target < Target::Es2015) {
+        if !needs.iter().any(|n| n.builtin == "Symbol") {
+            needs.push(builtins::Need { builtin: "Symbol", since: Target::Es2015, span });
+        }
+    }
     if options.minify {
         program = minify(program, cm, comments, es_version(options.target), unresolved, top_level);
     }
-    program.apply((hygiene(), fixer(Some(comments))))
+    (program.apply((hygiene(), fixer(Some(comments)))), needs)
 }
 
 /// A hashbang is legal only as the first line of a file an engine loads directly: connectors are loaded by the
@@ -338,7 +365,9 @@ fn downlevel(
     (unresolved, comments): (Mark, &SingleThreadedComments),
 ) -> Program {
     if target < Target::EsNext && target < Target::Es2022 {
-        p = p.apply(compat::es2022::es2022(Default::default(), unresolved));
+        let mut cfg = compat::es2022::Config::default();
+        cfg.class_properties.private_as_properties = target < Target::Es2015;
+        p = p.apply(compat::es2022::es2022(cfg, unresolved));
     }
     if target < Target::Es2021 {
         p = p.apply(compat::es2021::es2021());
@@ -363,7 +392,8 @@ fn downlevel(
         p = p.apply(compat::es2016::es2016());
     }
     if target < Target::Es2015 {
-        let cfg = compat::es2015::Config { typescript: true, ..Default::default() };
+        let mut cfg = compat::es2015::Config { typescript: true, ..Default::default() };
+        cfg.for_of.loose = true;
         p = p.apply(compat::es2015::es2015(unresolved, Some(comments.clone()), cfg));
     }
     p

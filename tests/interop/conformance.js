@@ -8,7 +8,8 @@
 //               "code": "<compiled JS>",
 //               "format": "esm"|"commonjs"|"iife",
 //               "target": "es5"|"es2015"|...|"es2022"|"esnext",   ("es6" is accepted as es2015)
-//               "source": "<original TypeScript>"}],              optional: enables the differential check
+//               "source": "<original TypeScript>",                optional: enables the differential check
+//               "polyfill": true|false}],                         optional: load core-js into the run context first
 //    "run": true|false,                                             optional, default false: parse only
 //    "timeoutMs": 5000}                                             optional, per item: sync run and awaited promise
 //
@@ -70,52 +71,8 @@ try {
   ts = null;
 }
 
-const TARGET_YEARS = {
-  es3: 3, es5: 5, es6: 2015, es2015: 2015, es2016: 2016, es2017: 2017, es2018: 2018, es2019: 2019, es2020: 2020,
-  es2021: 2021, es2022: 2022, es2023: 2023, es2024: 2024, es2025: 2025, esnext: Infinity,
-};
 
-// Built-ins removed from the run context when the target is older than the edition that introduced them.
-// "X" deletes the global binding, "X.y" a static member, "X.prototype.y" a method. Only configurable properties
-// can go (Number.EPSILON and the other Number constants, well-known symbols such as Symbol.asyncIterator cannot).
-const STRIPPED = [
-  [2015, [
-    'Symbol', 'Map', 'Set', 'WeakMap', 'WeakSet', 'Promise', 'Proxy', 'Reflect',
-    'Object.assign', 'Object.setPrototypeOf', 'Object.getOwnPropertySymbols', 'Object.is',
-    'Array.from', 'Array.of', 'Array.prototype.find', 'Array.prototype.findIndex', 'Array.prototype.fill',
-    'Array.prototype.copyWithin', 'Array.prototype.entries', 'Array.prototype.keys', 'Array.prototype.values',
-    'String.raw', 'String.fromCodePoint', 'String.prototype.codePointAt', 'String.prototype.includes',
-    'String.prototype.startsWith', 'String.prototype.endsWith', 'String.prototype.repeat',
-    'String.prototype.normalize',
-    'Number.isNaN', 'Number.isFinite', 'Number.isInteger', 'Number.isSafeInteger', 'Number.parseFloat',
-    'Number.parseInt',
-    'Math.trunc', 'Math.sign', 'Math.cbrt', 'Math.log2', 'Math.log10', 'Math.hypot', 'Math.imul', 'Math.fround',
-    'Math.clz32', 'Math.expm1', 'Math.log1p', 'Math.sinh', 'Math.cosh', 'Math.tanh', 'Math.asinh', 'Math.acosh',
-    'Math.atanh',
-  ]],
-  [2016, ['Array.prototype.includes']],
-  [2017, [
-    'Object.entries', 'Object.values', 'Object.getOwnPropertyDescriptors',
-    'String.prototype.padStart', 'String.prototype.padEnd', 'SharedArrayBuffer', 'Atomics',
-  ]],
-  [2018, ['Promise.prototype.finally']],
-  [2019, [
-    'Array.prototype.flat', 'Array.prototype.flatMap', 'Object.fromEntries',
-    'String.prototype.trimStart', 'String.prototype.trimEnd',
-  ]],
-  [2020, ['BigInt', 'BigInt64Array', 'BigUint64Array', 'globalThis', 'Promise.allSettled',
-    'String.prototype.matchAll']],
-  [2021, ['Promise.any', 'AggregateError', 'WeakRef', 'FinalizationRegistry', 'String.prototype.replaceAll']],
-  [2022, ['Array.prototype.at', 'String.prototype.at', 'Object.hasOwn']],
-  [2023, ['Array.prototype.findLast', 'Array.prototype.findLastIndex', 'Array.prototype.toSorted',
-    'Array.prototype.toReversed', 'Array.prototype.toSpliced', 'Array.prototype.with']],
-];
-
-function strippedFor(year) {
-  const out = [];
-  for (const [edition, names] of STRIPPED) if (year < edition) out.push(...names);
-  return out;
-}
+const { strippedFor, stripGlobals, TARGET_YEARS } = require('./builtins.js');
 
 function message(e) {
   if (e && typeof e === 'object' && typeof e.message === 'string') {
@@ -153,26 +110,7 @@ function newContext(stripNames, prelude) {
     console: { log: errors, info: errors, warn: errors, error: errors, debug: errors },
   };
   const context = vm.createContext(sandbox, { name: 'conformance', codeGeneration: { strings: true, wasm: false } });
-  // Member deletions first, then the globals they hang off (so "Object.assign" is not looked up on a deleted object).
-  const strip = `(function (names) {
-    var g = (function () { return this; })();
-    var failed = [];
-    for (var pass = 0; pass < 2; pass++) {
-      for (var i = 0; i < names.length; i++) {
-        var path = names[i].split('.');
-        if ((path.length === 1) !== (pass === 1)) continue;
-        var owner = g;
-        for (var j = 0; j < path.length - 1 && owner != null; j++) owner = owner[path[j]];
-        if (owner == null) continue;
-        var key = path[path.length - 1];
-        if (!(key in owner)) continue;
-        if (!delete owner[key] || Object.prototype.hasOwnProperty.call(owner, key)) failed.push(names[i]);
-      }
-    }
-    return failed.join(',');
-  })`;
-  const failed = stripNames.length ? vm.runInContext(strip, context)(stripNames) : '';
-  if (failed) throw new Error(`could not strip ${failed} from the run context`);
+  stripGlobals(context, stripNames);
   if (prelude) vm.runInContext(prelude, context);
   return { context, sandbox };
 }
@@ -270,6 +208,14 @@ if (typeof Symbol.dispose !== 'symbol') Object.defineProperty(Symbol, 'dispose',
 if (typeof Symbol.asyncDispose !== 'symbol') Object.defineProperty(Symbol, 'asyncDispose', { value: Symbol.for('Symbol.asyncDispose') });
 `;
 
+// The polyfill an item asks for with "polyfill": true: core-js (the well-kept source the README names for ES5
+// variants), loaded into the stripped context before the script, as a variant's [[variant.polyfill]] would be.
+let coreJs = null;
+function polyfillSource() {
+  if (coreJs === null) coreJs = fs.readFileSync(require.resolve('core-js-bundle/minified.js'), 'utf8');
+  return coreJs;
+}
+
 async function checkItem(item, runAll, timeoutMs) {
   const r = {
     name: null, format: null, target: null, ecmaVersion: null, parses: false, error: null, stripped: [],
@@ -320,7 +266,8 @@ async function checkItem(item, runAll, timeoutMs) {
     r.skipped = 'esm needs vm.SourceTextModule: run node with --experimental-vm-modules';
   } else {
     try {
-      const loaded = await load(item.code, item.format, r.name, r.stripped, timeoutMs);
+      const prelude = item.polyfill === true ? polyfillSource() : undefined;
+      const loaded = await load(item.code, item.format, r.name, r.stripped, timeoutMs, prelude);
       r.exports = exportNames(loaded.exportsObj);
       const res = await callRun(loaded, timeoutMs);
       if (!res.called) r.skipped = 'no exported function run()';

@@ -2,7 +2,9 @@
 // run_script.js - executes one compiled connector the way a device engine would, for the Rust compile tests.
 //
 // Reads JSON on stdin: {"code": "...", "format": "esm"|"commonjs"|"iife", "name": "connector name",
-//                       "es5": true|false, "call": "async (m) => <expression using the module exports m>"}
+//                       "es5": true|false, "call": "async (m) => <expression using the module exports m>",
+//                       "engine": {"target": "es5", "provided": ["Symbol"]}}   optional, iife only: run on an engine
+// with only that target's built-ins plus `provided` (everything newer is deleted from the context first).
 // With es5, the code must first parse as ECMAScript 5 (acorn, ecmaVersion 5): proof that an ES5-only engine
 // can load it. Then the module is evaluated (iife as a plain script in a fresh context, commonjs with
 // module/exports, esm via a data: import) and `call(exports)` is awaited.
@@ -10,6 +12,7 @@
 'use strict';
 const vm = require('node:vm');
 const acorn = require('acorn');
+const { strippedFor, stripGlobals, TARGET_YEARS } = require('./builtins.js');
 
 async function main() {
   const input = JSON.parse(require('node:fs').readFileSync(0, 'utf8'));
@@ -22,9 +25,16 @@ async function main() {
   }
   let exportsObj;
   try {
+    const engine = input.engine || null;
+    const year = engine && TARGET_YEARS[engine.target];
+    if (engine && year === undefined) throw new Error('unknown engine target ' + JSON.stringify(engine.target));
+    const provided = (engine && engine.provided) || [];
+    const strip = engine ? strippedFor(year).filter((n) => !provided.includes(n.split('.prototype.')[0])) : [];
+    if (strip.length && input.format !== 'iife') throw new Error('strip needs an iife script (its own context)');
     if (input.format === 'iife') {
       const sandbox = { setTimeout, clearTimeout, console };
       vm.createContext(sandbox);
+      stripGlobals(sandbox, strip);
       vm.runInContext(input.code, sandbox, { filename: input.name + '.js' });
       exportsObj = sandbox.connectors && sandbox.connectors[input.name];
       if (!exportsObj) throw new Error('iife did not register connectors[' + JSON.stringify(input.name) + ']');

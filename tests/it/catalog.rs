@@ -1,9 +1,10 @@
 //! Black-box tests of the catalog: compile output per target (executed under node), diagnostics with file,
 //! line and column, hostile input, variant assembly.
 
-use crate::common::{run_js, TempCatalog};
+use crate::common::{node_json, run_js, TempCatalog};
 use connector_scripts::catalog::transpile::{transpile, Job, Output};
 use connector_scripts::catalog::{AppVersion, CompileOptions, Diagnostic, ModuleFormat, Target};
+use serde_json::json;
 use std::path::Path;
 
 const SAMPLE: &str = r#"
@@ -318,6 +319,101 @@ fn example_catalog_is_clean() {
     for bundle in c.bundles() {
         assert!(!bundle.scripts.is_empty(), "{}/{}", bundle.platform, bundle.variant);
     }
+}
+
+/// What each example connector is asked to compute, whatever variant serves it (a `null` where a variant's source
+/// lacks the export).
+const EXAMPLE_CALLS: [(&str, &str); 4] = [
+    (
+        "smart-home/thermostat",
+        "(m) => { const s = new m.Schedule(); s.set({ hour: 7.9, celsius: 40 }).set({ hour: 20, celsius: 18 }); \
+         return [s.size, s.at(9), s.at(23), s.at(3) || null, m.display(21), m.display(21, 'F')]; }",
+    ),
+    (
+        "health/step-counter",
+        "async (m) => { const t = m.totals([{ at: new Date(0), steps: 5 }, { at: new Date(0), steps: 7 }, \
+         { at: new Date(86400000), steps: -3 }]); const seen = []; \
+         async function* src() { yield { steps: 1 }; yield { steps: 2 }; } \
+         for await (const n of m.stream(src())) seen.push(n); return [t, m.best(t), seen]; }",
+    ),
+    (
+        "fleet/tracking",
+        "async (m) => [m.describe({ lat: 1.5, lon: 2 }), m.describe(undefined), \
+         m.upload ? await m.upload({ lat: 1, lon: 2 }, async () => 201) : null]",
+    ),
+    (
+        "payments/card-reader",
+        "async (m) => { const bridge = { transceive: async () => ({ status: 0x90 }), write: async () => {}, \
+         read: async () => [0x90] }; const r = m.AndroidReader ? new m.AndroidReader(bridge) \
+         : new m.GenericReader(bridge); return [await r.charge({ minor: 1250, currency: 'EUR' }), \
+         m.encode ? m.encode(1250, 'EUR') : null]; }",
+    ),
+];
+
+#[test]
+fn example_es5_variants_run_on_an_engine_without_es2015_built_ins() {
+    let c = TempCatalog::examples().build();
+    assert!(c.diagnostics.is_empty(), "{:#?}", c.diagnostics);
+    let mut ran = 0;
+    for (platform, pc) in &c.platforms {
+        for (spec, bundle) in pc.spec.variants.iter().zip(&pc.bundles) {
+            if spec.options.target != Target::Es5 {
+                continue;
+            }
+            assert_eq!(bundle.options.module, ModuleFormat::Iife, "{platform}/{}", bundle.variant);
+            let engine = json!({"target": "es5", "provided": spec.provided});
+            for script in &bundle.scripts {
+                let (_, call) = EXAMPLE_CALLS.iter().find(|(n, _)| *n == script.name).expect("a call per connector");
+                let input = json!({"code": &*script.code, "format": "iife", "name": script.name, "es5": true,
+                                   "call": call, "engine": engine});
+                let bare = node_json("run_script.js", &input);
+                assert_eq!(bare["ok"], true, "{platform}/{} {}: {bare}", bundle.variant, script.name);
+                // The same script on an engine with every built-in computes the same.
+                let full = node_json(
+                    "run_script.js",
+                    &json!({"code": &*script.code, "format": "iife",
+                                     "name": script.name, "call": call}),
+                );
+                assert_eq!(bare, full, "{platform}/{} {}", bundle.variant, script.name);
+                ran += 1;
+            }
+        }
+    }
+    assert!(ran >= 8, "only {ran} legacy scripts ran");
+}
+
+#[test]
+fn a_polyfill_is_prepended_only_where_its_built_in_is_used() {
+    let c = TempCatalog::examples().build();
+    let legacy = c.bundles().find(|b| b.platform == "android" && b.variant == "legacy").unwrap();
+    let code = |name: &str| legacy.script(name).unwrap().code.clone();
+    assert!(code("smart-home/thermostat").contains("Map for ES5 engines"));
+    assert!(!code("smart-home/thermostat").contains("Promise for ES5 engines"));
+    assert!(code("fleet/tracking").contains("Promise for ES5 engines"));
+    assert!(!code("fleet/tracking").contains("Map for ES5 engines"));
+}
+
+#[test]
+fn a_built_in_nothing_provides_is_refused_with_its_location_and_the_others_serve() {
+    let t = TempCatalog::new();
+    t.platform(
+        "android.toml",
+        "[[variant]]\nname = 'legacy'\nversions = '<5'\ntarget = 'es5'\nmodule = 'iife'\n\n\
+         [[variant]]\nname = 'modern'\nversions = '>=5'\ntarget = 'es2015'\nmodule = 'iife'\n",
+    );
+    t.snippet("cache.ts", "export const make = () => {\n  return new WeakMap<object, number>();\n};\n");
+    t.snippet("plain.ts", "export const plain = 1;\n");
+    let c = t.build();
+    let d = c.diagnostics.iter().find(|d| d.code == "builtin").expect("a builtin diagnostic");
+    assert!(d.is_error(), "{d}");
+    assert!(d.message.contains("WeakMap") && d.message.contains("android/legacy") && d.message.contains("es5"), "{d}");
+    let pos = d.position.expect("located");
+    assert_eq!((pos.line, pos.column), (2, 14), "{d}");
+    assert!(d.help.as_deref().unwrap_or("").contains("[[variant.polyfill]]"), "{d}");
+    let bundle = |v: &str| c.bundles().find(|b| b.variant == v).unwrap().clone();
+    assert!(bundle("legacy").script("cache").is_none());
+    assert!(bundle("legacy").script("plain").is_some());
+    assert!(bundle("modern").script("cache").is_some());
 }
 
 #[test]
