@@ -1,0 +1,211 @@
+//! The update herd, as a fleet sees it (`bench/herd.py` runs it; not part of the service).
+//!
+//! N devices, each its own MQTT 3.1.1 connection (as phones are), subscribe to their reply topic and to their
+//! variant's retained manifest, and hold the revision it names. Then one snippet is edited; every device that sees
+//! the new manifest re-fetches at once, with its old revision, QoS 0 as NestJS clients do. A device counts as
+//! updated when a reply carrying the new revision and its scripts arrives. Prints one JSON line: times from the save
+//! to the first new manifest and to 50 / 99 / 100 % of devices updated, and what went wrong (lost, errors,
+//! rate-limited, not-modified).
+//!
+//! `herd --broker mqtt://127.0.0.1:PORT --devices 5000 --platform ios --version 3.1.0 --manifest connectors/ios/next
+//!  --edit SNIPPET.ts [--timeout-secs 30]`
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Semaphore};
+
+fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_string())
+}
+
+/// What one device saw after the save, in ms from the save.
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    manifest_ms: Option<f64>,
+    updated_ms: Option<f64>,
+    error: Option<String>,
+}
+
+struct Shared {
+    /// Devices holding the first revision.
+    ready: AtomicUsize,
+    /// Set once, just before the edit.
+    saved_at: Mutex<Option<Instant>>,
+    results: Mutex<Vec<Seen>>,
+    /// The first revision, as the first device saw it.
+    first: Mutex<Option<String>>,
+}
+
+fn revision_of(payload: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    v["revision"].as_str().map(str::to_string)
+}
+
+fn since_save(shared: &Shared) -> Option<f64> {
+    shared.saved_at.lock().unwrap().map(|t| t.elapsed().as_secs_f64() * 1e3)
+}
+
+/// One phone: connects (at most `connecting` at once), learns the revision, waits for a new one, re-fetches.
+async fn device(
+    i: usize,
+    args: Arc<Vec<String>>,
+    shared: Arc<Shared>,
+    connecting: Arc<Semaphore>,
+    go: watch::Receiver<bool>,
+) {
+    let (host, port) = {
+        let url = arg(&args, "--broker", "mqtt://127.0.0.1:1883");
+        let rest = url.trim_start_matches("mqtt://").to_string();
+        let (h, p) =
+            rest.rsplit_once(':').map(|(h, p)| (h.to_string(), p.to_string())).unwrap_or((rest, "1883".into()));
+        (h, p.parse::<u16>().expect("port"))
+    };
+    let me = format!("herd-{}-{i}", std::process::id());
+    let mut o = MqttOptions::new(&me, host, port);
+    o.set_keep_alive(Duration::from_secs(120));
+    o.set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut el) = AsyncClient::new(o, 8);
+    let topic = format!("getConnectors/{me}");
+    let manifest = arg(&args, "--manifest", "connectors/ios/next");
+    let permit = connecting.acquire().await.expect("semaphore");
+    client.subscribe(format!("{topic}/reply"), QoS::AtMostOnce).await.unwrap();
+    client.subscribe(&manifest, QoS::AtMostOnce).await.unwrap();
+    let mut permit = Some(permit);
+    let mut held: Option<String> = None;
+    let mut seen = Seen::default();
+    let data =
+        serde_json::json!({"platform": arg(&args, "--platform", "ios"), "version": arg(&args, "--version", "3.1.0")});
+    loop {
+        let ev = match el.poll().await {
+            Ok(ev) => ev,
+            Err(e) => {
+                if go.borrow().to_owned() {
+                    seen.error = Some(format!("connection: {e}"));
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let Event::Incoming(Packet::Publish(p)) = ev else {
+            if matches!(ev, Event::Incoming(Packet::SubAck(_))) {
+                permit.take();
+            }
+            continue;
+        };
+        if p.topic == manifest {
+            let Some(rev) = revision_of(&p.payload) else { continue };
+            match &held {
+                None => {
+                    shared.first.lock().unwrap().get_or_insert(rev.clone());
+                    held = Some(rev);
+                    shared.ready.fetch_add(1, Ordering::SeqCst);
+                }
+                Some(old) if *old != rev && seen.manifest_ms.is_none() => {
+                    seen.manifest_ms = since_save(&shared);
+                    let mut data = data.clone();
+                    data["revision"] = serde_json::Value::String(old.clone());
+                    let env = serde_json::json!({"pattern": "getConnectors", "data": data, "id": format!("{i}")});
+                    let _ = client.publish(&topic, QoS::AtMostOnce, false, env.to_string()).await;
+                }
+                _ => {}
+            }
+        } else if p.topic.ends_with("/reply") {
+            let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
+            let r = &v["response"];
+            if r["notModified"] == true {
+                seen.error = Some("notModified".into());
+            } else if r["connectors"].as_array().is_some_and(|c| !c.is_empty())
+                && r["revision"].as_str().is_some_and(|rev| Some(rev) != held.as_deref())
+            {
+                seen.updated_ms = since_save(&shared);
+            } else {
+                let code = v["err"]["code"].as_str().or(v["err"].as_str()).unwrap_or("unexpected reply");
+                seen.error = Some(code.to_string());
+            }
+            break;
+        }
+    }
+    shared.results.lock().unwrap().push(seen);
+    let _ = client.disconnect().await;
+}
+
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    Some(sorted[i.min(sorted.len() - 1)])
+}
+
+async fn run(args: Vec<String>) {
+    let n: usize = arg(&args, "--devices", "5000").parse().expect("--devices");
+    let timeout = Duration::from_secs(arg(&args, "--timeout-secs", "30").parse().expect("--timeout-secs"));
+    let edit = arg(&args, "--edit", "");
+    let args = Arc::new(args);
+    let shared = Arc::new(Shared {
+        ready: AtomicUsize::new(0),
+        saved_at: Mutex::new(None),
+        results: Mutex::new(Vec::new()),
+        first: Mutex::new(None),
+    });
+    let connecting = Arc::new(Semaphore::new(256));
+    let (go_tx, go) = watch::channel(false);
+    let tasks: Vec<_> =
+        (0..n).map(|i| tokio::spawn(device(i, args.clone(), shared.clone(), connecting.clone(), go.clone()))).collect();
+    let connect_started = Instant::now();
+    while shared.ready.load(Ordering::SeqCst) < n {
+        if connect_started.elapsed() > Duration::from_secs(120) {
+            eprintln!(
+                "herd: only {} of {n} devices connected and holding a revision",
+                shared.ready.load(Ordering::SeqCst)
+            );
+            std::process::exit(2);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let connect_s = connect_started.elapsed().as_secs_f64();
+    let _ = go_tx.send(true);
+    *shared.saved_at.lock().unwrap() = Some(Instant::now());
+    let mut text = std::fs::read_to_string(&edit).expect("--edit FILE");
+    text.push_str(&format!("\n// herd edit {}\n", std::process::id()));
+    std::fs::write(&edit, text).expect("write the snippet");
+    let deadline = tokio::time::Instant::now() + timeout;
+    for t in tasks {
+        if tokio::time::timeout_at(deadline, t).await.is_err() {
+            break;
+        }
+    }
+    let results = shared.results.lock().unwrap().clone();
+    let mut manifest: Vec<f64> = results.iter().filter_map(|s| s.manifest_ms).collect();
+    let mut updated: Vec<f64> = results.iter().filter_map(|s| s.updated_ms).collect();
+    manifest.sort_by(f64::total_cmp);
+    updated.sort_by(f64::total_cmp);
+    let errors = |code: &str| results.iter().filter(|s| s.error.as_deref() == Some(code)).count();
+    let other_errors = results
+        .iter()
+        .filter(|s| s.error.as_deref().is_some_and(|e| e != "RATE_LIMITED" && e != "notModified"))
+        .count();
+    let full = (updated.len() == n).then(|| updated.last().copied()).flatten();
+    println!(
+        "{}",
+        serde_json::json!({
+            "devices": n, "connect_s": connect_s, "updated": updated.len(), "lost": n - updated.len(),
+            "saw_manifest": manifest.len(),
+            "first_manifest_ms": manifest.first(), "manifest_p50_ms": percentile(&manifest, 50.0),
+            "manifest_p100_ms": manifest.last(),
+            "updated_p50_ms": percentile(&updated, 50.0), "updated_p99_ms": percentile(&updated, 99.0),
+            "updated_p100_ms": full, "rate_limited": errors("RATE_LIMITED"), "not_modified": errors("notModified"),
+            "errors": other_errors,
+        })
+    );
+    std::process::exit(0);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(run(args));
+}
