@@ -27,7 +27,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import ROOT, Mosquitto, cpu_seconds, free_port, log, readyz, wait  # noqa: E402
+from run import ROOT, Mosquitto, cargo_artifacts, cpu_seconds, free_port, log, readyz, wait  # noqa: E402
 
 SIZES = [int(n) for n in os.environ.get("DEVICES", "2000,5000,10000").split(",")]
 OUT = os.environ.get("OUT", "docs/BENCH-herd.md")
@@ -39,19 +39,6 @@ def raise_file_limit():
     want = hard if hard != resource.RLIM_INFINITY else 1 << 20
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     return want
-
-
-def build():
-    cmd = ["cargo", "build", "--release", "--bin", "connector-scripts", "--example", "herd",
-           "--message-format=json-render-diagnostics"]
-    log("==", " ".join(cmd))
-    out = subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True).stdout
-    paths = {}
-    for line in out.splitlines():
-        m = json.loads(line)
-        if m.get("reason") == "compiler-artifact" and m.get("executable"):
-            paths[m["target"]["name"]] = m["executable"]
-    return paths
 
 
 def peak_rss_mib(pid):
@@ -148,7 +135,7 @@ def render(rows, limit):
 
 def main():
     limit = raise_file_limit()
-    paths = build()
+    paths = cargo_artifacts(("--bin", "connector-scripts", "--example", "herd"), profile="release")
     rows = []
     for n in SIZES:
         log(f"== herd with {n} devices")

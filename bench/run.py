@@ -59,11 +59,12 @@ def wait(cond, timeout, what):
     raise SystemExit(f"timed out waiting for {what}")
 
 
-def cargo_artifacts():
-    """Builds the service, the load generator and the reload bench once; returns their paths."""
-    cmd = ["cargo", "build", "--bin", "connector-scripts", "--example", "loadgen", "--bench", "reload",
-           "--message-format=json-render-diagnostics"]
-    if PROFILE == "release":
+def cargo_artifacts(targets=("--bin", "connector-scripts", "--example", "loadgen", "--bench", "reload"),
+                    profile=None):
+    """Builds the given cargo targets once (default: the service, the load generator and the reload bench) in
+    `profile` (default PROFILE); returns {target name: executable path}."""
+    cmd = ["cargo", "build", *targets, "--message-format=json-render-diagnostics"]
+    if (profile or PROFILE) == "release":
         cmd.insert(2, "--release")
     log("==", " ".join(cmd))
     out = subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True).stdout

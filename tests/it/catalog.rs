@@ -393,16 +393,25 @@ fn a_polyfill_is_prepended_only_where_its_built_in_is_used() {
     assert!(!code("fleet/tracking").contains("Map for ES5 engines"));
 }
 
-#[test]
-fn a_built_in_nothing_provides_is_refused_with_its_location_and_the_others_serve() {
+/// An android platform with an es5/iife `legacy` variant (< 5) and a `modern` one (>= 5, `modern` its target and
+/// module lines), and one plain snippet every variant serves.
+fn legacy_and_modern(modern: &str) -> TempCatalog {
     let t = TempCatalog::new();
     t.platform(
         "android.toml",
-        "[[variant]]\nname = 'legacy'\nversions = '<5'\ntarget = 'es5'\nmodule = 'iife'\n\n\
-         [[variant]]\nname = 'modern'\nversions = '>=5'\ntarget = 'es2015'\nmodule = 'iife'\n",
+        &format!(
+            "[[variant]]\nname = 'legacy'\nversions = '<5'\ntarget = 'es5'\nmodule = 'iife'\n\n\
+             [[variant]]\nname = 'modern'\nversions = '>=5'\n{modern}\n"
+        ),
     );
-    t.snippet("cache.ts", "export const make = () => {\n  return new WeakMap<object, number>();\n};\n");
     t.snippet("plain.ts", "export const plain = 1;\n");
+    t
+}
+
+#[test]
+fn a_built_in_nothing_provides_is_refused_with_its_location_and_the_others_serve() {
+    let t = legacy_and_modern("target = 'es2015'\nmodule = 'iife'");
+    t.snippet("cache.ts", "export const make = () => {\n  return new WeakMap<object, number>();\n};\n");
     let c = t.build();
     let d = c.diagnostics.iter().find(|d| d.code == "builtin").expect("a builtin diagnostic");
     assert!(d.is_error(), "{d}");
@@ -418,14 +427,8 @@ fn a_built_in_nothing_provides_is_refused_with_its_location_and_the_others_serve
 
 #[test]
 fn check_refuses_a_bigint_for_es5_and_the_es2020_variant_serves_it() {
-    let t = TempCatalog::new();
-    t.platform(
-        "android.toml",
-        "[[variant]]\nname = 'legacy'\nversions = '<5'\ntarget = 'es5'\nmodule = 'iife'\n\n\
-         [[variant]]\nname = 'modern'\nversions = '>=5'\ntarget = 'es2020'\nmodule = 'esm'\n",
-    );
+    let t = legacy_and_modern("target = 'es2020'\nmodule = 'esm'");
     t.snippet("big.ts", "export const big = (): string => String(10n ** 3n);\n");
-    t.snippet("plain.ts", "export const plain = 1;\n");
     let cli = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_connector-scripts"))
             .args(args)
