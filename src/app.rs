@@ -11,6 +11,7 @@ use crate::mqtt::connection::mqtt_options;
 use crate::mqtt::event_loop::{self, Session};
 use crate::ops::{self, systemd};
 use crate::reload;
+use crate::signing::Signer;
 use crate::state::State;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -84,7 +85,21 @@ async fn broker(cfg: &ServeConfig) -> anyhow::Result<(BrokerUrl, Option<RunningB
 pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
     let (broker_url, embedded) = broker(&cfg).await?;
     let handler = Handler::new(cfg.mqtt.topics.clone(), cfg.limits.request, cfg.limits.rate_limit);
-    let state = Arc::new(State::new(handler, cfg.ops.instance.clone(), broker_url.to_string()));
+    let signer = match &cfg.signing_key {
+        Some(path) => {
+            let (signer, warning) = Signer::load(path)?;
+            if let Some(w) = warning {
+                tracing::warn!("{w}");
+            }
+            tracing::info!(key_id = %signer.key_id, "signing every manifest");
+            Some(Arc::new(signer))
+        }
+        None => {
+            tracing::info!("manifests are not signed: production should sign (serve --signing-key)");
+            None
+        }
+    };
+    let state = Arc::new(State::new(handler, cfg.ops.instance.clone(), broker_url.to_string()).with_signer(signer));
     let session = Session {
         liveness: Liveness::new(&cfg.mqtt.topics, &state.identity),
         broker: broker_url,

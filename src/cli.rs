@@ -31,6 +31,16 @@ pub enum Command {
     Request(RequestArgs),
     /// Ask a running service what state it is in; exit 1 when it is not ready, 2 when unreachable.
     Status(StatusArgs),
+    /// Write a new Ed25519 key pair for `serve --signing-key`: OUT.key (PKCS#8 PEM, mode 0600) and OUT.pub.
+    Keygen(KeygenArgs),
+}
+
+/// `keygen` flags.
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// DIR/NAME: writes DIR/NAME.key and DIR/NAME.pub (never overwrites).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// Log output format.
@@ -142,6 +152,10 @@ pub struct ServeArgs {
     /// Requests a quiet device may send at once.
     #[arg(long, default_value_t = d::RATE_BURST)]
     pub rate_burst: f64,
+    /// Ed25519 private key (PKCS#8 PEM, from `connector-scripts keygen`) that signs every manifest: a file, never
+    /// the key itself. Under systemd, $CREDENTIALS_DIRECTORY/signing-key is used when this is not given.
+    #[arg(long, env = "CONNECTOR_SCRIPTS_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
     /// Keep an MQTT session across restarts and disconnections (fixed client id, QoS 1, each request
     /// acknowledged only after its reply is published): requests sent meanwhile are answered when it is back.
     #[arg(long, env = "CONNECTOR_SCRIPTS_PERSISTENT_SESSION")]
@@ -227,6 +241,10 @@ pub struct RequestArgs {
     /// Print the whole reply JSON instead of a summary.
     #[arg(long)]
     pub json: bool,
+    /// Verify the reply against this public key (SPKI PEM, the .pub from `keygen`; repeatable): the signature
+    /// over the manifest, then every script's sha256 and size. Exit 1 on any failure.
+    #[arg(long = "verify-key")]
+    pub verify_key: Vec<PathBuf>,
 }
 
 /// Where the catalog is read from.

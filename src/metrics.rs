@@ -25,6 +25,13 @@ pub struct RequestLabels {
     pub result: String,
 }
 
+/// Labels of `connector_scripts_manifests_healed_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealLabels {
+    /// `replaced` (a variant we serve) or `cleared` (one we do not have).
+    pub action: String,
+}
+
 /// What one handled message adds to the counters (built by the handler, recorded by the transport).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Counted {
@@ -84,6 +91,8 @@ pub struct Metrics {
     pub missing_connectors: Gauge,
     /// 1 while the last reload is held (set at scrape).
     pub reload_held: Gauge,
+    /// Foreign manifests replaced by ours (`replaced`) or cleared (`cleared`).
+    pub manifests_healed: Family<HealLabels, Counter>,
     /// Error replies per code, indexed like [`ErrorCode::ALL`] (the request family cannot be read back).
     errors: [Counter; ErrorCode::ALL.len()],
     window: Mutex<DuplicateWindow>,
@@ -113,6 +122,7 @@ impl Default for Metrics {
             ready: Gauge::default(),
             missing_connectors: Gauge::default(),
             reload_held: Gauge::default(),
+            manifests_healed: Family::default(),
             errors: Default::default(),
             window: Mutex::new(DuplicateWindow::new(Duration::from_secs(60), 200_000)),
             per_platform: Mutex::new(BTreeMap::new()),
@@ -144,6 +154,11 @@ impl Metrics {
             self.missing_connectors.clone(),
         );
         r.register("reload_held", "1 while a reload that removes most connectors is held", self.reload_held.clone());
+        r.register(
+            "manifests_healed",
+            "Manifests under the prefix that someone else wrote: replaced by ours or cleared",
+            self.manifests_healed.clone(),
+        );
         self
     }
 

@@ -4,6 +4,7 @@
 use crate::catalog::Catalog;
 use crate::handler::Handler;
 use crate::metrics::Metrics;
+use crate::signing::Signer;
 use arc_swap::ArcSwapOption;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -147,6 +148,8 @@ pub struct State {
     pub identity: Identity,
     /// Why the last reload was not applied (cleared by the next swap).
     held: Mutex<Option<String>>,
+    /// Signs each catalog as it is swapped in (`serve --signing-key`).
+    signer: Option<Arc<Signer>>,
 }
 
 impl State {
@@ -160,7 +163,19 @@ impl State {
             handler,
             identity: Identity { instance, broker, started_at: SystemTime::now(), started: Instant::now() },
             held: Mutex::new(None),
+            signer: None,
         }
+    }
+
+    /// Signs every catalog swapped in from now on with `signer`.
+    pub fn with_signer(mut self, signer: Option<Arc<Signer>>) -> State {
+        self.signer = signer;
+        self
+    }
+
+    /// The signing key, when the service signs.
+    pub fn signer(&self) -> Option<&Signer> {
+        self.signer.as_deref()
     }
 
     /// The current catalog; `None` until the first build finishes. A reader sees one whole catalog, old or new,
@@ -197,6 +212,15 @@ impl State {
         if let Ok(mut held) = self.held.lock() {
             *held = None;
         }
+        // Once per revision, never per request: replies stay pre-serialized.
+        let catalog = match &self.signer {
+            Some(signer) => {
+                let mut signed = Arc::unwrap_or_clone(catalog);
+                crate::signing::sign_catalog(&mut signed, self.catalog().as_deref(), signer);
+                Arc::new(signed)
+            }
+            None => catalog,
+        };
         self.catalog.store(Some(catalog));
         self.metrics.reloads.inc();
         self.generation.send_modify(|g| *g += 1);

@@ -82,7 +82,12 @@ fn variant_bundle(
             });
         }
     }
-    Bundle::new(&platform.name, &variant.name, &variant.versions.to_string(), variant.options, scripts)
+    let mut bundle =
+        Bundle::new(&platform.name, &variant.name, &variant.versions.to_string(), variant.options, scripts);
+    if let Some(previous) = previous_bundle.filter(|p| p.revision == bundle.revision) {
+        bundle.issued_at = previous.issued_at; // same content: same signedAt, same signature
+    }
+    bundle
 }
 
 /// The served script of one compiled output: with the polyfills the variant declares for the built-ins it uses,

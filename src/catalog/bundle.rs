@@ -1,9 +1,11 @@
 //! A variant's compiled scripts, its revision, and its reply pre-serialized so serving costs a memcpy.
 
 use super::platforms::CompileOptions;
+use crate::signing::Signed;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// One compiled connector as delivered to apps.
 #[derive(Debug, Clone, Serialize)]
@@ -34,9 +36,14 @@ pub struct Bundle {
     pub scripts: Vec<Script>,
     /// Hash over the options and the scripts: equal revisions mean identical replies.
     pub revision: String,
+    /// When this revision was first built (kept across reloads that leave it unchanged): the manifest's
+    /// `signedAt`, so that it only grows with new content.
+    pub issued_at: SystemTime,
+    /// The signed manifest, once the service signed the bundle (`serve --signing-key`).
+    pub signed: Option<Signed>,
     /// `{"platform":…,"version":` — the app version goes after it.
     head: Vec<u8>,
-    /// `,"variant":…,"revision":…,"connectors":[`.
+    /// `,"variant":…,"revision":…[,"manifest":…,"signature":…,"keyId":…],"connectors":[`.
     middle: Vec<u8>,
     /// Each script's JSON object, in `scripts` order.
     script_json: Vec<Vec<u8>>,
@@ -54,6 +61,25 @@ pub fn shift_source_map(map: &str, lines: usize) -> String {
         m.insert_str(0, &";".repeat(lines));
     }
     doc.to_string()
+}
+
+fn json(v: &str) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// The reply part between the version and the scripts.
+fn middle(variant: &str, revision: &str, signed: Option<&Signed>) -> Vec<u8> {
+    let mut m = format!(",\"variant\":{},\"revision\":{}", json(variant), json(revision));
+    if let Some(s) = signed {
+        m.push_str(&format!(
+            ",\"manifest\":{},\"signature\":{},\"keyId\":{}",
+            json(&s.manifest),
+            json(&s.signature),
+            json(&s.key_id)
+        ));
+    }
+    m.push_str(",\"connectors\":[");
+    m.into_bytes()
 }
 
 /// Hex SHA-256.
@@ -94,10 +120,8 @@ impl Bundle {
         }
         // 64 bits are plenty to tell revisions of one variant apart and keep not-modified requests small.
         let revision = hex(&h.finalize()[..8]);
-        let json = |v: &str| serde_json::to_string(v).unwrap_or_default();
         let head = format!("{{\"platform\":{},\"version\":", json(platform)).into_bytes();
-        let middle =
-            format!(",\"variant\":{},\"revision\":{},\"connectors\":[", json(variant), json(&revision)).into_bytes();
+        let middle = middle(variant, &revision, None);
         let script_json: Vec<Vec<u8>> = scripts.iter().map(|s| serde_json::to_vec(s).unwrap_or_default()).collect();
         let all_scripts = script_json.join(&b","[..]);
         Bundle {
@@ -107,11 +131,21 @@ impl Bundle {
             options,
             scripts,
             revision,
+            issued_at: SystemTime::now(),
+            signed: None,
             head,
             middle,
             script_json,
             all_scripts,
         }
+    }
+
+    /// The same bundle with its signed manifest in every reply.
+    pub fn with_signature(&self, signed: Signed) -> Bundle {
+        let mut b = self.clone();
+        b.middle = middle(&b.variant, &b.revision, Some(&signed));
+        b.signed = Some(signed);
+        b
     }
 
     /// A script by name.

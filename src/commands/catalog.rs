@@ -29,6 +29,11 @@ pub fn check(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
                 catalog.stats.jobs,
                 catalog.stats.elapsed.as_millis(),
             )?;
+            writeln!(
+                out,
+                "note: `serve` signs manifests and replies only with --signing-key; production should sign \
+                 (README \"Signing\")"
+            )?;
         }
         CheckFormat::Json => {
             let doc = serde_json::json!({

@@ -1,6 +1,7 @@
 //! The commands, one file each: flags → typed configuration → action, with a process exit code.
 
 pub mod catalog;
+pub mod keygen;
 pub mod request;
 pub mod serve;
 pub mod status;
@@ -18,5 +19,6 @@ pub fn run(command: &Command, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::serve(args),
         Command::Request(args) => request::request(args, out),
         Command::Status(args) => status::status(args, out),
+        Command::Keygen(args) => keygen::keygen(args, out),
     }
 }

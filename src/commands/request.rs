@@ -5,6 +5,7 @@ use crate::cli::RequestArgs;
 use crate::config::BrokerUrl;
 use crate::mqtt::client::{self, Reply, RequestOptions};
 use crate::ratelimit::RateLimit;
+use crate::signing::{verify_reply, TrustedKeys};
 use anyhow::{bail, Context};
 use std::io::Write;
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use std::time::Duration;
 /// `request`: one (or `--count`) request(s) as a device would send them.
 pub fn request(args: &RequestArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let broker = BrokerUrl::parse(&args.broker)?;
+    let keys = TrustedKeys::load(&args.verify_key)?;
     let credentials = args.access.credentials(&broker)?;
     let topic = args.access.request_topic()?;
     let mut data = serde_json::json!({"platform": args.platform, "version": args.version});
@@ -44,13 +46,34 @@ pub fn request(args: &RequestArgs, out: &mut dyn Write) -> anyhow::Result<ExitCo
         }
     }
     let mut sink = std::io::sink();
-    match print_summary(&replies, if args.json { &mut sink } else { out }) {
+    let checked = print_summary(&replies, if args.json { &mut sink } else { out }).and_then(|()| {
+        match replies.last().filter(|_| !args.verify_key.is_empty()) {
+            Some(last) => verify(&last.body, &keys, if args.json { &mut sink } else { out }),
+            None => Ok(()),
+        }
+    });
+    match checked {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("error: {e:#}");
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Verifies a reply body against the trusted keys; prints `signature ok (key …)`.
+fn verify(body: &serde_json::Value, keys: &TrustedKeys, out: &mut dyn Write) -> anyhow::Result<()> {
+    if body.get("notModified") == Some(&serde_json::Value::Bool(true)) {
+        writeln!(out, "not modified: nothing to verify")?;
+        return Ok(());
+    }
+    let v = verify_reply(body, keys).context("verification failed")?;
+    writeln!(
+        out,
+        "signature ok (key {}): manifest signed at {}, {} script(s) match their sha256 and size",
+        v.key_id, v.manifest.signed_at, v.scripts
+    )?;
+    Ok(())
 }
 
 /// Prints a human summary of the replies; errors if the (last) reply is an error.

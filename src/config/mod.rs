@@ -70,6 +70,8 @@ pub struct ServeConfig {
     pub ops: OpsConfig,
     /// Request limits.
     pub limits: LimitsConfig,
+    /// The key that signs manifests (`--signing-key`, or the systemd credential `signing-key`).
+    pub signing_key: Option<PathBuf>,
 }
 
 /// The broker connection.
@@ -200,8 +202,15 @@ impl ServeConfig {
                 rate_limit: (args.rate_limit > 0.0)
                     .then_some(RateLimit { per_second: args.rate_limit, burst: args.rate_burst.max(1.0) }),
             },
+            signing_key: args.signing_key.clone().or_else(systemd_signing_key),
         })
     }
+}
+
+/// `$CREDENTIALS_DIRECTORY/signing-key` when systemd passed that credential (`LoadCredential=signing-key:…`).
+fn systemd_signing_key() -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var_os("CREDENTIALS_DIRECTORY")?).join("signing-key");
+    path.exists().then_some(path)
 }
 
 fn broker_choice(args: &ServeArgs) -> Result<(BrokerChoice, Option<Credentials>), ConfigError> {

@@ -5,8 +5,14 @@
 //! every later one live. Each new revision also goes out as a NestJS event `{"pattern":"connectorsChanged",
 //! "data":{platform, variant, revision}}`. After every (re)connection all manifests are published again (the
 //! broker may have lost them); retained manifests of variants that no longer exist are cleared.
+//!
+//! Manifests heal themselves: the service sees every manifest under its prefix, and one someone else wrote over
+//! a variant it serves is replaced by its own at once, one for a variant it lacks is cleared — unless it is a
+//! peer's (same key, same or newer revision), so that instances of a rolling deploy converge instead of fighting.
 
 use crate::catalog::Catalog;
+use crate::metrics::HealLabels;
+use crate::signing::{verify_manifest, TrustedKeys};
 use crate::state::{Identity, State};
 use crate::wire::topics::Topics;
 use rumqttc::v5::mqttbytes::QoS;
@@ -44,17 +50,79 @@ impl Liveness {
     }
 }
 
-/// The manifest body of one bundle.
-pub fn manifest_json(bundle: &crate::catalog::Bundle, published_at: std::time::SystemTime) -> Vec<u8> {
+/// The retained manifest of one bundle: `{revision, connectors: [{name, sha256}], publishedAt}` (the time the
+/// revision was first built, so republishing gives the same bytes), plus `manifest`, `signature` and `keyId` when
+/// the service signs.
+pub fn manifest_json(bundle: &crate::catalog::Bundle) -> Vec<u8> {
     let connectors: Vec<serde_json::Value> =
         bundle.scripts.iter().map(|s| serde_json::json!({"name": s.name, "sha256": s.sha256})).collect();
-    serde_json::json!({
+    let mut doc = serde_json::json!({
         "revision": bundle.revision,
         "connectors": connectors,
-        "publishedAt": humantime::format_rfc3339_millis(published_at).to_string(),
-    })
-    .to_string()
-    .into_bytes()
+        "publishedAt": humantime::format_rfc3339_millis(bundle.issued_at).to_string(),
+    });
+    if let Some(s) = &bundle.signed {
+        doc["manifest"] = s.manifest.clone().into();
+        doc["signature"] = s.signature.clone().into();
+        doc["keyId"] = s.key_id.clone().into();
+    }
+    doc.to_string().into_bytes()
+}
+
+/// A manifest publish seen under the prefix (never our own: the subscription is No Local).
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// `<prefix>/<platform>/<variant>`.
+    pub topic: String,
+    /// What was published (empty: a retained message cleared).
+    pub payload: bytes::Bytes,
+    /// Delivered from the broker's store at subscription time, rather than published now.
+    pub retained: bool,
+}
+
+/// What to do about a manifest someone else published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Another instance of this service: same revision, or a newer one (a rolling deploy converges on the newest).
+    Peer,
+    /// Put our own manifest back.
+    Replace,
+    /// Clear it: a variant we do not have, and not a live peer's.
+    Clear,
+    /// Nothing to do.
+    Leave,
+}
+
+/// Judges a foreign manifest on a topic where we serve `ours` (or nothing). A peer's manifest is one signed with
+/// our key (`keys`), or, when the service does not sign, any well-formed manifest: without a key a forgery with a
+/// later `publishedAt` cannot be told from a peer's, which is why production should sign.
+pub fn judge(seen: &Seen, ours: Option<&crate::catalog::Bundle>, keys: Option<&TrustedKeys>) -> Verdict {
+    let peer = peer_manifest(&seen.payload, keys);
+    match (ours, peer) {
+        (Some(ours), Some((revision, at))) if revision == ours.revision || at > ours.issued_at => Verdict::Peer,
+        (Some(_), _) => Verdict::Replace,
+        (None, _) if seen.payload.is_empty() => Verdict::Leave,
+        // A live, valid manifest of a variant we lack is a newer peer's (it just added the variant); one left in
+        // the broker from before, or any invalid one, goes.
+        (None, Some(_)) if !seen.retained => Verdict::Peer,
+        (None, _) => Verdict::Clear,
+    }
+}
+
+/// The revision and publish time of a manifest this service (or a peer with the same key) could have written.
+fn peer_manifest(payload: &[u8], keys: Option<&TrustedKeys>) -> Option<(String, std::time::SystemTime)> {
+    let doc: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let (revision, at) = match keys {
+        Some(keys) => {
+            let (_, m) = verify_manifest(&doc, keys).ok()?;
+            (m.revision, m.signed_at)
+        }
+        None => {
+            doc["connectors"].as_array()?;
+            (doc["revision"].as_str()?.to_string(), doc["publishedAt"].as_str()?.to_string())
+        }
+    };
+    Some((revision, humantime::parse_rfc3339(&at).ok()?))
 }
 
 type Key = (String, String);
@@ -63,16 +131,18 @@ fn revisions(catalog: &Catalog) -> BTreeMap<Key, String> {
     catalog.bundles().map(|b| ((b.platform.clone(), b.variant.clone()), b.revision.clone())).collect()
 }
 
-/// Publishes manifests and events until cancelled. `subscribed` turns true on each new connection;
-/// `retained_seen` carries manifest topics that the broker delivered as retained.
+/// Publishes manifests and events until cancelled. `subscribed` turns true on each new connection; `seen`
+/// carries every manifest someone else published under the prefix, which is judged ([`judge`]): ours goes back
+/// within the moment, an orphan is cleared, a peer's is left.
 pub async fn run(
     client: AsyncClient,
     state: Arc<State>,
     topics: Topics,
     mut subscribed: watch::Receiver<bool>,
-    mut retained_seen: mpsc::Receiver<String>,
+    mut seen: mpsc::Receiver<Seen>,
     cancel: CancellationToken,
 ) {
+    let keys = state.signer().map(|s| TrustedKeys::of(s.public_key()));
     let mut changes = state.catalog_changes();
     // What this connection has published (cleared on reconnect) and the last revisions seen (for events).
     let mut published: BTreeMap<Key, String> = BTreeMap::new();
@@ -88,8 +158,23 @@ pub async fn run(
                     published.clear();
                 }
             }
-            topic = retained_seen.recv() => match topic {
-                Some(t) => { stale.insert(t); }
+            foreign = seen.recv() => match foreign {
+                Some(f) => {
+                    let Some(catalog) = state.catalog() else { continue };
+                    match judge(&f, bundle_at(&catalog, &topics, &f.topic), keys.as_ref()) {
+                        Verdict::Replace => {
+                            tracing::warn!(topic = %f.topic, "someone else wrote this variant's manifest: putting ours back");
+                            heal(&state, "replaced");
+                            published.retain(|(p, v), _| topics.manifest(p, v) != f.topic);
+                        }
+                        Verdict::Clear => {
+                            tracing::warn!(topic = %f.topic, "a manifest for a variant this service does not have: clearing it");
+                            heal(&state, "cleared");
+                            stale.insert(f.topic);
+                        }
+                        Verdict::Peer | Verdict::Leave => continue,
+                    }
+                }
                 None => return,
             },
         }
@@ -97,7 +182,6 @@ pub async fn run(
             continue;
         }
         let Some(catalog) = state.catalog() else { continue };
-        let now = std::time::SystemTime::now();
         let current = revisions(&catalog);
         for bundle in catalog.bundles() {
             let key = (bundle.platform.clone(), bundle.variant.clone());
@@ -105,7 +189,7 @@ pub async fn run(
                 continue;
             }
             let topic = topics.manifest(&bundle.platform, &bundle.variant);
-            if client.publish(topic.as_str(), QoS::AtLeastOnce, true, manifest_json(bundle, now)).await.is_err() {
+            if client.publish(topic.as_str(), QoS::AtLeastOnce, true, manifest_json(bundle)).await.is_err() {
                 break; // the connection is closing; the next connection republishes everything
             }
             published.insert(key.clone(), bundle.revision.clone());
@@ -134,4 +218,13 @@ pub async fn run(
         }
         last = Some(current);
     }
+}
+
+/// Our bundle for a manifest topic.
+fn bundle_at<'a>(catalog: &'a Catalog, topics: &Topics, topic: &str) -> Option<&'a crate::catalog::Bundle> {
+    catalog.bundles().map(|b| b.as_ref()).find(|b| topics.manifest(&b.platform, &b.variant) == topic)
+}
+
+fn heal(state: &State, action: &str) {
+    state.metrics.manifests_healed.get_or_create(&HealLabels { action: action.to_string() }).inc();
 }

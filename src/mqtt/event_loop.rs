@@ -64,7 +64,7 @@ pub async fn run(
     let (client, mut eventloop) = AsyncClient::new(opts, REQUEST_CHANNEL);
     let (jobs, rx) = mpsc::channel::<Job>(WORKER_QUEUE);
     let progress = Arc::new(AtomicU64::new(0));
-    let (retained_tx, retained_rx) = mpsc::channel::<String>(1024);
+    let (retained_tx, retained_rx) = mpsc::channel::<announce::Seen>(1024);
     let worker = tracker.spawn(replies::worker(
         client.clone(),
         state.clone(),

@@ -97,7 +97,7 @@ pub async fn worker(
     state: Arc<State>,
     mut rx: mpsc::Receiver<Job>,
     (topics, qos_out): (Topics, Option<QoS>),
-    retained: mpsc::Sender<String>,
+    manifests: mpsc::Sender<super::announce::Seen>,
     progress: Arc<AtomicU64>,
 ) {
     while let Some(job) = rx.recv().await {
@@ -105,9 +105,9 @@ pub async fn worker(
         let p = &job.publish;
         let topic = String::from_utf8_lossy(&p.topic);
         if topics.is_manifest(&topic) {
-            if p.retain && !p.payload.is_empty() {
-                let _ = retained.try_send(topic.into_owned());
-            }
+            let seen =
+                super::announce::Seen { topic: topic.into_owned(), payload: p.payload.clone(), retained: p.retain };
+            let _ = manifests.try_send(seen);
         } else {
             if !state.has_catalog() {
                 let _ = tokio::time::timeout(CATALOG_WAIT, state.wait_catalog()).await;

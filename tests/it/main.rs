@@ -10,3 +10,4 @@ mod mqtt;
 mod ops;
 mod reliability;
 mod reload;
+mod signing;

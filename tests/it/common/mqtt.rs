@@ -208,6 +208,12 @@ impl Client {
         self.publish_at(topic, payload.into(), QoS::AtLeastOnce).await;
     }
 
+    /// A retained QoS 1 publish (v3.1.1 clients).
+    pub async fn publish_retained(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        let c = self.v4.as_ref().expect("publish_retained needs a v4 client");
+        c.publish(topic, rumqttc::QoS::AtLeastOnce, true, payload.into()).await.unwrap();
+    }
+
     /// A QoS 0 publish, as phones and NestJS clients send requests.
     pub async fn publish_qos0(&self, topic: &str, payload: impl Into<Vec<u8>>) {
         self.publish_at(topic, payload.into(), QoS::AtMostOnce).await;

@@ -1,0 +1,375 @@
+//! Signed manifests: a phone can prove the code it is about to run came from us.
+//!
+//! For each variant revision the service writes a manifest `{platform, variant, revision, signedAt, connectors:
+//! [{name, sha256, size}]}`, serialises it once, signs those exact bytes with Ed25519 and ships them as they are:
+//! replies and the retained manifest carry `"manifest": "<the text>"`, `"signature": "<base64>"`, `"keyId"`. A
+//! verifier never re-serialises: it checks the signature over the text, parses it, then checks every script's
+//! sha256 and size against it ([`verify_reply`]). Signing happens once per revision, when a catalog is swapped in;
+//! replies stay pre-serialized.
+//!
+//! Keys are PKCS#8 PEM (private, mode 0600) and SPKI PEM (public), as `keygen` writes them: what Node's `crypto`,
+//! OpenSSL, Tink and CryptoKit load. The key id is the first 8 bytes of the SHA-256 of the raw public key, in hex.
+
+use crate::catalog::bundle::sha256_hex;
+use crate::catalog::{Bundle, Catalog};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// A key file that cannot be used, named in every message.
+#[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // the fields are what the messages say
+pub enum KeyError {
+    /// Missing or unreadable.
+    #[error("{}: cannot read the key file: {cause}", path.display())]
+    Unreadable { path: PathBuf, cause: std::io::Error },
+    /// Not an Ed25519 PKCS#8 PEM private key.
+    #[error(
+        "{}: not an Ed25519 private key in PKCS#8 PEM ({reason}); `connector-scripts keygen` writes one",
+        path.display()
+    )]
+    NotPrivateKey { path: PathBuf, reason: String },
+    /// Not an Ed25519 SPKI PEM public key.
+    #[error(
+        "{}: not an Ed25519 public key in SPKI PEM ({reason}); use the .pub file `connector-scripts keygen` wrote",
+        path.display()
+    )]
+    NotPublicKey { path: PathBuf, reason: String },
+    /// `keygen` would overwrite a file.
+    #[error("{}: already exists; keygen never overwrites a key: choose another --out", path.display())]
+    Exists { path: PathBuf },
+    /// `keygen` cannot write.
+    #[error("{}: cannot write: {cause}", path.display())]
+    Unwritable { path: PathBuf, cause: std::io::Error },
+    /// No randomness from the OS.
+    #[error("the operating system gave no random bytes for the key: {0}")]
+    NoRandomness(String),
+}
+
+/// The key id of a public key: the first 8 bytes of the SHA-256 of its 32 raw bytes, in hex.
+pub fn key_id(key: &VerifyingKey) -> String {
+    sha256_hex(key.as_bytes())[..16].to_string()
+}
+
+/// The service's signing key.
+pub struct Signer {
+    key: SigningKey,
+    /// Derived from the public key.
+    pub key_id: String,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key itself.
+        f.debug_struct("Signer").field("key_id", &self.key_id).finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// Reads a PKCS#8 PEM Ed25519 private key. The second value is a warning when others may read the file.
+    pub fn load(path: &Path) -> Result<(Signer, Option<String>), KeyError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|cause| KeyError::Unreadable { path: path.to_path_buf(), cause })?;
+        let key = SigningKey::from_pkcs8_pem(&text)
+            .map_err(|e| KeyError::NotPrivateKey { path: path.to_path_buf(), reason: e.to_string() })?;
+        let warning = readable_by_others(path)
+            .then(|| format!("{}: the signing key is readable by other users: chmod 600 it", path.display()));
+        let key_id = key_id(&key.verifying_key());
+        Ok((Signer { key, key_id }, warning))
+    }
+
+    /// A signer from raw key bytes (tests).
+    pub fn from_bytes(secret: &[u8; 32]) -> Signer {
+        let key = SigningKey::from_bytes(secret);
+        let key_id = key_id(&key.verifying_key());
+        Signer { key, key_id }
+    }
+
+    /// The matching public key.
+    pub fn public_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    /// The manifest of `bundle`, signed: the text, exactly as shipped, and its signature.
+    pub fn sign_bundle(&self, bundle: &Bundle, signed_at: SystemTime) -> Signed {
+        let manifest = Manifest::of(bundle, signed_at);
+        let text = serde_json::to_string(&manifest).unwrap_or_default();
+        let signature = BASE64.encode(self.key.sign(text.as_bytes()).to_bytes());
+        Signed { manifest: text, signature, key_id: self.key_id.clone() }
+    }
+}
+
+#[cfg(unix)]
+fn readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+}
+
+#[cfg(not(unix))]
+fn readable_by_others(_: &Path) -> bool {
+    false
+}
+
+/// Signs every bundle of `catalog`. A bundle that `previous` already signed with this key for the same revision
+/// and issue time keeps that signature: the same bytes in replies and in the retained manifest, no churn.
+pub fn sign_catalog(catalog: &mut Catalog, previous: Option<&Catalog>, signer: &Signer) {
+    for (name, platform) in &mut catalog.platforms {
+        let before = previous.and_then(|p| p.platforms.get(name));
+        for bundle in &mut platform.bundles {
+            let reused = before
+                .and_then(|p| p.bundles.iter().find(|b| b.variant == bundle.variant))
+                .filter(|b| b.revision == bundle.revision && b.issued_at == bundle.issued_at)
+                .and_then(|b| b.signed.clone())
+                .filter(|s| s.key_id == signer.key_id);
+            let signed = reused.unwrap_or_else(|| signer.sign_bundle(bundle, bundle.issued_at));
+            *bundle = Arc::new(bundle.with_signature(signed));
+        }
+    }
+}
+
+/// What `keygen` wrote.
+#[derive(Debug)]
+pub struct KeyPair {
+    /// `NAME.key`, PKCS#8 PEM, mode 0600.
+    pub private: PathBuf,
+    /// `NAME.pub`, SPKI PEM.
+    pub public: PathBuf,
+    /// The key id replies will name.
+    pub key_id: String,
+}
+
+/// Writes a new Ed25519 key pair `OUT.key` and `OUT.pub`; never overwrites.
+pub fn keygen(out: &Path) -> Result<KeyPair, KeyError> {
+    let with = |ext: &str| {
+        let mut name = out.file_name().unwrap_or_default().to_os_string();
+        name.push(ext);
+        out.with_file_name(name)
+    };
+    let (private, public) = (with(".key"), with(".pub"));
+    for path in [&private, &public] {
+        if path.exists() {
+            return Err(KeyError::Exists { path: path.clone() });
+        }
+    }
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::create_dir_all(dir).map_err(|cause| KeyError::Unwritable { path: dir.to_path_buf(), cause })?;
+    }
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(|e| KeyError::NoRandomness(e.to_string()))?;
+    let key = SigningKey::from_bytes(&seed);
+    let unwritable = |path: &Path| {
+        let path = path.to_path_buf();
+        move |cause| KeyError::Unwritable { path, cause }
+    };
+    let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| KeyError::NoRandomness(e.to_string()))?;
+    write_private(&private, pem.as_bytes()).map_err(unwritable(&private))?;
+    let pub_pem =
+        key.verifying_key().to_public_key_pem(LineEnding::LF).map_err(|e| KeyError::NoRandomness(e.to_string()))?;
+    std::fs::write(&public, pub_pem).map_err(unwritable(&public))?;
+    Ok(KeyPair { private, public, key_id: key_id(&key.verifying_key()) })
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+/// Public keys a verifier trusts, by key id.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedKeys(Vec<(String, VerifyingKey)>);
+
+impl TrustedKeys {
+    /// Reads SPKI PEM public keys.
+    pub fn load(paths: &[PathBuf]) -> Result<TrustedKeys, KeyError> {
+        let mut keys = Vec::new();
+        for path in paths {
+            let text =
+                std::fs::read_to_string(path).map_err(|cause| KeyError::Unreadable { path: path.clone(), cause })?;
+            let key = VerifyingKey::from_public_key_pem(&text)
+                .map_err(|e| KeyError::NotPublicKey { path: path.clone(), reason: e.to_string() })?;
+            keys.push((key_id(&key), key));
+        }
+        Ok(TrustedKeys(keys))
+    }
+
+    /// Trusts one key (tests, and the service checking its peers' manifests).
+    pub fn of(key: VerifyingKey) -> TrustedKeys {
+        TrustedKeys(vec![(key_id(&key), key)])
+    }
+
+    fn get(&self, id: &str) -> Option<&VerifyingKey> {
+        self.0.iter().find(|(k, _)| k == id).map(|(_, v)| v)
+    }
+
+    fn ids(&self) -> String {
+        self.0.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// A signed manifest, as shipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// The manifest JSON text: the signed bytes.
+    pub manifest: String,
+    /// Base64 Ed25519 signature over `manifest`.
+    pub signature: String,
+    /// Which key signed it.
+    pub key_id: String,
+}
+
+/// One connector in a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Connector name.
+    pub name: String,
+    /// Hex SHA-256 of its code.
+    pub sha256: String,
+    /// Bytes of its code.
+    pub size: u64,
+}
+
+/// What is signed for one variant revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// Platform name.
+    pub platform: String,
+    /// Variant name.
+    pub variant: String,
+    /// The bundle revision.
+    pub revision: String,
+    /// RFC 3339, milliseconds: only grows for a variant's new content (see README "Signing").
+    pub signed_at: String,
+    /// Every script of the revision.
+    pub connectors: Vec<Entry>,
+}
+
+impl Manifest {
+    /// The manifest of a bundle.
+    pub fn of(bundle: &Bundle, signed_at: SystemTime) -> Manifest {
+        Manifest {
+            platform: bundle.platform.clone(),
+            variant: bundle.variant.clone(),
+            revision: bundle.revision.clone(),
+            signed_at: humantime::format_rfc3339_millis(signed_at).to_string(),
+            connectors: bundle
+                .scripts
+                .iter()
+                .map(|s| Entry { name: s.name.clone(), sha256: s.sha256.clone(), size: s.code.len() as u64 })
+                .collect(),
+        }
+    }
+}
+
+/// Why a reply or a retained manifest does not verify, naming what failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs)] // the fields are what the messages say
+pub enum VerifyError {
+    /// No `manifest`, `signature` or `keyId`.
+    #[error("not signed: the reply has no manifest, signature and keyId (is the service run with --signing-key?)")]
+    Unsigned,
+    /// Signed with a key the verifier does not trust.
+    #[error("unknown key id {key_id}: signed with a key that is not among the trusted ones ({trusted})")]
+    UnknownKey { key_id: String, trusted: String },
+    /// The signature does not match the manifest text.
+    #[error("signature check failed: the manifest text is not what key {key_id} signed")]
+    BadSignature { key_id: String },
+    /// The signed text is not a manifest.
+    #[error("the signed manifest is not a manifest: {0}")]
+    BadManifest(String),
+    /// The manifest is for another variant or revision than the reply.
+    #[error("the manifest is for {signed}, the reply for {reply}")]
+    Mismatch { signed: String, reply: String },
+    /// A script's code does not hash to what the manifest says.
+    #[error(
+        "hash check failed for connector {name:?}: its code hashes to {actual}, the signed manifest says {expected}"
+    )]
+    Hash { name: String, expected: String, actual: String },
+    /// A script's size differs.
+    #[error("size check failed for connector {name:?}: {actual} bytes, the signed manifest says {expected}")]
+    Size { name: String, expected: u64, actual: u64 },
+    /// A script the manifest does not list.
+    #[error("connector {0:?} is not in the signed manifest")]
+    NotInManifest(String),
+}
+
+/// A verified reply: who signed and what.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The signing key.
+    pub key_id: String,
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// How many scripts of the reply were checked.
+    pub scripts: usize,
+}
+
+/// Checks the signature over the manifest text, then that text itself, against `keys`.
+pub fn verify_manifest(doc: &serde_json::Value, keys: &TrustedKeys) -> Result<(String, Manifest), VerifyError> {
+    let (Some(text), Some(signature), Some(key_id)) =
+        (doc["manifest"].as_str(), doc["signature"].as_str(), doc["keyId"].as_str())
+    else {
+        return Err(VerifyError::Unsigned);
+    };
+    let key =
+        keys.get(key_id).ok_or_else(|| VerifyError::UnknownKey { key_id: key_id.to_string(), trusted: keys.ids() })?;
+    let bad = || VerifyError::BadSignature { key_id: key_id.to_string() };
+    let bytes: [u8; 64] = BASE64.decode(signature).map_err(|_| bad())?.try_into().map_err(|_| bad())?;
+    key.verify(text.as_bytes(), &Signature::from_bytes(&bytes)).map_err(|_| bad())?;
+    let manifest: Manifest = serde_json::from_str(text).map_err(|e| VerifyError::BadManifest(e.to_string()))?;
+    Ok((key_id.to_string(), manifest))
+}
+
+/// Verifies a reply body (`{platform, variant, revision, manifest, signature, keyId, connectors}`): the signature,
+/// then every script's sha256 and size against the signed manifest.
+pub fn verify_reply(reply: &serde_json::Value, keys: &TrustedKeys) -> Result<Verified, VerifyError> {
+    let (key_id, manifest) = verify_manifest(reply, keys)?;
+    let said = |k: &str| reply[k].as_str().unwrap_or_default().to_string();
+    if said("platform") != manifest.platform
+        || said("variant") != manifest.variant
+        || said("revision") != manifest.revision
+    {
+        return Err(VerifyError::Mismatch {
+            signed: format!("{}/{} revision {}", manifest.platform, manifest.variant, manifest.revision),
+            reply: format!("{}/{} revision {}", said("platform"), said("variant"), said("revision")),
+        });
+    }
+    let scripts = reply["connectors"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for script in scripts {
+        let name = script["name"].as_str().unwrap_or_default();
+        let code = script["code"].as_str().unwrap_or_default();
+        let entry = manifest
+            .connectors
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| VerifyError::NotInManifest(name.into()))?;
+        let actual = hex(&Sha256::digest(code.as_bytes()));
+        if actual != entry.sha256 {
+            return Err(VerifyError::Hash { name: name.into(), expected: entry.sha256.clone(), actual });
+        }
+        if code.len() as u64 != entry.size {
+            return Err(VerifyError::Size { name: name.into(), expected: entry.size, actual: code.len() as u64 });
+        }
+    }
+    Ok(Verified { key_id, manifest, scripts: scripts.len() })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
