@@ -228,3 +228,74 @@ fn bundle_at<'a>(catalog: &'a Catalog, topics: &Topics, topic: &str) -> Option<&
 fn heal(state: &State, action: &str) {
     state.metrics.manifests_healed.get_or_create(&HealLabels { action: action.to_string() }).inc();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Bundle, CompileOptions, ModuleFormat, Script, Target};
+    use crate::signing::Signer;
+    use std::time::{Duration, SystemTime};
+
+    const OPTS: CompileOptions =
+        CompileOptions { target: Target::Es2022, module: ModuleFormat::Esm, minify: false, source_maps: false };
+
+    fn bundle(code: &str, issued: SystemTime, signer: Option<&Signer>) -> Bundle {
+        let script = Script {
+            name: "a".into(),
+            code: code.into(),
+            sha256: crate::catalog::bundle::sha256_hex(code.as_bytes()),
+            source_map: None,
+        };
+        let mut b = Bundle::new("ios", "next", "*", OPTS, vec![script]);
+        b.issued_at = issued;
+        match signer {
+            Some(s) => b.with_signature(s.sign_bundle(&b, issued)),
+            None => b,
+        }
+    }
+
+    fn seen(b: &Bundle, retained: bool) -> Seen {
+        Seen { topic: "connectors/ios/next".into(), payload: manifest_json(b).into(), retained }
+    }
+
+    #[test]
+    fn signed_peers_converge_on_the_newest_and_forgeries_are_replaced() {
+        let key = Signer::from_bytes(&[7; 32]);
+        let keys = TrustedKeys::of(key.public_key());
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let later = t0 + Duration::from_secs(60);
+        let ours = bundle("old()", t0, Some(&key));
+        let judged = |s: &Seen| judge(s, Some(&ours), Some(&keys));
+        // Another instance signed the same revision at another time: no fight.
+        assert_eq!(judged(&seen(&bundle("old()", later, Some(&key)), false)), Verdict::Peer);
+        // A rolling deploy's newer revision wins; an older one is replaced by ours (then it yields in turn).
+        assert_eq!(judged(&seen(&bundle("new()", later, Some(&key)), false)), Verdict::Peer);
+        let newer = bundle("new()", later, Some(&key));
+        assert_eq!(judge(&seen(&ours, false), Some(&newer), Some(&keys)), Verdict::Replace);
+        // Unsigned, signed with another key, or cleared: ours goes back.
+        assert_eq!(judged(&seen(&bundle("evil()", later, None), false)), Verdict::Replace);
+        let other = Signer::from_bytes(&[9; 32]);
+        assert_eq!(judged(&seen(&bundle("evil()", later, Some(&other)), false)), Verdict::Replace);
+        let cleared = Seen { topic: "connectors/ios/next".into(), payload: Default::default(), retained: false };
+        assert_eq!(judged(&cleared), Verdict::Replace);
+        // A variant we lack: a live, valid one is a peer's; a stale or invalid one goes.
+        let ghost = |b: &Bundle, retained| judge(&seen(b, retained), None, Some(&keys));
+        assert_eq!(ghost(&newer, false), Verdict::Peer);
+        assert_eq!(ghost(&newer, true), Verdict::Clear);
+        assert_eq!(ghost(&bundle("evil()", later, None), false), Verdict::Clear);
+        assert_eq!(judge(&cleared, None, Some(&keys)), Verdict::Leave);
+    }
+
+    #[test]
+    fn unsigned_instances_judge_by_well_formed_manifests() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let ours = bundle("old()", t0, None);
+        let newer = bundle("new()", t0 + Duration::from_secs(1), None);
+        assert_eq!(judge(&seen(&newer, false), Some(&ours), None), Verdict::Peer);
+        assert_eq!(judge(&seen(&ours, false), Some(&newer), None), Verdict::Replace);
+        let forged =
+            Seen { topic: "connectors/ios/next".into(), payload: r#"{"revision":"evil"}"#.into(), retained: true };
+        assert_eq!(judge(&forged, Some(&ours), None), Verdict::Replace);
+        assert_eq!(judge(&forged, None, None), Verdict::Clear);
+    }
+}

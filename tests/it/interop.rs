@@ -1,7 +1,7 @@
 //! Interop with the real peers: an unchanged NestJS v12 `ClientMqtt` (node), `mosquitto_rr -V 5`, and the
 //! `connector-scripts` binary itself (`request`, `serve` on a taken port).
 
-use crate::common::mqtt::{serve_embedded, serve_external};
+use crate::common::mqtt::{config, serve_embedded, serve_external, serve_with};
 use crate::common::{node_dir, Mosquitto, TempCatalog};
 use std::process::{Command, Output};
 
@@ -27,11 +27,17 @@ async fn nestjs_v12_client_mqtt_gets_the_answer() {
     let catalog = TempCatalog::examples();
     let (running, ports) = serve_embedded(&catalog).await;
     let mosquitto = Mosquitto::start().await;
-    let external = serve_external(&catalog, &mosquitto.url()).await;
+    // The external service signs: the new fields must not disturb an unchanged NestJS client.
+    let keys = tempfile::tempdir().unwrap();
+    let pair = connector_scripts::signing::keygen(&keys.path().join("k")).unwrap();
+    let signing = ["--signing-key", pair.private.to_str().unwrap()];
+    let external = serve_with(config(&catalog, &mosquitto.url(), &signing)).await;
     for url in [format!("mqtt://127.0.0.1:{}", ports.v4), mosquitto.url()] {
         let ok =
             nest_client_async(url.clone(), serde_json::json!({"platform": "ios", "version": "2.4.1"}), false).await;
         assert_eq!(ok["ok"], true, "{url}: {ok}");
+        let signed = url == mosquitto.url();
+        assert_eq!(ok["response"]["keyId"].as_str() == Some(pair.key_id.as_str()), signed, "{url}: {ok}");
         assert_eq!(ok["response"]["variant"], "current", "{url}: {ok}");
         assert_eq!(ok["response"]["version"], "2.4.1");
         assert!(ok["response"]["connectors"].as_array().unwrap().len() >= 4);

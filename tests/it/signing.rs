@@ -248,3 +248,54 @@ async fn foreign_manifests_are_replaced_or_cleared_at_once() {
     println!("healed within {:?} of the forgery", published.elapsed());
     s.service.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_deploy_converges_on_the_newest_manifest_without_a_fight() {
+    let keys = tempfile::tempdir().unwrap();
+    let (private, public, key_id) = keygen(keys.path(), "prod");
+    let key = ["--signing-key", private.to_str().unwrap(), "--share-group", "deploy"];
+    let mosquitto = Mosquitto::start().await;
+    let old = TempCatalog::examples();
+    let a = serve_with(config(&old, &mosquitto.url(), &key)).await;
+    let new = TempCatalog::examples();
+    let path = new.snippets().join("smart-home/thermostat.ts");
+    new.snippet(
+        "smart-home/thermostat.ts",
+        format!("{}\nexport const v2 = true;\n", std::fs::read_to_string(path).unwrap()),
+    );
+    let b = serve_with(config(&new, &mosquitto.url(), &key)).await;
+    let revision = |r: &Running| {
+        let c = r.state.catalog().unwrap();
+        let rev = c.bundles().find(|b| b.platform == "ios" && b.variant == "next").unwrap().revision.clone();
+        rev
+    };
+    let (old_rev, new_rev) = (revision(&a), revision(&b));
+    assert_ne!(old_rev, new_rev);
+    let mut phone = Client::v4(mosquitto.port, "deploy-phone").await;
+    phone.subscribe("connectors/ios/next").await;
+    loop {
+        let m = phone.recv().await.json();
+        if m["revision"] == new_rev.as_str() {
+            assert_verified(&m, &public, &key_id, "manifest");
+            break;
+        }
+    }
+    // Settled: a round trip through each instance's connection (behind any manifest still in flight) changes no
+    // heal counter, and a late subscriber still gets the newest.
+    let healed = |r: &Running| {
+        connector_scripts::ops::metrics_text(&r.state)
+            .lines()
+            .filter(|l| l.contains("manifests_healed_total{"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let before = (healed(&a), healed(&b));
+    for device in ["deploy-a", "deploy-b"] {
+        let body = nest_reply(mosquitto.port, device, json!({"platform": "ios", "version": "3.1.0"})).await;
+        assert!(body["revision"] == old_rev.as_str() || body["revision"] == new_rev.as_str(), "{body}");
+    }
+    assert_eq!((healed(&a), healed(&b)), before, "the instances are still rewriting each other's manifests");
+    assert_eq!(retained_manifest(mosquitto.port, "connectors/ios/next").await["revision"], new_rev.as_str());
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
