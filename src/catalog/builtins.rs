@@ -14,6 +14,7 @@
 use super::diagnostic::Diagnostic;
 use super::options::Target;
 use std::collections::HashSet;
+use std::sync::OnceLock;
 use swc_core::common::Span;
 use swc_core::ecma::ast::*;
 use swc_core::ecma::visit::{Visit, VisitWith};
@@ -107,43 +108,61 @@ pub fn scan(program: &Program, target: Target) -> Vec<Need> {
     finder.found
 }
 
-/// Every name the program binds anywhere: a global shadowed somewhere is not reported (conservative: never a false
-/// refusal for code that declares its own `Map`).
+/// Every built-in root name (`Map`, `Object`) the program binds anywhere: a global shadowed somewhere is not
+/// reported (conservative: never a false refusal for code that declares its own `Map`). Other names are not kept,
+/// so the walk allocates nothing for ordinary code.
 #[derive(Default)]
 struct Declared(HashSet<String>);
 
+impl Declared {
+    fn insert(&mut self, name: &str) {
+        if is_root(name) {
+            self.0.insert(name.to_string());
+        }
+    }
+}
+
+/// Is `name` a global this module knows, or the object of a static member it knows (`Object` of `Object.entries`)?
+fn is_root(name: &str) -> bool {
+    static ROOTS: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    let roots = ROOTS.get_or_init(|| {
+        EDITIONS.iter().flat_map(|(_, names)| names.iter()).filter_map(|n| n.split('.').next()).collect()
+    });
+    roots.contains(name)
+}
+
 impl Visit for Declared {
     fn visit_binding_ident(&mut self, n: &BindingIdent) {
-        self.0.insert(n.id.sym.to_string());
+        self.insert(&n.id.sym);
     }
     fn visit_fn_decl(&mut self, n: &FnDecl) {
-        self.0.insert(n.ident.sym.to_string());
+        self.insert(&n.ident.sym);
         n.visit_children_with(self);
     }
     fn visit_class_decl(&mut self, n: &ClassDecl) {
-        self.0.insert(n.ident.sym.to_string());
+        self.insert(&n.ident.sym);
         n.visit_children_with(self);
     }
     fn visit_fn_expr(&mut self, n: &FnExpr) {
         if let Some(i) = &n.ident {
-            self.0.insert(i.sym.to_string());
+            self.insert(&i.sym);
         }
         n.visit_children_with(self);
     }
     fn visit_class_expr(&mut self, n: &ClassExpr) {
         if let Some(i) = &n.ident {
-            self.0.insert(i.sym.to_string());
+            self.insert(&i.sym);
         }
         n.visit_children_with(self);
     }
     fn visit_import_named_specifier(&mut self, n: &ImportNamedSpecifier) {
-        self.0.insert(n.local.sym.to_string());
+        self.insert(&n.local.sym);
     }
     fn visit_import_default_specifier(&mut self, n: &ImportDefaultSpecifier) {
-        self.0.insert(n.local.sym.to_string());
+        self.insert(&n.local.sym);
     }
     fn visit_import_star_as_specifier(&mut self, n: &ImportStarAsSpecifier) {
-        self.0.insert(n.local.sym.to_string());
+        self.insert(&n.local.sym);
     }
 }
 
@@ -158,7 +177,7 @@ struct Finder {
 
 impl Finder {
     fn record(&mut self, name: &str, span: Span) {
-        if self.in_try > 0 {
+        if self.in_try > 0 || !is_root(name.split('.').next().unwrap_or(name)) {
             return;
         }
         let root = name.split('.').next().unwrap_or(name);
@@ -257,18 +276,18 @@ impl Visit for Finder {
     fn visit_expr(&mut self, e: &Expr) {
         match e {
             Expr::Ident(i) => self.record(&i.sym, i.span),
-            Expr::Member(m) => {
-                if let (Expr::Ident(o), MemberProp::Ident(p)) = (&*m.obj, &m.prop) {
+            Expr::Member(m) => match (&*m.obj, &m.prop) {
+                (Expr::Ident(o), MemberProp::Ident(p)) if is_root(&o.sym) => {
                     let name = format!("{}.{}", o.sym, p.sym);
                     if since(&name).is_some() {
                         self.record(&name, m.span);
                     } else {
                         self.record(&o.sym, o.span);
                     }
-                } else {
-                    m.visit_children_with(self);
                 }
-            }
+                (Expr::Ident(_), MemberProp::Ident(_)) => {}
+                _ => m.visit_children_with(self),
+            },
             Expr::Unary(u) if u.op == UnaryOp::TypeOf => {} // a feature test, not a use
             Expr::Bin(b) if b.op == BinaryOp::LogicalAnd => {
                 self.guarded_by(&b.left, &b.left);
