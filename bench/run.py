@@ -124,10 +124,26 @@ class Mosquitto:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+_KEY = []
+
+
+def signing_key(paths):
+    """One key from `keygen` for the whole run: the service signs as production does, and the ideal responder
+    signs the same manifests, so both send byte-identical replies."""
+    if not _KEY:
+        keys = tempfile.mkdtemp()
+        subprocess.run([paths["connector-scripts"], "keygen", "--out", os.path.join(keys, "bench")], check=True,
+                       stdout=subprocess.DEVNULL)
+        _KEY.append(os.path.join(keys, "bench.key"))
+    return _KEY[0]
+
+
 def start_connector_scripts(paths, broker):
+    """The service as production runs it: signing every manifest."""
     http = free_port()
     proc = subprocess.Popen([paths["connector-scripts"], "serve", "--broker", broker, "--http-listen",
                              f"127.0.0.1:{http}", "--rate-limit", "0", "--qos-in", "0",
+                             "--signing-key", signing_key(paths),
                              "--snippets", os.path.join(ROOT, "snippets"), "--platforms", os.path.join(ROOT, "platforms")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait(lambda: readyz(http), 30, "connector-scripts ready")
@@ -234,7 +250,8 @@ def main():
             ("connector-scripts", lambda: start_connector_scripts(paths, broker.url)),
             ("NestJS peer", lambda: start_printing_ready(nest_peer_cmd(broker.url))),
             ("ideal responder", lambda: start_printing_ready([paths["loadgen"], "respond", "--broker", broker.url, "--version", "2.4.1",
-                                                              "--snippets", "snippets", "--platforms", "platforms"])),
+                                                              "--snippets", "snippets", "--platforms", "platforms",
+                                                              "--signing-key", signing_key(paths)])),
         ]
         for n in range(ROUNDS):
             for label, start in targets:

@@ -5,6 +5,7 @@
 //!   requests/s, latency percentiles, errors.
 //! - `loadgen respond`: the "ideal responder": answers every request with pre-serialized bytes and does nothing
 //!   else (the id is spliced into a ready reply). It is the broker-bound ceiling a real service can approach.
+//!   With `--signing-key` its reply carries the same signed manifest as the service's.
 //!
 //! `cargo run --release --example loadgen -- load --broker mqtt://127.0.0.1:1883 --connections 4 --window 16`
 
@@ -188,7 +189,13 @@ async fn respond(args: Vec<String>) {
     };
     let version = AppVersion::parse(&arg(&args, "--version", "3.1.0")).unwrap();
     let catalog = catalog::build(&sources, &mut CompileCache::default(), None);
-    let bundle = catalog.resolve(&arg(&args, "--platform", "ios"), &version).expect("the variant to serve").clone();
+    let mut bundle = catalog.resolve(&arg(&args, "--platform", "ios"), &version).expect("the variant to serve").clone();
+    // Signed like the service's (`--signing-key`): byte-identical replies.
+    let key = arg(&args, "--signing-key", "");
+    if !key.is_empty() {
+        let (signer, _) = connector_scripts::signing::Signer::load(std::path::Path::new(&key)).expect("--signing-key");
+        bundle = std::sync::Arc::new(bundle.with_signature(signer.sign_bundle(&bundle, bundle.issued_at)));
+    }
     let mut body = Vec::new();
     bundle.write_reply(&version.to_string(), None, &mut body);
     let (client, mut el) = AsyncClient::new(options(&format!("ideal-responder-{}", std::process::id()), &url), 65_536);
