@@ -6,6 +6,9 @@
 //! - `loadgen respond`: the "ideal responder": answers every request with pre-serialized bytes and does nothing
 //!   else (the id is spliced into a ready reply). It is the broker-bound ceiling a real service can approach.
 //!   With `--signing-key` its reply carries the same signed manifest as the service's.
+//! - `loadgen respond --coalesce`: the same replies written by a minimal MQTT 3.1.1 client of its own that puts
+//!   every reply to the requests of one socket read into one write (rumqttc writes and flushes each publish on its
+//!   own). The write-coalescing experiment of docs/PERFORMANCE.md: what the broker spends per reply either way.
 //!
 //! `cargo run --release --example loadgen -- load --broker mqtt://127.0.0.1:1883 --connections 4 --window 16`
 
@@ -178,26 +181,129 @@ async fn load(args: Vec<String>) {
     println!("{line}");
 }
 
-async fn respond(args: Vec<String>) {
-    let url = arg(&args, "--broker", "mqtt://127.0.0.1:1883");
-    let topic = arg(&args, "--topic", "getConnectors");
+/// A reply body ready to be framed per request (the ideal responder's only state).
+fn ideal_body(args: &[String]) -> (Vec<u8>, String) {
     let sources = Sources {
-        snippets: PathBuf::from(arg(&args, "--snippets", "snippets")),
-        platforms: PathBuf::from(arg(&args, "--platforms", "platforms")),
+        snippets: PathBuf::from(arg(args, "--snippets", "snippets")),
+        platforms: PathBuf::from(arg(args, "--platforms", "platforms")),
         max_file_size: catalog::loader::DEFAULT_MAX_FILE_SIZE,
         max_reply_size: connector_scripts::config::defaults::MAX_REPLY_SIZE,
     };
-    let version = AppVersion::parse(&arg(&args, "--version", "3.1.0")).unwrap();
+    let version = AppVersion::parse(&arg(args, "--version", "3.1.0")).unwrap();
     let catalog = catalog::build(&sources, &mut CompileCache::default(), None);
-    let mut bundle = catalog.resolve(&arg(&args, "--platform", "ios"), &version).expect("the variant to serve").clone();
+    let mut bundle = catalog.resolve(&arg(args, "--platform", "ios"), &version).expect("the variant to serve").clone();
     // Signed like the service's (`--signing-key`): byte-identical replies.
-    let key = arg(&args, "--signing-key", "");
+    let key = arg(args, "--signing-key", "");
     if !key.is_empty() {
         let (signer, _) = connector_scripts::signing::Signer::load(std::path::Path::new(&key)).expect("--signing-key");
         bundle = std::sync::Arc::new(bundle.with_signature(signer.sign_bundle(&bundle, bundle.issued_at)));
     }
     let mut body = Vec::new();
     bundle.write_reply(&version.to_string(), None, &mut body);
+    (body, arg(args, "--topic", "getConnectors"))
+}
+
+/// MQTT 3.1.1 remaining length.
+fn put_len(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let mut b = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            b |= 128;
+        }
+        out.push(b);
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+/// One whole packet at the start of `buf`: (first byte, body range end, header length).
+fn packet(buf: &[u8]) -> Option<(u8, usize, usize)> {
+    let (mut len, mut mult, mut i) = (0usize, 1usize, 1usize);
+    loop {
+        let b = *buf.get(i)?;
+        len += (b & 127) as usize * mult;
+        mult *= 128;
+        i += 1;
+        if b & 128 == 0 {
+            break;
+        }
+    }
+    (buf.len() >= i + len).then_some((buf[0], i + len, i))
+}
+
+/// The coalescing ideal responder: a raw MQTT 3.1.1 connection; all replies to the requests of one read go out in
+/// one write.
+async fn respond_coalesced(args: Vec<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (body, topic) = ideal_body(&args);
+    let (host, port) = broker(&arg(&args, "--broker", "mqtt://127.0.0.1:1883"));
+    let mut sock = tokio::net::TcpStream::connect((host.as_str(), port)).await.expect("broker");
+    sock.set_nodelay(true).unwrap();
+    let mut connect = Vec::new();
+    put_str(&mut connect, b"MQTT");
+    connect.extend_from_slice(&[4, 2, 0, 60]); // level 4, clean session, keep-alive 60 s
+    put_str(&mut connect, format!("ideal-coalesced-{}", std::process::id()).as_bytes());
+    let mut subscribe = vec![0, 1];
+    put_str(&mut subscribe, format!("{topic}/+").as_bytes());
+    subscribe.push(0);
+    let mut out = vec![0x10];
+    put_len(&mut out, connect.len());
+    out.extend_from_slice(&connect);
+    out.push(0x82);
+    put_len(&mut out, subscribe.len());
+    out.extend_from_slice(&subscribe);
+    sock.write_all(&out).await.unwrap();
+    let mut buf = Vec::with_capacity(1 << 20);
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        let n = sock.read(&mut chunk).await.expect("read");
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        out.clear();
+        let mut at = 0;
+        while let Some((first, end, header)) = packet(&buf[at..]) {
+            let p = &buf[at + header..at + end];
+            match first >> 4 {
+                9 => println!("ready"), // SUBACK
+                3 if p.len() >= 2 => {
+                    let tlen = u16::from_be_bytes([p[0], p[1]]) as usize;
+                    let (t, payload) = (&p[2..2 + tlen], &p[2 + tlen..]);
+                    if !t.ends_with(b"/reply") {
+                        if let Some(id) = id_of(payload) {
+                            let mut reply_topic = t.to_vec();
+                            reply_topic.extend_from_slice(b"/reply");
+                            let mut framed = Vec::with_capacity(body.len() + 64);
+                            frame_response(&Framing::Nest { id }, &body, &mut framed);
+                            out.push(0x30);
+                            put_len(&mut out, 2 + reply_topic.len() + framed.len());
+                            put_str(&mut out, &reply_topic);
+                            out.extend_from_slice(&framed);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            at += end;
+        }
+        buf.drain(..at);
+        if !out.is_empty() {
+            sock.write_all(&out).await.expect("write");
+        }
+    }
+}
+
+async fn respond(args: Vec<String>) {
+    let url = arg(&args, "--broker", "mqtt://127.0.0.1:1883");
+    let (body, topic) = ideal_body(&args);
     let (client, mut el) = AsyncClient::new(options(&format!("ideal-responder-{}", std::process::id()), &url), 65_536);
     el.set_network_options(nodelay());
     client.subscribe(format!("{topic}/+"), QoS::AtMostOnce).await.unwrap();
@@ -250,7 +356,12 @@ fn main() {
         // One task on one thread: no cross-thread wake-up per reply (measured: ~1 futex call per reply on the
         // multi-threaded runtime), so the ceiling is as cheap as a responder can be.
         Some("respond") => {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(respond(args))
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            if args.iter().any(|a| a == "--coalesce") {
+                rt.block_on(respond_coalesced(args))
+            } else {
+                rt.block_on(respond(args))
+            }
         }
         _ => eprintln!("usage: loadgen load|respond [options]; see the module docs"),
     }
