@@ -14,6 +14,7 @@
 //! - [`ops`]: status document, health/readiness/metrics over HTTP, systemd notify and watchdog.
 //! - [`app`]: `serve` wiring: every task under one cancellation token and task tracker.
 //! - [`signing`]: Ed25519 keys, signed manifests, verifying replies.
+//! - [`release`]: managed releases: rollout state, the release store, stable/candidate per device.
 //! - [`ratelimit`], [`logging`]: per-device token buckets; log setup.
 #![warn(missing_docs)]
 // Diagnostics travel as values on cold paths (a bad file); boxing them would only add noise.
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod ops;
 pub mod ratelimit;
+pub mod release;
 pub mod reload;
 pub mod signing;
 pub mod state;

@@ -41,6 +41,8 @@ pub struct Bundle {
     pub issued_at: SystemTime,
     /// The signed manifest, once the service signed the bundle (`serve --signing-key`).
     pub signed: Option<Signed>,
+    /// `stable` or `candidate` in replies, when releases are managed (`--release-mode manual`).
+    pub channel: Option<&'static str>,
     /// `{"platform":…,"version":` — the app version goes after it.
     head: Vec<u8>,
     /// `,"variant":…,"revision":…[,"manifest":…,"signature":…,"keyId":…],"connectors":[`.
@@ -68,8 +70,11 @@ fn json(v: &str) -> String {
 }
 
 /// The reply part between the version and the scripts.
-fn middle(variant: &str, revision: &str, signed: Option<&Signed>) -> Vec<u8> {
+fn middle(variant: &str, revision: &str, signed: Option<&Signed>, channel: Option<&str>) -> Vec<u8> {
     let mut m = format!(",\"variant\":{},\"revision\":{}", json(variant), json(revision));
+    if let Some(c) = channel {
+        m.push_str(&format!(",\"channel\":{}", json(c)));
+    }
     if let Some(s) = signed {
         m.push_str(&format!(
             ",\"manifest\":{},\"signature\":{},\"keyId\":{}",
@@ -121,7 +126,7 @@ impl Bundle {
         // 64 bits are plenty to tell revisions of one variant apart and keep not-modified requests small.
         let revision = hex(&h.finalize()[..8]);
         let head = format!("{{\"platform\":{},\"version\":", json(platform)).into_bytes();
-        let middle = middle(variant, &revision, None);
+        let middle = middle(variant, &revision, None, None);
         let script_json: Vec<Vec<u8>> = scripts.iter().map(|s| serde_json::to_vec(s).unwrap_or_default()).collect();
         let all_scripts = script_json.join(&b","[..]);
         Bundle {
@@ -133,6 +138,7 @@ impl Bundle {
             revision,
             issued_at: SystemTime::now(),
             signed: None,
+            channel: None,
             head,
             middle,
             script_json,
@@ -143,8 +149,24 @@ impl Bundle {
     /// The same bundle with its signed manifest in every reply.
     pub fn with_signature(&self, signed: Signed) -> Bundle {
         let mut b = self.clone();
-        b.middle = middle(&b.variant, &b.revision, Some(&signed));
+        b.middle = middle(&b.variant, &b.revision, Some(&signed), b.channel);
         b.signed = Some(signed);
+        b
+    }
+
+    /// The same bundle, its replies saying which release channel they come from.
+    pub fn with_channel(&self, channel: &'static str) -> Bundle {
+        let mut b = self.clone();
+        b.middle = middle(&b.variant, &b.revision, b.signed.as_ref(), Some(channel));
+        b.channel = Some(channel);
+        b
+    }
+
+    /// The bundle without the connectors in `disabled` (the kill switch): a new revision, issued at `issued_at`.
+    pub fn without(&self, disabled: &std::collections::BTreeSet<String>, issued_at: SystemTime) -> Bundle {
+        let scripts = self.scripts.iter().filter(|s| !disabled.contains(&s.name)).cloned().collect();
+        let mut b = Bundle::new(&self.platform, &self.variant, &self.versions, self.options, scripts);
+        b.issued_at = issued_at;
         b
     }
 

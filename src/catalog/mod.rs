@@ -61,8 +61,20 @@ pub struct Missing {
 pub struct PlatformCatalog {
     /// The validated manifest.
     pub spec: Platform,
-    /// `bundles[i]` is the bundle of `spec.variants[i]`.
+    /// `bundles[i]` is the bundle of `spec.variants[i]` (with managed releases: its stable revision).
     pub bundles: Vec<Arc<Bundle>>,
+    /// `candidates[i]`: the candidate of `spec.variants[i]` being rolled out, if any (empty without managed
+    /// releases).
+    pub candidates: Vec<Option<Candidate>>,
+}
+
+/// A candidate revision and the devices that get it.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Its bundle.
+    pub bundle: Arc<Bundle>,
+    /// Which devices get it.
+    pub state: Arc<crate::release::state::ReleaseState>,
 }
 
 /// Figures about one build.
@@ -123,19 +135,33 @@ pub enum ResolveError {
 }
 
 impl Catalog {
-    /// The bundle an app of `platform`/`version` receives.
+    /// The bundle an app of `platform`/`version` receives (the stable one, with managed releases).
     pub fn resolve(&self, platform: &str, version: &AppVersion) -> Result<&Arc<Bundle>, ResolveError> {
+        self.resolve_for(platform, version, None)
+    }
+
+    /// The bundle device `device` of `platform`/`version` receives: the candidate when a rollout includes it.
+    pub fn resolve_for(
+        &self,
+        platform: &str,
+        version: &AppVersion,
+        device: Option<&str>,
+    ) -> Result<&Arc<Bundle>, ResolveError> {
         let p = self.platforms.get(platform).ok_or_else(|| ResolveError::UnknownPlatform {
             platform: platform.chars().take(64).collect(),
             known: self.platforms.keys().cloned().collect(),
         })?;
-        p.spec.variants.iter().position(|v| v.versions.matches(version)).map(|i| &p.bundles[i]).ok_or_else(|| {
+        let i = p.spec.variants.iter().position(|v| v.versions.matches(version)).ok_or_else(|| {
             ResolveError::NoVariant {
                 platform: platform.to_string(),
                 version: version.to_string(),
                 ranges: p.spec.variants.iter().map(|v| format!("{}: {}", v.name, v.versions)).collect(),
             }
-        })
+        })?;
+        match p.candidates.get(i).and_then(Option::as_ref) {
+            Some(c) if c.state.channel(device) == crate::release::state::Channel::Candidate => Ok(&c.bundle),
+            _ => Ok(&p.bundles[i]),
+        }
     }
 
     /// Number of error diagnostics.
