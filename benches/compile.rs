@@ -161,7 +161,7 @@ fn main() -> ExitCode {
     let bytes: usize = sources.iter().map(|s| s.text.len()).sum();
     let options = CompileOptions { target: args.target, module: ModuleFormat::Esm, minify: false, source_maps: false };
     let job = |s: &'_ Source| -> bool {
-        let job = Job { path: &s.path, source: &s.text, connector: &s.connector, options };
+        let job = Job { path: &s.path, map_source: "snippet.ts", source: &s.text, connector: &s.connector, options };
         std::hint::black_box(transpile::transpile(&job)).is_ok()
     };
 
@@ -171,7 +171,8 @@ fn main() -> ExitCode {
         sources
             .par_iter()
             .map(|s| {
-                let job = Job { path: &s.path, source: &s.text, connector: &s.connector, options };
+                let job =
+                    Job { path: &s.path, map_source: "snippet.ts", source: &s.text, connector: &s.connector, options };
                 match transpile::transpile(&job) {
                     Ok(out) => Ok(out.code.len()),
                     Err(diags) => Err(diags.first().map_or_else(|| "failed".to_string(), |d| d.message.clone())),

@@ -10,6 +10,7 @@ use crate::mqtt::announce::Liveness;
 use crate::mqtt::connection::mqtt_options;
 use crate::mqtt::event_loop::{self, Session};
 use crate::ops::{self, systemd};
+use crate::release::Releases;
 use crate::reload;
 use crate::signing::Signer;
 use crate::state::State;
@@ -99,7 +100,15 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
             None
         }
     };
-    let state = Arc::new(State::new(handler, cfg.ops.instance.clone(), broker_url.to_string()).with_signer(signer));
+    let releases = match &cfg.releases {
+        Some(rc) => Some(Arc::new(Releases::open(rc.clone())?)),
+        None => None,
+    };
+    let state = Arc::new(
+        State::new(handler, cfg.ops.instance.clone(), broker_url.to_string())
+            .with_signer(signer)
+            .with_releases(releases),
+    );
     let session = Session {
         liveness: Liveness::new(&cfg.mqtt.topics, &state.identity),
         broker: broker_url,

@@ -33,6 +33,100 @@ pub enum Command {
     Status(StatusArgs),
     /// Write a new Ed25519 key pair for `serve --signing-key`: OUT.key (PKCS#8 PEM, mode 0600) and OUT.pub.
     Keygen(KeygenArgs),
+    /// Every variant's rollout state (`--release-mode manual`): stable, candidate, percentage, disabled connectors,
+    /// the revisions on the broker.
+    Releases(ReleasesArgs),
+    /// Give the candidate to N % of devices (0 – 100; raising it only adds devices).
+    Rollout(RolloutArgs),
+    /// The candidate becomes stable for every device.
+    Promote(VariantArgs),
+    /// Drop the candidate, or (--to REVISION) make a stored revision stable again; effective at once.
+    Rollback(RollbackArgs),
+    /// Kill switch: the connector leaves every reply (new revision, new manifest) until enabled again.
+    Disable(SwitchArgs),
+    /// Undo `disable`.
+    Enable(SwitchArgs),
+}
+
+/// What every release command needs: the broker, the topics, how long to wait for the instances.
+#[derive(Debug, Clone, Args)]
+pub struct OperatorArgs {
+    /// Broker access (an account the ACL lets write the release topics).
+    #[command(flatten)]
+    pub access: BrokerArgs,
+    /// Broker the service instances use.
+    #[arg(long, env = "CONNECTOR_SCRIPTS_BROKER", default_value = d::REQUEST_BROKER)]
+    pub broker: String,
+    /// Prefix of the retained rollout states (as the service's --release-topic).
+    #[arg(long, default_value = d::RELEASE_TOPIC)]
+    pub release_topic: String,
+    /// Prefix of the instances' liveness messages (as the service's --status-topic).
+    #[arg(long, default_value = d::STATUS_TOPIC)]
+    pub status_topic: String,
+    /// Seconds to wait for every live instance to apply a change.
+    #[arg(long, default_value_t = d::OPERATOR_TIMEOUT)]
+    pub timeout: Seconds,
+}
+
+/// `releases` flags.
+#[derive(Debug, Clone, Args)]
+pub struct ReleasesArgs {
+    /// Broker and topics.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+    /// Only this platform.
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+/// A platform and optionally one variant (default: every variant of the platform).
+#[derive(Debug, Clone, Args)]
+pub struct VariantArgs {
+    /// Broker and topics.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+    /// Platform.
+    #[arg(long)]
+    pub platform: String,
+    /// Variant (default: every variant of the platform).
+    #[arg(long)]
+    pub variant: Option<String>,
+}
+
+/// `rollout` flags.
+#[derive(Debug, Clone, Args)]
+pub struct RolloutArgs {
+    /// Which variants.
+    #[command(flatten)]
+    pub target: VariantArgs,
+    /// Share of devices on the candidate, 0 – 100.
+    #[arg(long)]
+    pub percent: f64,
+}
+
+/// `rollback` flags.
+#[derive(Debug, Clone, Args)]
+pub struct RollbackArgs {
+    /// Which variants.
+    #[command(flatten)]
+    pub target: VariantArgs,
+    /// Make this stored revision stable (default: only drop the candidate).
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+/// `disable` / `enable` flags.
+#[derive(Debug, Clone, Args)]
+pub struct SwitchArgs {
+    /// Broker and topics.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+    /// The connector (`fleet/tracking`).
+    #[arg(long)]
+    pub connector: String,
+    /// Only this platform (default: every platform).
+    #[arg(long)]
+    pub platform: Option<String>,
 }
 
 /// `keygen` flags.
@@ -156,6 +250,17 @@ pub struct ServeArgs {
     /// the key itself. Under systemd, $CREDENTIALS_DIRECTORY/signing-key is used when this is not given.
     #[arg(long, env = "CONNECTOR_SCRIPTS_SIGNING_KEY")]
     pub signing_key: Option<PathBuf>,
+    /// `auto`: every good build goes to every device at once (development, staging). `manual`: the first build is
+    /// stable, later ones are candidates at 0 % until an operator rolls them out (production).
+    #[arg(long, value_enum, default_value_t = crate::release::ReleaseMode::Auto, env = "CONNECTOR_SCRIPTS_RELEASE_MODE")]
+    pub release_mode: crate::release::ReleaseMode,
+    /// Where manual mode keeps rollout states and every released revision (default: $STATE_DIRECTORY, as systemd's
+    /// StateDirectory= sets it).
+    #[arg(long, env = "CONNECTOR_SCRIPTS_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Prefix of the retained rollout states: PREFIX/PLATFORM/VARIANT (and their bundles under …/bundles/).
+    #[arg(long, default_value = d::RELEASE_TOPIC)]
+    pub release_topic: String,
     /// Keep an MQTT session across restarts and disconnections (fixed client id, QoS 1, each request
     /// acknowledged only after its reply is published): requests sent meanwhile are answered when it is back.
     #[arg(long, env = "CONNECTOR_SCRIPTS_PERSISTENT_SESSION")]

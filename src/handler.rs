@@ -111,7 +111,11 @@ impl Handler {
         let configured = self.limits.max_reply_bytes;
         let max = broker_max.map_or(configured, |b| b.min(configured));
         let overhead = topic.len() + msg.correlation_data.as_ref().map_or(0, |c| c.len()) + PUBLISH_OVERHEAD;
-        let answered = data.and_then(|d| answer(catalog, &d, &framing, &mut payload, &mut labels));
+        let device = self.topics.device(msg.topic);
+        let answered = data.and_then(|d| {
+            let device = device.or(d.device_id.as_deref());
+            answer(catalog, (&d, device), &framing, &mut payload, &mut labels)
+        });
         let answered = answered.and_then(|()| fits(payload.len() + overhead, max, &labels));
         let mut error = None;
         if let Err(e) = answered {
@@ -142,7 +146,7 @@ fn fits(size: usize, max: usize, labels: &RequestLabels) -> Result<(), WireError
 
 fn answer(
     catalog: Option<&Catalog>,
-    req: &wire::RequestData,
+    (req, device): (&wire::RequestData, Option<&str>),
     framing: &Framing,
     out: &mut Vec<u8>,
     labels: &mut RequestLabels,
@@ -163,7 +167,7 @@ fn answer(
     }
     let version =
         AppVersion::parse(&req.version).map_err(|e| WireError::new(ErrorCode::InvalidVersion, e.to_string()))?;
-    let bundle = catalog.resolve(&req.platform, &version).map_err(|e| match &e {
+    let bundle = catalog.resolve_for(&req.platform, &version, device).map_err(|e| match &e {
         ResolveError::UnknownPlatform { known, .. } => {
             WireError { code: ErrorCode::UnknownPlatform, message: e.to_string(), known: Some(known.clone()) }
         }
@@ -214,6 +218,7 @@ mod tests {
             manifest_prefix: "connectors".into(),
             changed: "connectorsChanged".into(),
             status_prefix: "s".into(),
+            releases: None,
         };
         Handler::new(topics, Limits::default(), None)
     }

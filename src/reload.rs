@@ -70,7 +70,8 @@ pub async fn reload_loop(
 
 /// One rebuild: keeps the last good catalog when a directory cannot be read or most connectors would go.
 async fn rebuild(sources: &Sources, state: &State, cache: &Arc<Mutex<CompileCache>>) {
-    let previous = state.catalog();
+    // With managed releases what is served is not the last build: compare with, and fall back to, the build.
+    let previous = state.releases().map_or_else(|| state.catalog(), |r| r.built());
     if let (Some(_), Err(why)) = (&previous, readable(sources)) {
         // A deploy that swaps directories, or a typo: never replace what phones run with nothing.
         tracing::error!("{why}; keeping the last good catalog");
@@ -97,7 +98,15 @@ async fn rebuild(sources: &Sources, state: &State, cache: &Arc<Mutex<CompileCach
     }
     let diff = RevisionDiff::between(previous.as_deref(), &catalog);
     log_build(&catalog, previous.as_deref(), &diff);
-    state.swap_catalog(Arc::new(catalog));
+    match state.releases() {
+        // Manual mode: the build becomes a candidate (or the first stable); what is served comes from the states.
+        Some(releases) => {
+            if let Some(served) = releases.on_build(catalog) {
+                state.swap_catalog(Arc::new(served));
+            }
+        }
+        None => state.swap_catalog(Arc::new(catalog)),
+    }
 }
 
 /// The file watcher and the identity of the directories it watches.

@@ -4,6 +4,7 @@
 use crate::catalog::Catalog;
 use crate::handler::Handler;
 use crate::metrics::Metrics;
+use crate::release::Releases;
 use crate::signing::Signer;
 use arc_swap::ArcSwapOption;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -150,6 +151,8 @@ pub struct State {
     held: Mutex<Option<String>>,
     /// Signs each catalog as it is swapped in (`serve --signing-key`).
     signer: Option<Arc<Signer>>,
+    /// Managed releases (`--release-mode manual`).
+    releases: Option<Arc<Releases>>,
 }
 
 impl State {
@@ -164,7 +167,19 @@ impl State {
             identity: Identity { instance, broker, started_at: SystemTime::now(), started: Instant::now() },
             held: Mutex::new(None),
             signer: None,
+            releases: None,
         }
+    }
+
+    /// Serves what the release states say (`--release-mode manual`).
+    pub fn with_releases(mut self, releases: Option<Arc<Releases>>) -> State {
+        self.releases = releases;
+        self
+    }
+
+    /// The release engine, in manual mode.
+    pub fn releases(&self) -> Option<&Arc<Releases>> {
+        self.releases.as_ref()
     }
 
     /// Signs every catalog swapped in from now on with `signer`.
@@ -253,6 +268,9 @@ impl State {
         } else if !self.link.replies_connected() {
             reasons.push("the reply connection is not connected yet".to_string());
         }
+        if let Some(r) = &self.releases {
+            reasons.extend(r.not_ready());
+        }
         Readiness { reasons, warnings: self.warnings() }
     }
 
@@ -302,8 +320,13 @@ mod tests {
     use crate::wire::Limits;
 
     fn state() -> State {
-        let topics =
-            Topics { request: "r".into(), manifest_prefix: "m".into(), changed: "c".into(), status_prefix: "s".into() };
+        let topics = Topics {
+            request: "r".into(),
+            manifest_prefix: "m".into(),
+            changed: "c".into(),
+            status_prefix: "s".into(),
+            releases: None,
+        };
         State::new(Handler::new(topics, Limits::default(), None), "i".into(), "b".into())
     }
 

@@ -42,7 +42,9 @@ pub(super) fn assemble(
     platforms
         .into_iter()
         .zip(bundles_by_platform)
-        .map(|(platform, bundles)| (platform.name.clone(), PlatformCatalog { spec: platform, bundles, candidates: Vec::new() }))
+        .map(|(platform, bundles)| {
+            (platform.name.clone(), PlatformCatalog { spec: platform, bundles, candidates: Vec::new() })
+        })
         .collect()
 }
 

@@ -27,6 +27,7 @@ pub(super) fn compile(
                 let file = &snippets.files[&key.rel];
                 let job = transpile::Job {
                     path: &file.path,
+                    map_source: &key.rel,
                     source: &file.text,
                     connector: &key.connector,
                     options: key.options,

@@ -41,20 +41,21 @@ pub(super) fn emit(
 fn source_map_json(
     cm: &Lrc<SourceMap>,
     mappings: &[(BytePos, LineCol)],
-    path: &Path,
+    (path, name): (&Path, &str),
 ) -> Result<String, Vec<Diagnostic>> {
-    let map = cm.build_source_map(mappings, None, MapConfig);
+    let map = cm.build_source_map(mappings, None, MapConfig(name.to_string()));
     let mut out = Vec::new();
     map.to_writer(&mut out).map_err(|e| vec![Diagnostic::error("source-map", path.to_path_buf(), e.to_string())])?;
     String::from_utf8(out).map_err(|e| vec![Diagnostic::error("source-map", path.to_path_buf(), e.to_string())])
 }
 
-/// Source maps name the snippet by its path and embed the TypeScript, so device debuggers need nothing else.
-struct MapConfig;
+/// Source maps name the snippet by its path in the catalog and embed the TypeScript, so device debuggers need
+/// nothing else.
+struct MapConfig(String);
 
 impl SourceMapGenConfig for MapConfig {
-    fn file_name_to_source(&self, f: &FileName) -> String {
-        f.to_string()
+    fn file_name_to_source(&self, _: &FileName) -> String {
+        self.0.clone()
     }
 
     fn inline_sources_content(&self, _: &FileName) -> bool {
@@ -71,15 +72,7 @@ fn wrap_iife(code: String, source_map: Option<String>, connector: &str) -> Outpu
          (root.connectors = root.connectors || {{}})[{name}] = module.exports;\n\
          }})(typeof globalThis !== \"undefined\" ? globalThis : typeof self !== \"undefined\" ? self : this);\n"
     );
-    let source_map = source_map.map(|m| match serde_json::from_str::<serde_json::Value>(&m) {
-        Ok(mut v) => {
-            if let Some(serde_json::Value::String(s)) = v.get_mut("mappings") {
-                s.insert(0, ';');
-            }
-            v.to_string()
-        }
-        Err(_) => m,
-    });
+    let source_map = source_map.map(|m| super::bundle::shift_source_map(&m, 1));
     Output { code, source_map, builtins: Vec::new() }
 }
 
@@ -89,12 +82,12 @@ pub(super) fn package(
     cm: &Lrc<SourceMap>,
     code: String,
     mappings: Option<Vec<(BytePos, LineCol)>>,
-    path: &Path,
+    names: (&Path, &str),
     module: ModuleFormat,
     connector: &str,
 ) -> Result<Output, Vec<Diagnostic>> {
     let source_map = match mappings {
-        Some(mappings) => Some(source_map_json(cm, &mappings, path)?),
+        Some(mappings) => Some(source_map_json(cm, &mappings, names)?),
         None => None,
     };
     Ok(match module {

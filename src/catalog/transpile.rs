@@ -52,8 +52,12 @@ pub struct Output {
 /// One unit of compile work: a source file, the connector name it serves as, and the options.
 #[derive(Debug, Clone)]
 pub struct Job<'a> {
-    /// Path shown in diagnostics and recorded in source maps.
+    /// Path shown in diagnostics.
     pub path: &'a Path,
+    /// The file's name in source maps: its path relative to the snippets directory, so that a build does not
+    /// depend on where the catalog lies (instances of a group must compute the same revisions) and phones do not
+    /// learn server paths.
+    pub map_source: &'a str,
     /// Source text.
     pub source: &'a str,
     /// Connector name (used by the iife wrapper).
@@ -176,7 +180,7 @@ fn transpile_here(job: &Job<'_>) -> Result<Output, Vec<Diagnostic>> {
     let (emitted, needs) =
         emitted.map_err(|hits| hits.iter().map(|h| target_diagnostic(&locate, h, options)).collect::<Vec<_>>())?;
     let (code, mappings) = emitted.map_err(|e| vec![Diagnostic::error("emit", path.to_path_buf(), e.to_string())])?;
-    let mut output = package(&cm, code, mappings, path, options.module, job.connector)?;
+    let mut output = package(&cm, code, mappings, (path, job.map_source), options.module, job.connector)?;
     output.builtins = needs
         .into_iter()
         .map(|n| builtins::Use {

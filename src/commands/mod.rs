@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod keygen;
+pub mod release;
 pub mod request;
 pub mod serve;
 pub mod status;
@@ -20,5 +21,11 @@ pub fn run(command: &Command, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         Command::Request(args) => request::request(args, out),
         Command::Status(args) => status::status(args, out),
         Command::Keygen(args) => keygen::keygen(args, out),
+        Command::Releases(args) => release::releases(args, out),
+        Command::Rollout(args) => release::rollout(args, out),
+        Command::Promote(args) => release::promote(args, out),
+        Command::Rollback(args) => release::rollback(args, out),
+        Command::Disable(args) => release::switch(args, false, out),
+        Command::Enable(args) => release::switch(args, true, out),
     }
 }

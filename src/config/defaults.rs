@@ -39,6 +39,10 @@ pub const MANIFEST_TOPIC: &str = "connectors";
 pub const CHANGED_TOPIC: &str = "connectorsChanged";
 /// Prefix of the retained liveness messages.
 pub const STATUS_TOPIC: &str = "connector-scripts/status";
+/// How long release commands wait for every live instance to apply a change.
+pub const OPERATOR_TIMEOUT: Seconds = Seconds::millis(10_000);
+/// Prefix of the retained rollout states and bundles (`--release-mode manual`).
+pub const RELEASE_TOPIC: &str = "connector-scripts/releases";
 /// The embedded broker's MQTT 3.1.1 listener (MQTT 5 on the next port).
 pub const EMBEDDED_LISTEN: &str = "127.0.0.1:1883";
 /// Broker `request` sends through.

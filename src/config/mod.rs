@@ -72,6 +72,8 @@ pub struct ServeConfig {
     pub limits: LimitsConfig,
     /// The key that signs manifests (`--signing-key`, or the systemd credential `signing-key`).
     pub signing_key: Option<PathBuf>,
+    /// Managed releases (`--release-mode manual`).
+    pub releases: Option<crate::release::ReleaseConfig>,
 }
 
 /// The broker connection.
@@ -183,11 +185,16 @@ pub fn qos(n: u8) -> QoS {
 impl ServeConfig {
     /// Validates `serve`'s flags into the configuration. The only constructor: the CLI and the tests use it.
     pub fn from_args(args: &ServeArgs) -> Result<ServeConfig, ConfigError> {
-        let mqtt = mqtt_config(args)?;
+        let mut mqtt = mqtt_config(args)?;
         let instance = args.instance.clone().unwrap_or_else(|| mqtt.client_id.clone());
         if !topics::valid_level(&instance) {
             return Err(flag_error("--instance", "must be a plain name without '/', '+' or '#'"));
         }
+        let releases = release_config(args, &instance)?;
+        mqtt.topics.releases = releases.as_ref().map(|r| topics::ReleaseTopics {
+            prefix: r.topic_prefix.clone(),
+            probe: format!("{}/{instance}/sync", mqtt.topics.status_prefix),
+        });
         Ok(ServeConfig {
             catalog: args.catalog.sources(),
             mqtt,
@@ -203,8 +210,28 @@ impl ServeConfig {
                     .then_some(RateLimit { per_second: args.rate_limit, burst: args.rate_burst.max(1.0) }),
             },
             signing_key: args.signing_key.clone().or_else(systemd_signing_key),
+            releases,
         })
     }
+}
+
+/// Manual mode: the state directory (the flag, else systemd's `$STATE_DIRECTORY`) and the topics.
+fn release_config(args: &ServeArgs, instance: &str) -> Result<Option<crate::release::ReleaseConfig>, ConfigError> {
+    if args.release_mode == crate::release::ReleaseMode::Auto {
+        return Ok(None);
+    }
+    let state_dir =
+        args.state_dir.clone().or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from)).ok_or_else(|| {
+            flag_error("--state-dir", "manual release mode keeps every released revision: give a directory")
+        })?;
+    if !topics::valid_plain_topic(&args.release_topic) {
+        return Err(flag_error("--release-topic", "must be a plain topic without wildcards or a trailing '/'"));
+    }
+    Ok(Some(crate::release::ReleaseConfig {
+        state_dir,
+        topic_prefix: args.release_topic.clone(),
+        instance: instance.to_string(),
+    }))
 }
 
 /// `$CREDENTIALS_DIRECTORY/signing-key` when systemd passed that credential (`LoadCredential=signing-key:…`).
@@ -272,6 +299,7 @@ fn mqtt_config(args: &ServeArgs) -> Result<MqttConfig, ConfigError> {
             manifest_prefix: args.manifest_topic.clone(),
             changed: args.changed_topic.clone(),
             status_prefix: args.status_topic.clone(),
+            releases: None,
         },
         share_group: args.share_group.clone(),
         qos_in: qos(args.qos_in),

@@ -148,6 +148,7 @@ pub async fn run(
     let mut published: BTreeMap<Key, String> = BTreeMap::new();
     let mut last: Option<BTreeMap<Key, String>> = None;
     let mut stale: BTreeSet<String> = BTreeSet::new();
+    let mut foreign_seen: Vec<Seen> = Vec::new();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -159,24 +160,27 @@ pub async fn run(
                 }
             }
             foreign = seen.recv() => match foreign {
-                Some(f) => {
-                    let Some(catalog) = state.catalog() else { continue };
-                    match judge(&f, bundle_at(&catalog, &topics, &f.topic), keys.as_ref()) {
-                        Verdict::Replace => {
-                            tracing::warn!(topic = %f.topic, "someone else wrote this variant's manifest: putting ours back");
-                            heal(&state, "replaced");
-                            published.retain(|(p, v), _| topics.manifest(p, v) != f.topic);
-                        }
-                        Verdict::Clear => {
-                            tracing::warn!(topic = %f.topic, "a manifest for a variant this service does not have: clearing it");
-                            heal(&state, "cleared");
-                            stale.insert(f.topic);
-                        }
-                        Verdict::Peer | Verdict::Leave => continue,
-                    }
-                }
+                Some(f) => foreign_seen.push(f),
                 None => return,
             },
+        }
+        // Judged once a catalog exists: a manifest retained from an earlier run arrives before the first build.
+        if let Some(catalog) = state.catalog() {
+            for f in std::mem::take(&mut foreign_seen) {
+                match judge(&f, bundle_at(&catalog, &topics, &f.topic), keys.as_ref()) {
+                    Verdict::Replace => {
+                        tracing::warn!(topic = %f.topic, "someone else wrote this variant's manifest: putting ours back");
+                        heal(&state, "replaced");
+                        published.retain(|(p, v), _| topics.manifest(p, v) != f.topic);
+                    }
+                    Verdict::Clear => {
+                        tracing::warn!(topic = %f.topic, "a manifest for a variant this service does not have: clearing it");
+                        heal(&state, "cleared");
+                        stale.insert(f.topic);
+                    }
+                    Verdict::Peer | Verdict::Leave => {}
+                }
+            }
         }
         if !*subscribed.borrow() {
             continue;

@@ -8,8 +8,8 @@
 use super::announce::{self, Liveness};
 use super::connection::{describe, filters, mqtt_options, Backoff, REQUEST_CHANNEL};
 use super::replies::{self, Job, Pending};
-use super::reply_link;
 use super::tls::TlsError;
+use super::{releases, reply_link};
 use crate::config::{BrokerUrl, MqttConfig};
 use crate::ops::systemd::{self, WatchdogCheck};
 use crate::state::State;
@@ -65,14 +65,20 @@ pub async fn run(
     let (jobs, rx) = mpsc::channel::<Job>(WORKER_QUEUE);
     let progress = Arc::new(AtomicU64::new(0));
     let (retained_tx, retained_rx) = mpsc::channel::<announce::Seen>(1024);
+    let (release_tx, release_rx) = mpsc::channel::<announce::Seen>(1024);
     let worker = tracker.spawn(replies::worker(
         client.clone(),
         state.clone(),
         rx,
         (cfg.topics.clone(), cfg.qos_out),
-        retained_tx,
+        (retained_tx, release_tx),
         progress.clone(),
     ));
+    if let Some(topics) = cfg.topics.releases.clone() {
+        let channels = (state.link.watch(), release_rx);
+        let liveness = session.liveness.clone();
+        tracker.spawn(releases::run(client.clone(), state.clone(), topics, liveness, channels, cancel.clone()));
+    }
     let announcer = announce::run(
         client.clone(),
         state.clone(),
@@ -147,8 +153,9 @@ impl Poller {
     /// Hands a request on; a reply that must wait for room on the reply connection comes back.
     fn on_publish(&mut self, publish: Publish) -> Option<Pending> {
         let received = Instant::now();
-        let is_manifest = self.cfg.topics.is_manifest(&String::from_utf8_lossy(&publish.topic));
-        if publish.qos == QoS::AtMostOnce && !is_manifest && self.state.has_catalog() {
+        let topic = String::from_utf8_lossy(&publish.topic);
+        let control = self.cfg.topics.is_manifest(&topic) || self.cfg.topics.is_release(&topic);
+        if publish.qos == QoS::AtMostOnce && !control && self.state.has_catalog() {
             // Nothing to acknowledge, so no order to keep: answered here, without a hop to the worker.
             return replies::answer_inline(&self.replies, &self.state, &publish, self.cfg.qos_out, received);
         }

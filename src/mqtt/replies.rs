@@ -97,17 +97,23 @@ pub async fn worker(
     state: Arc<State>,
     mut rx: mpsc::Receiver<Job>,
     (topics, qos_out): (Topics, Option<QoS>),
-    manifests: mpsc::Sender<super::announce::Seen>,
+    (manifests, releases): (mpsc::Sender<super::announce::Seen>, mpsc::Sender<super::announce::Seen>),
     progress: Arc<AtomicU64>,
 ) {
     while let Some(job) = rx.recv().await {
         progress.fetch_add(1, Ordering::Relaxed);
         let p = &job.publish;
         let topic = String::from_utf8_lossy(&p.topic);
-        if topics.is_manifest(&topic) {
+        if topics.is_manifest(&topic) || topics.is_release(&topic) {
+            let release = topics.is_release(&topic);
             let seen =
                 super::announce::Seen { topic: topic.into_owned(), payload: p.payload.clone(), retained: p.retain };
-            let _ = manifests.try_send(seen);
+            if release {
+                // Awaited: a state must not be lost to a full queue (the release task never waits on the worker).
+                let _ = releases.send(seen).await;
+            } else {
+                let _ = manifests.try_send(seen);
+            }
         } else {
             if !state.has_catalog() {
                 let _ = tokio::time::timeout(CATALOG_WAIT, state.wait_catalog()).await;

@@ -81,8 +81,13 @@ mod tests {
     use tower::ServiceExt;
 
     fn state() -> Arc<State> {
-        let topics =
-            Topics { request: "r".into(), manifest_prefix: "m".into(), changed: "c".into(), status_prefix: "s".into() };
+        let topics = Topics {
+            request: "r".into(),
+            manifest_prefix: "m".into(),
+            changed: "c".into(),
+            status_prefix: "s".into(),
+            releases: None,
+        };
         Arc::new(State::new(Handler::new(topics, Limits::default(), None), "inst".into(), "mqtt://b:1".into()))
     }
 

@@ -149,6 +149,11 @@ impl Releases {
         }
     }
 
+    /// The latest build (what the next build is compared with).
+    pub fn built(&self) -> Option<Arc<Catalog>> {
+        self.lock().built.clone()
+    }
+
     /// States to publish (retained), each once.
     pub fn take_outbox(&self) -> Vec<(VariantKey, ReleaseState)> {
         std::mem::take(&mut self.lock().outbox)

@@ -150,7 +150,10 @@ impl Store {
     }
 
     fn bundle_path(&self, (p, v): &VariantKey, rev: &str) -> Option<PathBuf> {
-        [p, v, rev].iter().all(|c| component(c)).then(|| self.dir.join("bundles").join(p).join(v).join(format!("{rev}.json")))
+        [p, v, rev]
+            .iter()
+            .all(|c| component(c))
+            .then(|| self.dir.join("bundles").join(p).join(v).join(format!("{rev}.json")))
     }
 
     fn state_path(&self, (p, v): &VariantKey) -> PathBuf {
@@ -202,9 +205,7 @@ impl Store {
     pub fn revisions(&self, (p, v): &VariantKey) -> BTreeSet<String> {
         let dir = self.dir.join("bundles").join(p).join(v);
         let Ok(entries) = std::fs::read_dir(dir) else { return BTreeSet::new() };
-        entries
-            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".json").map(str::to_string))
-            .collect()
+        entries.filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".json").map(str::to_string)).collect()
     }
 
     fn prune(&self, (p, v): &VariantKey) {
@@ -265,8 +266,10 @@ mod tests {
     use crate::catalog::bundle::sha256_hex;
 
     fn bundle(code: &str) -> Bundle {
-        let opts = CompileOptions { target: Target::Es2017, module: ModuleFormat::Esm, minify: false, source_maps: false };
-        let script = Script { name: "a".into(), code: code.into(), sha256: sha256_hex(code.as_bytes()), source_map: None };
+        let opts =
+            CompileOptions { target: Target::Es2017, module: ModuleFormat::Esm, minify: false, source_maps: false };
+        let script =
+            Script { name: "a".into(), code: code.into(), sha256: sha256_hex(code.as_bytes()), source_map: None };
         Bundle::new("ios", "next", ">=3", opts, vec![script])
     }
 

@@ -55,6 +55,9 @@ pub struct RequestData {
     /// The revision the caller already has; equal → `notModified`.
     #[serde(default)]
     pub revision: Option<String>,
+    /// The device, when the request topic does not name it (picks the release channel in manual mode).
+    #[serde(default, rename = "deviceId")]
+    pub device_id: Option<String>,
 }
 
 /// How the reply must be framed.
@@ -180,7 +183,8 @@ fn parse_data(json: &[u8], limits: &Limits) -> Result<RequestData, WireError> {
     let bad = |m: String| WireError::new(ErrorCode::BadRequest, m);
     let data: RequestData = serde_json::from_slice(json).map_err(|e| {
         bad(format!(
-            "request data must be {{platform: string, version: string, connectors?: string[], revision?: string}}: {}",
+            "request data must be {{platform: string, version: string, connectors?: string[], revision?: string, \
+             deviceId?: string}}: {}",
             short(&e.to_string())
         ))
     })?;
@@ -194,6 +198,9 @@ fn parse_data(json: &[u8], limits: &Limits) -> Result<RequestData, WireError> {
     }
     if data.revision.as_ref().is_some_and(|r| r.len() > max) {
         return Err(long("revision"));
+    }
+    if data.device_id.as_ref().is_some_and(|d| d.len() > max) {
+        return Err(long("deviceId"));
     }
     if let Some(c) = &data.connectors {
         if c.len() > limits.max_connectors {
@@ -215,7 +222,13 @@ mod tests {
     }
 
     fn data(platform: &str, version: &str) -> RequestData {
-        RequestData { platform: platform.into(), version: version.into(), connectors: None, revision: None }
+        RequestData {
+            platform: platform.into(),
+            version: version.into(),
+            connectors: None,
+            revision: None,
+            device_id: None,
+        }
     }
 
     #[test]

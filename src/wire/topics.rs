@@ -15,6 +15,54 @@ pub struct Topics {
     pub changed: String,
     /// Prefix of the retained liveness messages: `<prefix>/<instance>`.
     pub status_prefix: String,
+    /// With managed releases: where rollout states and bundles are retained, and this instance's sync probe.
+    pub releases: Option<ReleaseTopics>,
+}
+
+/// The release topics (`--release-mode manual`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseTopics {
+    /// States on `<prefix>/<platform>/<variant>`, bundles on `<prefix>/<platform>/<variant>/bundles/<revision>`.
+    pub prefix: String,
+    /// A topic only this instance uses: what comes back on it arrived after every retained state.
+    pub probe: String,
+}
+
+/// A message under the release prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseTopic<'t> {
+    /// A variant's rollout state.
+    State(&'t str, &'t str),
+    /// A stored bundle of a variant.
+    Bundle(&'t str, &'t str, &'t str),
+    /// Our sync probe came back.
+    Probe,
+}
+
+impl ReleaseTopics {
+    /// The state topic of one variant.
+    pub fn state(&self, platform: &str, variant: &str) -> String {
+        format!("{}/{platform}/{variant}", self.prefix)
+    }
+
+    /// The topic of one stored revision.
+    pub fn bundle(&self, platform: &str, variant: &str, revision: &str) -> String {
+        format!("{}/{platform}/{variant}/bundles/{revision}", self.prefix)
+    }
+
+    /// What a topic under the prefix is.
+    pub fn classify<'t>(&self, topic: &'t str) -> Option<ReleaseTopic<'t>> {
+        if topic == self.probe {
+            return Some(ReleaseTopic::Probe);
+        }
+        let rest = topic.strip_prefix(self.prefix.as_str())?.strip_prefix('/')?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        match parts.as_slice() {
+            [p, v] => Some(ReleaseTopic::State(p, v)),
+            [p, v, "bundles", r] => Some(ReleaseTopic::Bundle(p, v, r)),
+            _ => None,
+        }
+    }
 }
 
 /// One subscription the service makes.
@@ -57,7 +105,11 @@ impl Topics {
             requests: true,
         });
         let manifests = Subscription { filter: self.manifest_filter(), no_local: true, requests: false };
-        requests.chain([manifests]).collect()
+        let releases = self.releases.iter().flat_map(|r| {
+            [format!("{}/+/+", r.prefix), format!("{}/+/+/bundles/+", r.prefix), r.probe.clone()]
+                .map(|filter| Subscription { filter, no_local: false, requests: false })
+        });
+        requests.chain([manifests]).chain(releases).collect()
     }
 
     /// The manifest topic of one variant.
@@ -73,6 +125,11 @@ impl Topics {
     /// True for a manifest topic.
     pub fn is_manifest(&self, topic: &str) -> bool {
         topic.strip_prefix(self.manifest_prefix.as_str()).is_some_and(|rest| rest.starts_with('/'))
+    }
+
+    /// True for a topic under the release prefix, or the sync probe.
+    pub fn is_release(&self, topic: &str) -> bool {
+        self.releases.as_ref().is_some_and(|r| r.classify(topic).is_some())
     }
 
     /// The liveness topic of one instance.
@@ -117,6 +174,7 @@ mod tests {
             manifest_prefix: "connectors".into(),
             changed: "connectorsChanged".into(),
             status_prefix: "connector-scripts/status".into(),
+            releases: None,
         }
     }
 

@@ -40,7 +40,13 @@ const EXPECTED: &str = r#"[5,"Blue","c:4",6,null,9,"1,a"]"#;
 
 fn compile(target: Target, module: ModuleFormat) -> Output {
     let options = CompileOptions { target, module, minify: false, source_maps: false };
-    let job = Job { path: Path::new("snippets/sample.ts"), source: SAMPLE, connector: "sample", options };
+    let job = Job {
+        path: Path::new("snippets/sample.ts"),
+        map_source: "snippet.ts",
+        source: SAMPLE,
+        connector: "sample",
+        options,
+    };
     transpile(&job).unwrap_or_else(|d| panic!("{target:?}: {}", d[0]))
 }
 
@@ -112,7 +118,7 @@ fn every_target_and_format_runs_under_node() {
 fn minified_es5_iife_still_runs_and_is_smaller() {
     let plain = compile(Target::Es5, ModuleFormat::Iife);
     let options = CompileOptions { target: Target::Es5, module: ModuleFormat::Iife, minify: true, source_maps: false };
-    let job = Job { path: Path::new("s.ts"), source: SAMPLE, connector: "sample", options };
+    let job = Job { path: Path::new("s.ts"), map_source: "snippet.ts", source: SAMPLE, connector: "sample", options };
     let min = transpile(&job).unwrap();
     assert!(min.code.len() * 2 < plain.code.len(), "{} vs {}", min.code.len(), plain.code.len());
     assert_runs(&min.code, ModuleFormat::Iife, true);
@@ -122,7 +128,13 @@ fn minified_es5_iife_still_runs_and_is_smaller() {
 fn source_maps_point_back_to_the_typescript() {
     for module in [ModuleFormat::Esm, ModuleFormat::Iife] {
         let options = CompileOptions { target: Target::Es2017, module, minify: false, source_maps: true };
-        let job = Job { path: Path::new("snippets/sample.ts"), source: SAMPLE, connector: "sample", options };
+        let job = Job {
+            path: Path::new("snippets/sample.ts"),
+            map_source: "sample.ts",
+            source: SAMPLE,
+            connector: "sample",
+            options,
+        };
         let out = transpile(&job).unwrap();
         let map: serde_json::Value = serde_json::from_str(out.source_map.as_deref().unwrap()).unwrap();
         assert_eq!(map["version"], 3);
@@ -140,7 +152,8 @@ fn source_maps_point_back_to_the_typescript() {
 fn diag_at(source: &str) -> Diagnostic {
     let options =
         CompileOptions { target: Target::Es2017, module: ModuleFormat::Esm, minify: false, source_maps: false };
-    let job = Job { path: Path::new("snippets/broken.ts"), source, connector: "broken", options };
+    let job =
+        Job { path: Path::new("snippets/broken.ts"), map_source: "snippet.ts", source, connector: "broken", options };
     let mut diags = transpile(&job).unwrap_err();
     assert!(!diags.is_empty());
     diags.remove(0)
@@ -380,6 +393,18 @@ fn example_es5_variants_run_on_an_engine_without_es2015_built_ins() {
         }
     }
     assert!(ran >= 8, "only {ran} legacy scripts ran");
+}
+
+#[test]
+fn source_maps_name_files_by_their_place_in_the_catalog_not_on_the_server() {
+    // Two copies of one catalog in different directories: the same revisions (instances of a group agree).
+    let (a, b) = (TempCatalog::examples().build(), TempCatalog::examples().build());
+    let next = |c: &connector_scripts::catalog::Catalog| {
+        c.bundles().find(|b| b.platform == "ios" && b.variant == "next").unwrap().clone()
+    };
+    assert_eq!(next(&a).revision, next(&b).revision);
+    let map: serde_json::Value = serde_json::from_str(next(&a).scripts[0].source_map.as_deref().unwrap()).unwrap();
+    assert_eq!(map["sources"], json!(["experimental/geofence.ts"]), "{map}");
 }
 
 #[test]

@@ -48,7 +48,8 @@ fn corpus() -> Vec<(String, PathBuf)> {
 
 fn compile(feature: &str, path: &Path, source: &str, target: Target, module: ModuleFormat) -> Compiled {
     let options = CompileOptions { target, module, minify: false, source_maps: false };
-    let job = Job { path, source, connector: feature, options };
+    let map_source = format!("{feature}.ts");
+    let job = Job { path, map_source: &map_source, source, connector: feature, options };
     let result = transpile(&job);
     Compiled { feature: feature.into(), source: source.into(), target, module, result }
 }

@@ -8,6 +8,7 @@ mod conformance;
 mod interop;
 mod mqtt;
 mod ops;
+mod releases;
 mod reliability;
 mod reload;
 mod signing;

@@ -1,0 +1,175 @@
+//! The release commands (`releases`, `rollout`, `promote`, `rollback`, `disable`, `enable`): MQTT clients that
+//! read the rollout states retained on the broker, publish the next one, and wait until every live instance says
+//! it applies it (`applied by 3/3 instances in 140 ms`).
+
+use crate::cli::{OperatorArgs, ReleasesArgs, RollbackArgs, RolloutArgs, SwitchArgs, VariantArgs};
+use crate::config::BrokerUrl;
+use crate::mqtt::operator::{Operator, Target};
+use crate::release::state::{ChangeError, ReleaseState};
+use crate::wire::topics::{ReleaseTopic, ReleaseTopics};
+use anyhow::{bail, Context};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime};
+
+type Key = (String, String);
+
+/// What is on the broker: every state, and the revisions published next to it.
+struct Retained {
+    states: BTreeMap<Key, ReleaseState>,
+    revisions: BTreeMap<Key, BTreeSet<String>>,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")
+}
+
+fn open(args: &OperatorArgs) -> anyhow::Result<(Operator, ReleaseTopics)> {
+    let broker = BrokerUrl::parse(&args.broker)?;
+    let credentials = args.access.credentials(&broker)?;
+    let target = Target { broker, tls: args.access.tls(), credentials };
+    let topics = ReleaseTopics { prefix: args.release_topic.clone(), probe: String::new() };
+    Ok((Operator::open(&target)?, topics))
+}
+
+async fn read(
+    op: &mut Operator,
+    topics: &ReleaseTopics,
+    args: &OperatorArgs,
+    platform: Option<&str>,
+) -> anyhow::Result<Retained> {
+    let p = platform.unwrap_or("+");
+    let filters = [format!("{}/{p}/+", topics.prefix), format!("{}/{p}/+/bundles/+", topics.prefix)];
+    let mut r = Retained { states: BTreeMap::new(), revisions: BTreeMap::new() };
+    for (topic, payload) in op.retained(&filters, args.timeout.0).await? {
+        match topics.classify(&topic) {
+            Some(ReleaseTopic::State(p, v)) => {
+                let s: ReleaseState =
+                    serde_json::from_slice(&payload).with_context(|| format!("{topic} holds no release state"))?;
+                r.states.insert((p.into(), v.into()), s);
+            }
+            Some(ReleaseTopic::Bundle(p, v, rev)) => {
+                r.revisions.entry((p.into(), v.into())).or_default().insert(rev.into());
+            }
+            _ => {}
+        }
+    }
+    Ok(r)
+}
+
+/// `releases`.
+pub fn releases(args: &ReleasesArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let retained = runtime()?.block_on(async {
+        let (mut op, topics) = open(&args.op)?;
+        let r = read(&mut op, &topics, &args.op, args.platform.as_deref()).await;
+        op.close().await;
+        r
+    })?;
+    if retained.states.is_empty() {
+        bail!(
+            "no release state on the broker under {}: is a service running with --release-mode manual?",
+            args.op.release_topic
+        );
+    }
+    for ((p, v), s) in &retained.states {
+        writeln!(out, "{p}/{v}  (seq {}, {} by {})", s.seq, s.updated_at, s.by)?;
+        writeln!(out, "  stable     {}", s.stable)?;
+        match &s.candidate {
+            Some(c) => writeln!(out, "  candidate  {c} at {} %", s.percent())?,
+            None => writeln!(out, "  candidate  none")?,
+        }
+        if !s.disabled.is_empty() {
+            writeln!(out, "  disabled   {}", s.disabled.iter().cloned().collect::<Vec<_>>().join(", "))?;
+        }
+        let stored = retained.revisions.get(&(p.clone(), v.clone())).cloned().unwrap_or_default();
+        writeln!(out, "  revisions  {}", stored.into_iter().collect::<Vec<_>>().join(", "))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Who makes the change.
+fn operator() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    format!("{user}@{host}")
+}
+
+/// Applies `change` to the selected variants, publishes, waits for every live instance.
+fn change(
+    args: &OperatorArgs,
+    select: (Option<&str>, Option<&str>),
+    change: impl Fn(&ReleaseState, &BTreeSet<String>) -> Result<ReleaseState, ChangeError>,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    let (platform, variant) = select;
+    let by = operator();
+    runtime()?.block_on(async {
+        let (mut op, topics) = open(args)?;
+        let retained = read(&mut op, &topics, args, platform).await?;
+        let chosen: Vec<(&Key, &ReleaseState)> =
+            retained.states.iter().filter(|((_, v), _)| variant.is_none_or(|want| want == v)).collect();
+        if chosen.is_empty() {
+            bail!(
+                "no release state for {}/{} under {}: is a service running with --release-mode manual?",
+                platform.unwrap_or("*"),
+                variant.unwrap_or("*"),
+                args.release_topic
+            );
+        }
+        let mut want = BTreeMap::new();
+        for ((p, v), s) in chosen {
+            let stored = retained.revisions.get(&(p.clone(), v.clone())).cloned().unwrap_or_default();
+            let next = change(s, &stored).with_context(|| format!("{p}/{v}"))?;
+            let next =
+                ReleaseState { by: by.clone(), updated_at: crate::release::state::stamp(SystemTime::now()), ..next };
+            op.publish_retained(&topics.state(p, v), serde_json::to_vec(&next)?).await?;
+            let candidate = next
+                .candidate
+                .as_deref()
+                .map_or("no candidate".to_string(), |c| format!("candidate {c} at {} %", next.percent()));
+            writeln!(out, "{p}/{v}: stable {}, {candidate} (seq {})", next.stable, next.seq)?;
+            want.insert(format!("{p}/{v}"), next.seq);
+        }
+        let started = Instant::now();
+        let (done, missing) = op.wait_applied(&args.status_topic, &want, args.timeout.0).await?;
+        op.close().await;
+        let total = done.len() + missing.len();
+        writeln!(out, "applied by {}/{total} instances in {} ms", done.len(), started.elapsed().as_millis())?;
+        if missing.is_empty() {
+            Ok(ExitCode::SUCCESS)
+        } else {
+            writeln!(out, "not applied by: {}", missing.join(", "))?;
+            Ok(ExitCode::FAILURE)
+        }
+    })
+}
+
+/// `rollout`.
+pub fn rollout(args: &RolloutArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let t = &args.target;
+    change(&t.op, (Some(&t.platform), t.variant.as_deref()), |s, _| s.rollout(args.percent, "", SystemTime::now()), out)
+}
+
+/// `promote`.
+pub fn promote(args: &VariantArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    change(&args.op, (Some(&args.platform), args.variant.as_deref()), |s, _| s.promote("", SystemTime::now()), out)
+}
+
+/// `rollback`.
+pub fn rollback(args: &RollbackArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let t = &args.target;
+    let to = args.to.as_deref();
+    change(
+        &t.op,
+        (Some(&t.platform), t.variant.as_deref()),
+        |s, stored| s.rollback(to, stored, "", SystemTime::now()),
+        out,
+    )
+}
+
+/// `disable` (`on` false) and `enable`.
+pub fn switch(args: &SwitchArgs, on: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let name = args.connector.as_str();
+    change(&args.op, (args.platform.as_deref(), None), |s, _| Ok(s.switch(name, on, "", SystemTime::now())), out)
+}

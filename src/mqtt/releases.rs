@@ -1,0 +1,103 @@
+//! The broker side of managed releases (`--release-mode manual`): reads the rollout states and bundles retained
+//! under the release prefix, knows when all of them have arrived (its probe comes back after them), publishes the
+//! states this instance changed and the bundles other instances may need, and says in its liveness message which
+//! `seq` of each variant it applies — what the operator commands wait for.
+
+use super::announce::{Liveness, Seen};
+use crate::release::state::ReleaseState;
+use crate::state::State;
+use crate::wire::topics::{ReleaseTopic, ReleaseTopics};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::AsyncClient;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// The liveness body with the applied `seq` of every variant: `"releases": {"ios/next": 7}`.
+pub fn online_with_releases(liveness: &Liveness, state: &State) -> Vec<u8> {
+    let Some(releases) = state.releases() else { return liveness.online.clone() };
+    let mut doc: serde_json::Value = serde_json::from_slice(&liveness.online).unwrap_or_default();
+    doc["releases"] = serde_json::json!(releases.applied());
+    doc.to_string().into_bytes()
+}
+
+/// Runs until cancelled: `seen` carries every message under the release prefix and the probe.
+pub async fn run(
+    client: AsyncClient,
+    state: Arc<State>,
+    topics: ReleaseTopics,
+    liveness: Liveness,
+    (mut subscribed, mut seen): (watch::Receiver<bool>, mpsc::Receiver<Seen>),
+    cancel: CancellationToken,
+) {
+    let Some(releases) = state.releases().cloned() else { return };
+    // Bundles published on this connection (`platform/variant/revision`).
+    let mut shared: BTreeSet<String> = BTreeSet::new();
+    let mut applied = None;
+    let mut changes = state.catalog_changes();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            // A build in manual mode changes the states (a new candidate) before it changes what is served.
+            r = changes.changed() => if r.is_err() { return },
+            r = subscribed.changed() => {
+                if r.is_err() { return }
+                if *subscribed.borrow_and_update() {
+                    shared.clear();
+                    applied = None;
+                    // Comes back after every retained message of our subscriptions: then we know the group's state.
+                    let _ = client.publish(topics.probe.as_str(), QoS::AtLeastOnce, false, Vec::new()).await;
+                }
+            }
+            msg = seen.recv() => {
+                let Some(msg) = msg else { return };
+                let served = match topics.classify(&msg.topic) {
+                    Some(ReleaseTopic::Probe) => releases.on_synced(),
+                    Some(ReleaseTopic::State(p, v)) => match serde_json::from_slice::<ReleaseState>(&msg.payload) {
+                        Ok(s) => releases.on_state((p.to_string(), v.to_string()), s),
+                        Err(e) => {
+                            if !msg.payload.is_empty() {
+                                tracing::warn!(topic = %msg.topic, error = %e, "not a release state: ignored");
+                            }
+                            None
+                        }
+                    },
+                    Some(ReleaseTopic::Bundle(..)) if !msg.payload.is_empty() => releases.on_bundle(&msg.payload),
+                    _ => None,
+                };
+                if let Some(served) = served {
+                    state.swap_catalog(Arc::new(served));
+                }
+            }
+        }
+        if !*subscribed.borrow() {
+            continue;
+        }
+        for ((p, v), s) in releases.take_outbox() {
+            let body = serde_json::to_vec(&s).unwrap_or_default();
+            let _ = client.publish(topics.state(&p, &v), QoS::AtLeastOnce, true, body).await;
+            tracing::info!(platform = %p, variant = %v, seq = s.seq, stable = %s.stable, candidate = ?s.candidate,
+                percent = s.percent(), "release state published");
+        }
+        // Every revision a state names goes on the broker, so an instance that never built it can serve it.
+        for ((p, v), s) in releases.states() {
+            for rev in std::iter::once(s.stable.as_str()).chain(s.candidate.as_deref()) {
+                let id = format!("{p}/{v}/{rev}");
+                if shared.contains(&id) {
+                    continue;
+                }
+                if let Some(bytes) = releases.store().bytes(&(p.clone(), v.clone()), rev) {
+                    let _ = client.publish(topics.bundle(&p, &v, rev), QoS::AtLeastOnce, true, bytes).await;
+                    shared.insert(id);
+                }
+            }
+        }
+        let now = releases.applied();
+        if applied.as_ref() != Some(&now) {
+            let body = online_with_releases(&liveness, &state);
+            let _ = client.publish(liveness.topic.as_str(), QoS::AtLeastOnce, true, body).await;
+            applied = Some(now);
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Managed releases (`--release-mode manual`) against real brokers and the real operator commands: a save becomes
+//! the candidate, `rollout`/`promote`/`rollback`/`disable` take effect on every instance, restarts keep it all,
+//! and an instance that never built a revision serves the same bytes.
+
+use crate::common::mqtt::{config, nest, serve_with, Client, TIMEOUT};
+use crate::common::{eventually, Mosquitto, TempCatalog};
+use connector_scripts::app::Running;
+use connector_scripts::release::state::{bucket, ReleaseState};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Command, Output};
+
+const CLI: &str = env!("CARGO_BIN_EXE_connector-scripts");
+const PERSISTENT: &str = "allow_anonymous true\npersistence true\npersistence_location {dir}/\nautosave_interval 1\n";
+
+fn manual(
+    catalog: &TempCatalog,
+    url: &str,
+    state_dir: &Path,
+    extra: &[&str],
+) -> connector_scripts::config::ServeConfig {
+    let mut flags = vec!["--release-mode", "manual", "--state-dir", state_dir.to_str().unwrap()];
+    flags.extend_from_slice(extra);
+    config(catalog, url, &flags)
+}
+
+/// Runs a release command against `url`.
+fn operator(url: &str, args: &[&str]) -> Output {
+    Command::new(CLI).args(args).args(["--broker", url]).output().unwrap()
+}
+
+fn ok(out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// The reply body for `device` (ios 3.1.0: variant next).
+async fn ask(port: u16, device: &str) -> Value {
+    let mut app = Client::v4(port, device).await;
+    app.subscribe(&format!("getConnectors/{device}/reply")).await;
+    app.publish(&format!("getConnectors/{device}"), nest(json!({"platform": "ios", "version": "3.1.0"}), "1")).await;
+    app.recv().await.json()["response"].clone()
+}
+
+async fn state_of(port: u16, who: &str) -> ReleaseState {
+    let mut sub = Client::v4(port, who).await;
+    sub.subscribe("connector-scripts/releases/ios/next").await;
+    serde_json::from_slice(&sub.recv().await.payload).unwrap()
+}
+
+fn touch(catalog: &TempCatalog, marker: &str) {
+    let path = catalog.snippets().join("smart-home/thermostat.ts");
+    let text = std::fs::read_to_string(&path).unwrap();
+    catalog.snippet("smart-home/thermostat.ts", format!("{text}\nexport const {marker} = true;\n"));
+}
+
+fn names(body: &Value) -> Vec<String> {
+    body["connectors"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_becomes_the_candidate_and_operators_move_it() {
+    let catalog = TempCatalog::examples();
+    let state = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start().await;
+    let url = mosquitto.url();
+    let service = serve_with(manual(&catalog, &url, state.path(), &[])).await;
+    let first = ask(mosquitto.port, "dev-a").await;
+    assert_eq!(first["channel"], "stable", "{first}");
+    let r1 = first["revision"].as_str().unwrap().to_string();
+    assert_eq!(state_of(mosquitto.port, "s1").await.stable, r1);
+
+    // A save is staged: still stable for everyone.
+    touch(&catalog, "v2");
+    let staged = eventually(TIMEOUT, "the save to become the candidate", || {
+        let s = service.state.releases().unwrap().states();
+        s.get(&("ios".to_string(), "next".to_string())).and_then(|s| s.candidate.clone())
+    })
+    .await;
+    assert_ne!(staged, r1);
+    assert_eq!(ask(mosquitto.port, "dev-a").await["revision"], r1.as_str());
+    let listed = ok(operator(&url, &["releases", "--platform", "ios"]));
+    assert!(listed.contains(&format!("candidate  {staged} at 0 %")), "{listed}");
+
+    // 100 %: the candidate for every device that names itself.
+    let out = ok(operator(&url, &["rollout", "--platform", "ios", "--variant", "next", "--percent", "100"]));
+    assert!(out.contains("applied by 1/1 instances in"), "{out}");
+    let body = ask(mosquitto.port, "dev-a").await;
+    assert_eq!((body["channel"].as_str(), body["revision"].as_str()), (Some("candidate"), Some(staged.as_str())));
+
+    // Kill switch: the connector leaves the replies (a new revision), then comes back.
+    ok(operator(&url, &["disable", "--connector", "fleet/tracking", "--platform", "ios"]));
+    let off = ask(mosquitto.port, "dev-a").await;
+    assert!(!names(&off).contains(&"fleet/tracking".to_string()), "{off}");
+    assert_ne!(off["revision"], staged.as_str());
+    ok(operator(&url, &["enable", "--connector", "fleet/tracking", "--platform", "ios"]));
+    assert!(names(&ask(mosquitto.port, "dev-a").await).contains(&"fleet/tracking".to_string()));
+
+    // Rollback: stable for everyone at once; the rolled-back build does not come back by itself.
+    ok(operator(&url, &["rollback", "--platform", "ios", "--variant", "next"]));
+    let back = ask(mosquitto.port, "dev-a").await;
+    assert_eq!((back["channel"].as_str(), back["revision"].as_str()), (Some("stable"), Some(r1.as_str())));
+    let refused = operator(&url, &["promote", "--platform", "ios", "--variant", "next"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no candidate"), "{refused:?}");
+
+    // A newer save is the next candidate; promote makes it stable for everyone.
+    touch(&catalog, "v3");
+    eventually(TIMEOUT, "the newer save to become the candidate", || {
+        let s = service.state.releases().unwrap().states();
+        s.get(&("ios".to_string(), "next".to_string())).and_then(|s| s.candidate.clone()).filter(|c| *c != staged)
+    })
+    .await;
+    ok(operator(&url, &["promote", "--platform", "ios", "--variant", "next"]));
+    let promoted = ask(mosquitto.port, "dev-b").await;
+    assert_eq!(promoted["channel"], "stable");
+    assert_ne!(promoted["revision"], r1.as_str());
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_in_a_share_group_apply_every_change() {
+    let mosquitto = Mosquitto::start().await;
+    let url = mosquitto.url();
+    let group = ["--share-group", "rollout"];
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let catalogs: Vec<_> = (0..3).map(|_| TempCatalog::examples()).collect();
+    let mut services: Vec<Running> = Vec::new();
+    for (c, d) in catalogs.iter().zip(&dirs) {
+        services.push(serve_with(manual(c, &url, d.path(), &group)).await);
+    }
+    for c in &catalogs {
+        touch(c, "v2");
+    }
+    let key = ("ios".to_string(), "next".to_string());
+    let candidate = eventually(TIMEOUT, "every instance to stage the same candidate", || {
+        let cands: Vec<Option<String>> = services
+            .iter()
+            .map(|s| s.state.releases().unwrap().states().get(&key).and_then(|s| s.candidate.clone()))
+            .collect();
+        (cands.iter().all(|c| c.is_some() && *c == cands[0])).then(|| cands[0].clone().unwrap())
+    })
+    .await;
+    let out = ok(operator(&url, &["rollout", "--platform", "ios", "--variant", "next", "--percent", "30"]));
+    assert!(out.contains("applied by 3/3 instances in"), "{out}");
+    println!("{}", out.lines().last().unwrap());
+    // Every instance answers its share of 90 devices, each with the channel its bucket says.
+    let state = state_of(mosquitto.port, "s-three").await;
+    let before: Vec<u64> = services.iter().map(|s| s.state.metrics.replies.get()).collect();
+    for i in 0..90 {
+        let device = format!("herd-{i}");
+        let body = ask(mosquitto.port, &device).await;
+        let want = if bucket(&state.seed, &device) < state.basis_points { "candidate" } else { "stable" };
+        assert_eq!(body["channel"], want, "{device}: {body}");
+        if want == "candidate" {
+            assert_eq!(body["revision"], candidate.as_str());
+        }
+    }
+    let answered: Vec<u64> = services.iter().zip(&before).map(|(s, b)| s.state.metrics.replies.get() - b).collect();
+    assert!(answered.iter().all(|n| *n > 0), "not every instance answered: {answered:?}");
+    let out = ok(operator(&url, &["rollback", "--platform", "ios", "--variant", "next"]));
+    assert!(out.contains("applied by 3/3"), "{out}");
+    for s in services {
+        s.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_keep_the_state_and_a_new_instance_serves_the_same_bytes() {
+    let mut mosquitto = Mosquitto::start_with(PERSISTENT).await;
+    let url = mosquitto.url();
+    let catalog = TempCatalog::examples();
+    let dir = tempfile::tempdir().unwrap();
+    let a = serve_with(manual(&catalog, &url, dir.path(), &[])).await;
+    touch(&catalog, "v2");
+    let key = ("ios".to_string(), "next".to_string());
+    eventually(TIMEOUT, "a candidate", || {
+        a.state.releases().unwrap().states().get(&key).and_then(|s| s.candidate.clone())
+    })
+    .await;
+    ok(operator(&url, &["rollout", "--platform", "ios", "--variant", "next", "--percent", "40"]));
+    ok(operator(&url, &["disable", "--connector", "payments/card-reader", "--platform", "ios"]));
+    let before = state_of(mosquitto.port, "s-before").await;
+    let reply_before = ask(mosquitto.port, "dev-r").await;
+    a.shutdown().await.unwrap();
+
+    // Broker and instance restart: the same state, the same reply.
+    mosquitto.restart().await;
+    let a = serve_with(manual(&catalog, &url, dir.path(), &[])).await;
+    assert_eq!(state_of(mosquitto.port, "s-after").await, before);
+    assert_eq!(ask(mosquitto.port, "dev-r").await, reply_before);
+    a.shutdown().await.unwrap();
+
+    // A new instance with an empty state directory and an older catalog serves the group's revisions, from the
+    // bundles on the broker.
+    let older = TempCatalog::examples();
+    let fresh = tempfile::tempdir().unwrap();
+    let b = serve_with(manual(&older, &url, fresh.path(), &[])).await;
+    assert_eq!(state_of(mosquitto.port, "s-fresh").await, before, "the new instance must not change the state");
+    assert_eq!(ask(mosquitto.port, "dev-r").await, reply_before);
+    b.shutdown().await.unwrap();
+}
