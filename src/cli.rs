@@ -261,6 +261,13 @@ pub struct ServeArgs {
     /// Prefix of the retained rollout states: PREFIX/PLATFORM/VARIANT (and their bundles under …/bundles/).
     #[arg(long, default_value = d::RELEASE_TOPIC)]
     pub release_topic: String,
+    /// Where apps report outcomes: NestJS events {platform, version, revision, connector, ok, error?}.
+    #[arg(long, default_value = d::REPORT_TOPIC)]
+    pub report_topic: String,
+    /// Manual mode: roll a candidate back by itself when its failure rate in the reports is significantly worse
+    /// than stable's (at least 50 reports each, 5 percentage points worse, z ≥ 3).
+    #[arg(long)]
+    pub auto_halt: bool,
     /// Keep an MQTT session across restarts and disconnections (fixed client id, QoS 1, each request
     /// acknowledged only after its reply is published): requests sent meanwhile are answered when it is back.
     #[arg(long, env = "CONNECTOR_SCRIPTS_PERSISTENT_SESSION")]

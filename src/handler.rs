@@ -112,9 +112,10 @@ impl Handler {
         let max = broker_max.map_or(configured, |b| b.min(configured));
         let overhead = topic.len() + msg.correlation_data.as_ref().map_or(0, |c| c.len()) + PUBLISH_OVERHEAD;
         let device = self.topics.device(msg.topic);
+        let mut release = None;
         let answered = data.and_then(|d| {
             let device = device.or(d.device_id.as_deref());
-            answer(catalog, (&d, device), &framing, &mut payload, &mut labels)
+            answer(catalog, (&d, device), &framing, &mut payload, (&mut labels, &mut release))
         });
         let answered = answered.and_then(|()| fits(payload.len() + overhead, max, &labels));
         let mut error = None;
@@ -124,7 +125,7 @@ impl Handler {
             payload.clear();
             wire::frame_error(&framing, &e, &mut payload);
         }
-        let counted = Counted::Answered { labels, error, bytes: payload.len(), request_key: key };
+        let counted = Counted::Answered { labels, error, bytes: payload.len(), request_key: key, release };
         Some(Handled { reply: Some(Outgoing { topic, payload, correlation_data: msg.correlation_data }), counted })
     }
 }
@@ -149,7 +150,7 @@ fn answer(
     (req, device): (&wire::RequestData, Option<&str>),
     framing: &Framing,
     out: &mut Vec<u8>,
-    labels: &mut RequestLabels,
+    (labels, release): (&mut RequestLabels, &mut Option<(String, &'static str)>),
 ) -> Result<(), WireError> {
     let catalog =
         catalog.ok_or_else(|| WireError::new(ErrorCode::NotReady, "the catalog is still loading; retry shortly"))?;
@@ -174,6 +175,7 @@ fn answer(
         ResolveError::NoVariant { .. } => WireError::new(ErrorCode::NoVariant, e.to_string()),
     })?;
     labels.variant.clone_from(&bundle.variant);
+    *release = bundle.channel.map(|c| (bundle.revision.clone(), c));
     if req.revision.as_deref() == Some(bundle.revision.as_str()) {
         labels.result = NOT_MODIFIED.into();
         wire::frame_response(framing, &wire::not_modified_body(&bundle.revision), out);

@@ -32,6 +32,21 @@ pub struct HealLabels {
     pub action: String,
 }
 
+/// Labels of the per-revision counters of managed releases.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevisionLabels {
+    /// Platform.
+    pub platform: String,
+    /// Variant.
+    pub variant: String,
+    /// Revision served or reported.
+    pub revision: String,
+    /// `stable` or `candidate`.
+    pub channel: String,
+    /// For reports: `ok` or `failed`; for requests: empty.
+    pub outcome: String,
+}
+
 /// What one handled message adds to the counters (built by the handler, recorded by the transport).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Counted {
@@ -49,6 +64,8 @@ pub enum Counted {
         bytes: usize,
         /// Digest of reply address + request id, for duplicate detection (absent without an id).
         request_key: Option<u64>,
+        /// With managed releases: the revision served and its channel.
+        release: Option<(String, &'static str)>,
     },
 }
 
@@ -93,6 +110,12 @@ pub struct Metrics {
     pub reload_held: Gauge,
     /// Foreign manifests replaced by ours (`replaced`) or cleared (`cleared`).
     pub manifests_healed: Family<HealLabels, Counter>,
+    /// Managed releases: requests answered per revision and channel.
+    pub release_requests: Family<RevisionLabels, Counter>,
+    /// Managed releases: app reports per revision, channel and outcome.
+    pub reports: Family<RevisionLabels, Counter>,
+    /// Candidates rolled back by `--auto-halt`.
+    pub auto_halts: Counter,
     /// Error replies per code, indexed like [`ErrorCode::ALL`] (the request family cannot be read back).
     errors: [Counter; ErrorCode::ALL.len()],
     window: Mutex<DuplicateWindow>,
@@ -123,6 +146,9 @@ impl Default for Metrics {
             missing_connectors: Gauge::default(),
             reload_held: Gauge::default(),
             manifests_healed: Family::default(),
+            release_requests: Family::default(),
+            reports: Family::default(),
+            auto_halts: Counter::default(),
             errors: Default::default(),
             window: Mutex::new(DuplicateWindow::new(Duration::from_secs(60), 200_000)),
             per_platform: Mutex::new(BTreeMap::new()),
@@ -159,6 +185,13 @@ impl Metrics {
             "Manifests under the prefix that someone else wrote: replaced by ours or cleared",
             self.manifests_healed.clone(),
         );
+        r.register(
+            "release_requests",
+            "Requests answered per revision and channel (manual mode)",
+            self.release_requests.clone(),
+        );
+        r.register("reports", "App reports per revision, channel and outcome (manual mode)", self.reports.clone());
+        r.register("auto_halts", "Candidates rolled back by --auto-halt", self.auto_halts.clone());
         self
     }
 
@@ -171,7 +204,17 @@ impl Metrics {
             Counted::Dropped => {
                 self.dropped.inc();
             }
-            Counted::Answered { labels, error, bytes, request_key } => {
+            Counted::Answered { labels, error, bytes, request_key, release } => {
+                if let Some((revision, channel)) = release {
+                    let l = RevisionLabels {
+                        platform: labels.platform.clone(),
+                        variant: labels.variant.clone(),
+                        revision: revision.clone(),
+                        channel: (*channel).to_string(),
+                        outcome: String::new(),
+                    };
+                    self.release_requests.get_or_create(&l).inc();
+                }
                 if let Some(key) = request_key {
                     self.note_request_key(*key);
                 }
@@ -307,7 +350,7 @@ mod tests {
     fn renders_prometheus_text() {
         let m = Metrics::default();
         let labels = RequestLabels { platform: "ios".into(), variant: "next".into(), result: "ok".into() };
-        m.record(&Counted::Answered { labels, error: None, bytes: 10, request_key: Some(1) });
+        m.record(&Counted::Answered { labels, error: None, bytes: 10, request_key: Some(1), release: None });
         m.latency.observe(0.0002);
         m.broker_connected.set(1);
         let text = m.render();

@@ -29,7 +29,7 @@ fn open(args: &OperatorArgs) -> anyhow::Result<(Operator, ReleaseTopics)> {
     let broker = BrokerUrl::parse(&args.broker)?;
     let credentials = args.access.credentials(&broker)?;
     let target = Target { broker, tls: args.access.tls(), credentials };
-    let topics = ReleaseTopics { prefix: args.release_topic.clone(), probe: String::new() };
+    let topics = ReleaseTopics { prefix: args.release_topic.clone(), probe: String::new(), reports: String::new() };
     Ok((Operator::open(&target)?, topics))
 }
 

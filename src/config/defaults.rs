@@ -39,6 +39,8 @@ pub const MANIFEST_TOPIC: &str = "connectors";
 pub const CHANGED_TOPIC: &str = "connectorsChanged";
 /// Prefix of the retained liveness messages.
 pub const STATUS_TOPIC: &str = "connector-scripts/status";
+/// Topic of the apps' `connectorsReport` events.
+pub const REPORT_TOPIC: &str = "connectorsReport";
 /// How long release commands wait for every live instance to apply a change.
 pub const OPERATOR_TIMEOUT: Seconds = Seconds::millis(10_000);
 /// Prefix of the retained rollout states and bundles (`--release-mode manual`).

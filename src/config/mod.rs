@@ -194,6 +194,7 @@ impl ServeConfig {
         mqtt.topics.releases = releases.as_ref().map(|r| topics::ReleaseTopics {
             prefix: r.topic_prefix.clone(),
             probe: format!("{}/{instance}/sync", mqtt.topics.status_prefix),
+            reports: args.report_topic.clone(),
         });
         Ok(ServeConfig {
             catalog: args.catalog.sources(),
@@ -231,6 +232,7 @@ fn release_config(args: &ServeArgs, instance: &str) -> Result<Option<crate::rele
         state_dir,
         topic_prefix: args.release_topic.clone(),
         instance: instance.to_string(),
+        auto_halt: args.auto_halt.then_some(crate::release::HaltPolicy::default()),
     }))
 }
 

@@ -22,6 +22,17 @@ pub fn online_with_releases(liveness: &Liveness, state: &State) -> Vec<u8> {
     doc.to_string().into_bytes()
 }
 
+fn count_report(state: &State, r: &crate::release::Reported) {
+    let labels = crate::metrics::RevisionLabels {
+        platform: r.key.0.clone(),
+        variant: r.key.1.clone(),
+        revision: r.revision.clone(),
+        channel: r.channel.to_string(),
+        outcome: if r.ok { "ok" } else { "failed" }.to_string(),
+    };
+    state.metrics.reports.get_or_create(&labels).inc();
+}
+
 /// Runs until cancelled: `seen` carries every message under the release prefix and the probe.
 pub async fn run(
     client: AsyncClient,
@@ -64,6 +75,16 @@ pub async fn run(
                         }
                     },
                     Some(ReleaseTopic::Bundle(..)) if !msg.payload.is_empty() => releases.on_bundle(&msg.payload),
+                    Some(ReleaseTopic::Report) => {
+                        let (reported, served) = releases.on_report(&msg.payload);
+                        if let Some(r) = reported {
+                            count_report(&state, &r);
+                        }
+                        if served.is_some() {
+                            state.metrics.auto_halts.inc();
+                        }
+                        served
+                    }
                     _ => None,
                 };
                 if let Some(served) = served {

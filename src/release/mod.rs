@@ -43,6 +43,63 @@ pub struct ReleaseConfig {
     pub topic_prefix: String,
     /// Who this instance is (`by` of the states it writes).
     pub instance: String,
+    /// `--auto-halt`: when to roll a candidate back by itself.
+    pub auto_halt: Option<HaltPolicy>,
+}
+
+/// When a candidate is worse enough than stable to halt it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HaltPolicy {
+    /// Reports needed on each channel before anything is decided.
+    pub min_reports: u64,
+    /// How much higher the candidate's failure rate must be (0.05: five percentage points).
+    pub margin: f64,
+    /// Two-proportion z score the difference must reach.
+    pub z: f64,
+}
+
+impl Default for HaltPolicy {
+    fn default() -> Self {
+        HaltPolicy { min_reports: 50, margin: 0.05, z: 3.0 }
+    }
+}
+
+impl HaltPolicy {
+    /// Is `candidate` (ok, failed) significantly worse than `stable` (ok, failed)?
+    pub fn halts(&self, stable: (u64, u64), candidate: (u64, u64)) -> bool {
+        let (ns, nc) = (stable.0 + stable.1, candidate.0 + candidate.1);
+        if ns < self.min_reports || nc < self.min_reports {
+            return false;
+        }
+        let (ps, pc) = (stable.1 as f64 / ns as f64, candidate.1 as f64 / nc as f64);
+        if pc < ps + self.margin {
+            return false;
+        }
+        let p = (stable.1 + candidate.1) as f64 / (ns + nc) as f64;
+        let se = (p * (1.0 - p) * (1.0 / ns as f64 + 1.0 / nc as f64)).sqrt();
+        se == 0.0 || (pc - ps) / se >= self.z
+    }
+}
+
+/// An app's outcome report (`connectorsReport`), as counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reported {
+    /// Platform and variant the reported revision belongs to.
+    pub key: VariantKey,
+    /// The revision.
+    pub revision: String,
+    /// `stable` or `candidate`.
+    pub channel: &'static str,
+    /// Worked?
+    pub ok: bool,
+}
+
+/// Report tallies of one variant: (ok, failed) per channel, for the current candidate.
+#[derive(Debug, Clone, Default)]
+struct Tally {
+    candidate: String,
+    stable: (u64, u64),
+    on_candidate: (u64, u64),
 }
 
 #[derive(Default)]
@@ -56,6 +113,10 @@ struct Inner {
     synced: bool,
     /// Why a variant cannot be served as its state says.
     missing: BTreeMap<VariantKey, String>,
+    /// The revisions served per variant (stable, candidate), as devices report them.
+    served: BTreeMap<VariantKey, (String, Option<String>)>,
+    /// Reports since the current candidate was staged.
+    tallies: BTreeMap<VariantKey, Tally>,
 }
 
 /// The release engine of one instance.
@@ -154,6 +215,62 @@ impl Releases {
         self.lock().built.clone()
     }
 
+    /// Counts an app's report; with `--auto-halt`, rolls back a candidate that fails significantly more than
+    /// stable (returns the catalog to serve then). `None` for a report on a revision this instance does not serve.
+    pub fn on_report(&self, payload: &[u8]) -> (Option<Reported>, Option<Catalog>) {
+        let doc: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+        let data = if doc.get("data").is_some() { &doc["data"] } else { &doc };
+        let (Some(platform), Some(revision), Some(ok)) =
+            (data["platform"].as_str(), data["revision"].as_str(), data["ok"].as_bool())
+        else {
+            return (None, None);
+        };
+        let mut inner = self.lock();
+        let found = inner.served.iter().find_map(|(k, (stable, candidate))| {
+            (k.0 == platform).then_some(())?;
+            if stable == revision {
+                Some((k.clone(), "stable"))
+            } else if candidate.as_deref() == Some(revision) {
+                Some((k.clone(), "candidate"))
+            } else {
+                None
+            }
+        });
+        let Some((key, channel)) = found else { return (None, None) };
+        let candidate = inner.served[&key].1.clone().unwrap_or_default();
+        let tally = inner.tallies.entry(key.clone()).or_default();
+        if tally.candidate != candidate {
+            *tally = Tally { candidate, ..Tally::default() };
+        }
+        let slot = if channel == "candidate" { &mut tally.on_candidate } else { &mut tally.stable };
+        if ok {
+            slot.0 += 1;
+        } else {
+            slot.1 += 1;
+        }
+        let reported = Reported { key: key.clone(), revision: revision.to_string(), channel, ok };
+        let (stable, on_candidate) = (tally.stable, tally.on_candidate);
+        let halt = self.cfg.auto_halt.is_some_and(|p| p.halts(stable, on_candidate));
+        if !halt || !inner.synced {
+            return (Some(reported), None);
+        }
+        let Some(current) = inner.states.get(&key).cloned() else { return (Some(reported), None) };
+        let Ok(next) = current.rollback(None, &Default::default(), "auto-halt", SystemTime::now()) else {
+            return (Some(reported), None);
+        };
+        tracing::warn!(platform = %key.0, variant = %key.1, candidate = ?current.candidate,
+            stable_reports = ?stable, candidate_reports = ?on_candidate,
+            "auto-halt: the candidate fails significantly more than stable; rolled back");
+        if let Err(e) = self.store.put_state(&key, &next) {
+            tracing::warn!(error = %e, "could not keep the release state");
+        }
+        inner.tallies.remove(&key);
+        inner.outbox.push((key.clone(), next.clone()));
+        inner.states.insert(key, next);
+        let served = inner.built.is_some().then(|| self.serve(&mut inner));
+        (Some(reported), served)
+    }
+
     /// States to publish (retained), each once.
     pub fn take_outbox(&self) -> Vec<(VariantKey, ReleaseState)> {
         std::mem::take(&mut self.lock().outbox)
@@ -201,8 +318,11 @@ impl Releases {
                     inner.states.insert(key.clone(), next);
                 }
                 let state = inner.states[&key].clone();
-                candidates.push(self.candidate(&state, &key, inner));
+                let candidate = self.candidate(&state, &key, inner);
                 *bundle = self.stable(&state, &key, bundle, inner);
+                let served = (bundle.revision.clone(), candidate.as_ref().map(|c| c.bundle.revision.clone()));
+                inner.served.insert(key, served);
+                candidates.push(candidate);
             }
             platform.candidates = candidates;
         }
@@ -251,5 +371,20 @@ impl Releases {
         }
         let at = humantime::parse_rfc3339(&s.updated_at).map_or(base.issued_at, |t| t.max(base.issued_at));
         Some(base.without(&s.disabled, at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HaltPolicy;
+
+    #[test]
+    fn halts_only_a_candidate_significantly_worse_than_stable() {
+        let p = HaltPolicy::default();
+        assert!(p.halts((950, 50), (70, 30)), "30 % failing against 5 %");
+        assert!(!p.halts((95, 5), (95, 5)), "equal rates");
+        assert!(!p.halts((950, 50), (28, 2)), "too few candidate reports");
+        assert!(!p.halts((900, 100), (85, 15)), "15 % against 10 %: not significant");
+        assert!(!p.halts((0, 0), (0, 100)), "no stable reports to compare with");
     }
 }

@@ -26,6 +26,8 @@ pub struct ReleaseTopics {
     pub prefix: String,
     /// A topic only this instance uses: what comes back on it arrived after every retained state.
     pub probe: String,
+    /// Where apps report outcomes (`connectorsReport` events).
+    pub reports: String,
 }
 
 /// A message under the release prefix.
@@ -37,6 +39,8 @@ pub enum ReleaseTopic<'t> {
     Bundle(&'t str, &'t str, &'t str),
     /// Our sync probe came back.
     Probe,
+    /// An app's outcome report.
+    Report,
 }
 
 impl ReleaseTopics {
@@ -54,6 +58,9 @@ impl ReleaseTopics {
     pub fn classify<'t>(&self, topic: &'t str) -> Option<ReleaseTopic<'t>> {
         if topic == self.probe {
             return Some(ReleaseTopic::Probe);
+        }
+        if topic == self.reports {
+            return Some(ReleaseTopic::Report);
         }
         let rest = topic.strip_prefix(self.prefix.as_str())?.strip_prefix('/')?;
         let parts: Vec<&str> = rest.split('/').collect();
@@ -106,7 +113,7 @@ impl Topics {
         });
         let manifests = Subscription { filter: self.manifest_filter(), no_local: true, requests: false };
         let releases = self.releases.iter().flat_map(|r| {
-            [format!("{}/+/+", r.prefix), format!("{}/+/+/bundles/+", r.prefix), r.probe.clone()]
+            [format!("{}/+/+", r.prefix), format!("{}/+/+/bundles/+", r.prefix), r.probe.clone(), r.reports.clone()]
                 .map(|filter| Subscription { filter, no_local: false, requests: false })
         });
         requests.chain([manifests]).chain(releases).collect()

@@ -201,3 +201,63 @@ async fn restarts_keep_the_state_and_a_new_instance_serves_the_same_bytes() {
     assert_eq!(ask(mosquitto.port, "dev-r").await, reply_before);
     b.shutdown().await.unwrap();
 }
+
+/// Publishes `ok` then `failed` outcome reports for `revision`, as apps would (NestJS events, QoS 0).
+async fn report(app: &Client, revision: &str, ok: usize, failed: usize) {
+    for i in 0..ok + failed {
+        let data = json!({"platform": "ios", "version": "3.1.0", "revision": revision, "connector": "fleet/tracking",
+                          "ok": i < ok, "error": if i < ok { Value::Null } else { "TypeError: x is undefined".into() }});
+        app.publish_qos0("connectorsReport", json!({"pattern": "connectorsReport", "data": data}).to_string()).await;
+    }
+}
+
+fn reports_counted(r: &Running) -> u64 {
+    let text = connector_scripts::ops::metrics_text(&r.state);
+    text.lines()
+        .filter(|l| l.starts_with("connector_scripts_reports_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_halt_rolls_back_a_failing_candidate_and_leaves_an_equal_one() {
+    let catalog = TempCatalog::examples();
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start().await;
+    let url = mosquitto.url();
+    let service = serve_with(manual(&catalog, &url, dir.path(), &["--auto-halt"])).await;
+    let stable = ask(mosquitto.port, "dev-h").await["revision"].as_str().unwrap().to_string();
+    let key = ("ios".to_string(), "next".to_string());
+    let staged = |marker: &'static str| {
+        touch(&catalog, marker);
+        let previous = service.state.releases().unwrap().states()[&key].candidate.clone();
+        let service = &service;
+        let key = key.clone();
+        eventually(TIMEOUT, "a new candidate", move || {
+            service.state.releases().unwrap().states()[&key].candidate.clone().filter(|c| Some(c) != previous.as_ref())
+        })
+    };
+    let app = Client::v4(mosquitto.port, "reporter").await;
+
+    // Equal failure rates: every report counted, the candidate stays.
+    let candidate = staged("v2").await;
+    ok(operator(&url, &["rollout", "--platform", "ios", "--variant", "next", "--percent", "50"]));
+    report(&app, &stable, 90, 10).await;
+    report(&app, &candidate, 90, 10).await;
+    eventually(TIMEOUT, "200 reports counted", || (reports_counted(&service) == 200).then_some(())).await;
+    assert_eq!(service.state.releases().unwrap().states()[&key].candidate.as_deref(), Some(candidate.as_str()));
+    assert_eq!(service.state.metrics.auto_halts.get(), 0);
+
+    // The candidate fails far more often: rolled back by itself, on the broker too.
+    report(&app, &candidate, 40, 60).await;
+    let halted = eventually(TIMEOUT, "the candidate halted", || {
+        let s = service.state.releases().unwrap().states()[&key].clone();
+        s.candidate.is_none().then_some(s)
+    })
+    .await;
+    assert_eq!((halted.by.as_str(), halted.stable.as_str()), ("auto-halt", stable.as_str()));
+    eventually(TIMEOUT, "the halt counted", || (service.state.metrics.auto_halts.get() == 1).then_some(())).await;
+    assert_eq!(state_of(mosquitto.port, "s-halt").await.by, "auto-halt");
+    assert_eq!(ask(mosquitto.port, "dev-h").await["revision"], stable.as_str());
+    service.shutdown().await.unwrap();
+}
