@@ -109,6 +109,12 @@ fn print_summary(samples: &Samples<'_>, out: &mut dyn Write) -> anyhow::Result<(
         Some(c) => print_catalog(c, out)?,
         None => writeln!(out, "catalog  not loaded")?,
     }
+    for (variant, s) in &doc.releases {
+        let candidate =
+            s.candidate.as_deref().map_or("no candidate".into(), |c| format!("candidate {c} at {} %", s.percent()));
+        let disabled = if s.disabled.is_empty() { String::new() } else { format!("  disabled {:?}", s.disabled) };
+        writeln!(out, "release  {variant}: stable {}, {candidate} (seq {}){disabled}", s.stable, s.seq)?;
+    }
     print_requests(samples, out)
 }
 

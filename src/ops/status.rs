@@ -39,6 +39,9 @@ pub struct StatusDoc {
     pub catalog: CatalogStatus,
     /// Request counters.
     pub requests: RequestStatus,
+    /// Managed releases: each variant's rollout state (`platform/variant` → state); empty in auto mode.
+    #[serde(default)]
+    pub releases: std::collections::BTreeMap<String, crate::release::state::ReleaseState>,
 }
 
 /// The broker link.
@@ -215,6 +218,10 @@ impl StatusDoc {
                 duplicates: m.duplicates.get(),
                 overloaded: m.overloaded.get(),
             },
+            releases: state
+                .releases()
+                .map(|r| r.states().into_iter().map(|((p, v), s)| (format!("{p}/{v}"), s)).collect())
+                .unwrap_or_default(),
         }
     }
 }
