@@ -144,7 +144,7 @@ async fn three_instances_in_a_share_group_apply_every_change() {
     .await;
     let out = ok(operator(&url, &["rollout", "--platform", "ios", "--variant", "next", "--percent", "30"]));
     assert!(out.contains("applied by 3/3 instances in"), "{out}");
-    println!("{}", out.lines().last().unwrap());
+    println!("rollout: {}", out.lines().last().unwrap());
     // Every instance answers its share of 90 devices, each with the channel its bucket says.
     let state = state_of(mosquitto.port, "s-three").await;
     let before: Vec<u64> = services.iter().map(|s| s.state.metrics.replies.get()).collect();
@@ -159,8 +159,25 @@ async fn three_instances_in_a_share_group_apply_every_change() {
     }
     let answered: Vec<u64> = services.iter().zip(&before).map(|(s, b)| s.state.metrics.replies.get() - b).collect();
     assert!(answered.iter().all(|n| *n > 0), "not every instance answered: {answered:?}");
+    // The kill switch, then a rollback: every instance, every reply.
+    let out = ok(operator(&url, &["disable", "--connector", "fleet/tracking", "--platform", "ios"]));
+    assert!(out.contains("applied by 3/3"), "{out}");
+    println!("disable: {}", out.lines().last().unwrap());
+    let before: Vec<u64> = services.iter().map(|s| s.state.metrics.replies.get()).collect();
+    for i in 0..30 {
+        let body = ask(mosquitto.port, &format!("off-{i}")).await;
+        assert!(!names(&body).contains(&"fleet/tracking".to_string()), "{body}");
+    }
+    let answered: Vec<u64> = services.iter().zip(&before).map(|(s, b)| s.state.metrics.replies.get() - b).collect();
+    assert!(answered.iter().all(|n| *n > 0), "not every instance answered: {answered:?}");
     let out = ok(operator(&url, &["rollback", "--platform", "ios", "--variant", "next"]));
     assert!(out.contains("applied by 3/3"), "{out}");
+    println!("rollback: {}", out.lines().last().unwrap());
+    for i in 0..30 {
+        let body = ask(mosquitto.port, &format!("back-{i}")).await;
+        assert_eq!(body["channel"], "stable", "{body}");
+        assert_ne!(body["revision"], candidate.as_str());
+    }
     for s in services {
         s.shutdown().await.unwrap();
     }
