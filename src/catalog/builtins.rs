@@ -101,10 +101,15 @@ pub struct Need {
 
 /// Every built-in newer than `target` that `program` uses outside a feature test, each once, in order of first use.
 pub fn scan(program: &Program, target: Target) -> Vec<Need> {
-    let mut declared = Declared::default();
-    program.visit_with(&mut declared);
-    let mut finder = Finder { target, declared: declared.0, guarded: Vec::new(), in_try: 0, found: Vec::new() };
+    if EDITIONS.iter().all(|(since, _)| target >= *since) {
+        return Vec::new(); // nothing in the table is newer than the target: no walk at all
+    }
+    // One walk: uses and declarations together; a use whose root the program declares anywhere is dropped after.
+    let mut finder =
+        Finder { target, declared: Declared::default(), guarded: Vec::new(), in_try: 0, found: Vec::new() };
     program.visit_with(&mut finder);
+    let declared = finder.declared.0;
+    finder.found.retain(|n| !declared.contains(n.builtin.split('.').next().unwrap_or(n.builtin)));
     finder.found
 }
 
@@ -131,44 +136,9 @@ fn is_root(name: &str) -> bool {
     roots.contains(name)
 }
 
-impl Visit for Declared {
-    fn visit_binding_ident(&mut self, n: &BindingIdent) {
-        self.insert(&n.id.sym);
-    }
-    fn visit_fn_decl(&mut self, n: &FnDecl) {
-        self.insert(&n.ident.sym);
-        n.visit_children_with(self);
-    }
-    fn visit_class_decl(&mut self, n: &ClassDecl) {
-        self.insert(&n.ident.sym);
-        n.visit_children_with(self);
-    }
-    fn visit_fn_expr(&mut self, n: &FnExpr) {
-        if let Some(i) = &n.ident {
-            self.insert(&i.sym);
-        }
-        n.visit_children_with(self);
-    }
-    fn visit_class_expr(&mut self, n: &ClassExpr) {
-        if let Some(i) = &n.ident {
-            self.insert(&i.sym);
-        }
-        n.visit_children_with(self);
-    }
-    fn visit_import_named_specifier(&mut self, n: &ImportNamedSpecifier) {
-        self.insert(&n.local.sym);
-    }
-    fn visit_import_default_specifier(&mut self, n: &ImportDefaultSpecifier) {
-        self.insert(&n.local.sym);
-    }
-    fn visit_import_star_as_specifier(&mut self, n: &ImportStarAsSpecifier) {
-        self.insert(&n.local.sym);
-    }
-}
-
 struct Finder {
     target: Target,
-    declared: HashSet<String>,
+    declared: Declared,
     /// Globals a surrounding `typeof` test guards.
     guarded: Vec<String>,
     in_try: usize,
@@ -181,7 +151,7 @@ impl Finder {
             return;
         }
         let root = name.split('.').next().unwrap_or(name);
-        if self.declared.contains(root) || self.guarded.iter().any(|g| g == root || g == name) {
+        if self.guarded.iter().any(|g| g == root || g == name) {
             return;
         }
         let Some((since, builtin)) =
@@ -310,6 +280,38 @@ impl Visit for Finder {
         if let Some(alt) = &s.alt {
             self.guarded_by(&s.test, alt);
         }
+    }
+    fn visit_binding_ident(&mut self, n: &BindingIdent) {
+        self.declared.insert(&n.id.sym);
+    }
+    fn visit_fn_decl(&mut self, n: &FnDecl) {
+        self.declared.insert(&n.ident.sym);
+        n.visit_children_with(self);
+    }
+    fn visit_class_decl(&mut self, n: &ClassDecl) {
+        self.declared.insert(&n.ident.sym);
+        n.visit_children_with(self);
+    }
+    fn visit_fn_expr(&mut self, n: &FnExpr) {
+        if let Some(i) = &n.ident {
+            self.declared.insert(&i.sym);
+        }
+        n.visit_children_with(self);
+    }
+    fn visit_class_expr(&mut self, n: &ClassExpr) {
+        if let Some(i) = &n.ident {
+            self.declared.insert(&i.sym);
+        }
+        n.visit_children_with(self);
+    }
+    fn visit_import_named_specifier(&mut self, n: &ImportNamedSpecifier) {
+        self.declared.insert(&n.local.sym);
+    }
+    fn visit_import_default_specifier(&mut self, n: &ImportDefaultSpecifier) {
+        self.declared.insert(&n.local.sym);
+    }
+    fn visit_import_star_as_specifier(&mut self, n: &ImportStarAsSpecifier) {
+        self.declared.insert(&n.local.sym);
     }
     fn visit_try_stmt(&mut self, s: &TryStmt) {
         self.in_try += 1;
