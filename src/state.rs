@@ -313,21 +313,25 @@ impl State {
     }
 }
 
+/// A state with short topics and no catalog, for unit tests here and in the ops router.
+#[cfg(test)]
+pub(crate) fn test_state() -> State {
+    let topics = crate::wire::topics::Topics {
+        request: "r".into(),
+        manifest_prefix: "m".into(),
+        changed: "c".into(),
+        status_prefix: "s".into(),
+        releases: None,
+    };
+    State::new(Handler::new(topics, crate::wire::Limits::default(), None), "inst".into(), "mqtt://b:1".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::topics::Topics;
-    use crate::wire::Limits;
 
     fn state() -> State {
-        let topics = Topics {
-            request: "r".into(),
-            manifest_prefix: "m".into(),
-            changed: "c".into(),
-            status_prefix: "s".into(),
-            releases: None,
-        };
-        State::new(Handler::new(topics, Limits::default(), None), "i".into(), "b".into())
+        test_state()
     }
 
     #[test]

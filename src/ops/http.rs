@@ -72,23 +72,13 @@ pub async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handler::Handler;
-    use crate::wire::topics::Topics;
-    use crate::wire::Limits;
     use axum::body::Body;
     use axum::http::Request;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
     fn state() -> Arc<State> {
-        let topics = Topics {
-            request: "r".into(),
-            manifest_prefix: "m".into(),
-            changed: "c".into(),
-            status_prefix: "s".into(),
-            releases: None,
-        };
-        Arc::new(State::new(Handler::new(topics, Limits::default(), None), "inst".into(), "mqtt://b:1".into()))
+        Arc::new(crate::state::test_state())
     }
 
     async fn get(state: &Arc<State>, path: &str) -> (StatusCode, String) {
