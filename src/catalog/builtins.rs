@@ -129,6 +129,10 @@ impl Declared {
 
 /// Is `name` a global this module knows, or the object of a static member it knows (`Object` of `Object.entries`)?
 fn is_root(name: &str) -> bool {
+    // Every root is capitalised but `globalThis`: most identifiers leave here without hashing.
+    if !name.as_bytes().first().is_some_and(u8::is_ascii_uppercase) && name != "globalThis" {
+        return false;
+    }
     static ROOTS: OnceLock<HashSet<&'static str>> = OnceLock::new();
     let roots = ROOTS.get_or_init(|| {
         EDITIONS.iter().flat_map(|(_, names)| names.iter()).filter_map(|n| n.split('.').next()).collect()
