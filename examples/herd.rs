@@ -8,7 +8,10 @@
 //! rate-limited, not-modified).
 //!
 //! `herd --broker mqtt://127.0.0.1:PORT --devices 5000 --platform ios --version 3.1.0 --manifest connectors/ios/next
-//!  --edit SNIPPET.ts [--timeout-secs 30]`
+//!  --edit SNIPPET.ts [--timeout-secs 30] [--pids BROKER,SERVICE]`
+//!
+//! With `--pids`, the CPU time of the broker and the service is read from /proc around the herd alone (from the
+//! save to the last reply), apart from the connect storm before it.
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -132,6 +135,18 @@ async fn device(
     let _ = client.disconnect().await;
 }
 
+/// User + system CPU seconds of a process, from /proc.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn cpu_of(pids: &[String]) -> Vec<Option<f64>> {
+    pids.iter().map(|p| cpu_seconds(p)).collect()
+}
+
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
@@ -167,6 +182,8 @@ async fn run(args: Vec<String>) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let connect_s = connect_started.elapsed().as_secs_f64();
+    let pids: Vec<String> = arg(&args, "--pids", "").split(',').filter(|p| !p.is_empty()).map(str::to_string).collect();
+    let cpu_before = cpu_of(&pids);
     let _ = go_tx.send(true);
     *shared.saved_at.lock().unwrap() = Some(Instant::now());
     let mut text = std::fs::read_to_string(&edit).expect("--edit FILE");
@@ -178,6 +195,9 @@ async fn run(args: Vec<String>) {
             break;
         }
     }
+    let cpu_after = cpu_of(&pids);
+    let herd_cpu: Vec<Option<f64>> =
+        cpu_before.iter().zip(&cpu_after).map(|(b, a)| Some((((*a)? - (*b)?) * 1000.0).round())).collect();
     let results = shared.results.lock().unwrap().clone();
     let mut manifest: Vec<f64> = results.iter().filter_map(|s| s.manifest_ms).collect();
     let mut updated: Vec<f64> = results.iter().filter_map(|s| s.updated_ms).collect();
@@ -198,7 +218,7 @@ async fn run(args: Vec<String>) {
             "manifest_p100_ms": manifest.last(),
             "updated_p50_ms": percentile(&updated, 50.0), "updated_p99_ms": percentile(&updated, 99.0),
             "updated_p100_ms": full, "rate_limited": errors("RATE_LIMITED"), "not_modified": errors("notModified"),
-            "errors": other_errors,
+            "errors": other_errors, "herd_cpu_ms": herd_cpu,
         })
     );
     std::process::exit(0);

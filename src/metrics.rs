@@ -121,6 +121,9 @@ pub struct Metrics {
     window: Mutex<DuplicateWindow>,
     /// Requests per platform label, for the status document (the family cannot be iterated).
     per_platform: Mutex<BTreeMap<String, u64>>,
+    /// Managed releases, per `platform/variant` → revision → [requests, reports ok, reports failed], for the
+    /// liveness message the `releases` command sums.
+    per_revision: Mutex<BTreeMap<String, BTreeMap<String, [u64; 3]>>>,
 }
 
 impl Default for Metrics {
@@ -152,6 +155,7 @@ impl Default for Metrics {
             errors: Default::default(),
             window: Mutex::new(DuplicateWindow::new(Duration::from_secs(60), 200_000)),
             per_platform: Mutex::new(BTreeMap::new()),
+            per_revision: Mutex::new(BTreeMap::new()),
         };
         m.register()
     }
@@ -206,6 +210,7 @@ impl Metrics {
             }
             Counted::Answered { labels, error, bytes, request_key, release } => {
                 if let Some((revision, channel)) = release {
+                    self.note_revision(&labels.platform, &labels.variant, revision, 0);
                     let l = RevisionLabels {
                         platform: labels.platform.clone(),
                         variant: labels.variant.clone(),
@@ -245,6 +250,26 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// Counts one request (`slot` 0), ok report (1) or failed report (2) for a revision.
+    pub fn note_revision(&self, platform: &str, variant: &str, revision: &str, slot: usize) {
+        if let Ok(mut m) = self.per_revision.lock() {
+            let v = m.entry(format!("{platform}/{variant}")).or_default();
+            match v.get_mut(revision) {
+                Some(c) => c[slot.min(2)] += 1,
+                None => {
+                    let mut c = [0; 3];
+                    c[slot.min(2)] = 1;
+                    v.insert(revision.to_string(), c);
+                }
+            }
+        }
+    }
+
+    /// Requests and reports per revision (`platform/variant` → revision → [requests, ok, failed]).
+    pub fn per_revision(&self) -> BTreeMap<String, BTreeMap<String, [u64; 3]>> {
+        self.per_revision.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// Error replies sent with this code.

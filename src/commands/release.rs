@@ -60,11 +60,12 @@ async fn read(
 
 /// `releases`.
 pub fn releases(args: &ReleasesArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    let retained = runtime()?.block_on(async {
+    let (retained, instances) = runtime()?.block_on(async {
         let (mut op, topics) = open(&args.op)?;
-        let r = read(&mut op, &topics, &args.op, args.platform.as_deref()).await;
+        let r = read(&mut op, &topics, &args.op, args.platform.as_deref()).await?;
+        let instances = op.instances(&args.op.status_topic, args.op.timeout.0).await?;
         op.close().await;
-        r
+        anyhow::Ok((r, instances))
     })?;
     if retained.states.is_empty() {
         bail!(
@@ -84,7 +85,21 @@ pub fn releases(args: &ReleasesArgs, out: &mut dyn Write) -> anyhow::Result<Exit
         }
         let stored = retained.revisions.get(&(p.clone(), v.clone())).cloned().unwrap_or_default();
         writeln!(out, "  revisions  {}", stored.into_iter().collect::<Vec<_>>().join(", "))?;
+        // Summed over the live instances (each counts what it answered and the reports it saw).
+        let mut served: BTreeMap<String, [u64; 3]> = BTreeMap::new();
+        for doc in &instances {
+            for (rev, c) in doc["served"][format!("{p}/{v}")].as_object().into_iter().flatten() {
+                let sum = served.entry(rev.clone()).or_default();
+                for (i, n) in c.as_array().into_iter().flatten().enumerate().take(3) {
+                    sum[i] += n.as_u64().unwrap_or(0);
+                }
+            }
+        }
+        for (rev, [requests, ok, failed]) in served {
+            writeln!(out, "  served     {rev}: {requests} requests, reports {ok} ok / {failed} failed")?;
+        }
     }
+    writeln!(out, "({} instance(s) online)", instances.len())?;
     Ok(ExitCode::SUCCESS)
 }
 

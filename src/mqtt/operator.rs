@@ -139,6 +139,20 @@ impl Operator {
         Ok((done.into_iter().map(|(i, _)| i).collect(), not.into_iter().map(|(i, _)| i).collect()))
     }
 
+    /// The retained liveness documents of the online instances under `status_prefix`.
+    pub async fn instances(
+        &mut self,
+        status_prefix: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
+        let docs = self.retained(&[format!("{status_prefix}/+")], timeout).await?;
+        Ok(docs
+            .values()
+            .filter_map(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+            .filter(|d| d["state"] == "online")
+            .collect())
+    }
+
     /// Leaves.
     pub async fn close(mut self) {
         let _ = self.client.disconnect().await;

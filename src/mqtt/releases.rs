@@ -14,11 +14,15 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+/// How often the per-revision counts in the liveness message are refreshed (when they changed).
+const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The liveness body with the applied `seq` of every variant: `"releases": {"ios/next": 7}`.
 pub fn online_with_releases(liveness: &Liveness, state: &State) -> Vec<u8> {
     let Some(releases) = state.releases() else { return liveness.online.clone() };
     let mut doc: serde_json::Value = serde_json::from_slice(&liveness.online).unwrap_or_default();
     doc["releases"] = serde_json::json!(releases.applied());
+    doc["served"] = serde_json::json!(state.metrics.per_revision());
     doc.to_string().into_bytes()
 }
 
@@ -31,6 +35,7 @@ fn count_report(state: &State, r: &crate::release::Reported) {
         outcome: if r.ok { "ok" } else { "failed" }.to_string(),
     };
     state.metrics.reports.get_or_create(&labels).inc();
+    state.metrics.note_revision(&r.key.0, &r.key.1, &r.revision, if r.ok { 1 } else { 2 });
 }
 
 /// Runs until cancelled: `seen` carries every message under the release prefix and the probe.
@@ -47,11 +52,15 @@ pub async fn run(
     let mut shared: BTreeSet<String> = BTreeSet::new();
     let mut applied = None;
     let mut changes = state.catalog_changes();
+    // Requests and reports per revision ride on the liveness message, refreshed at most this often.
+    let mut refresh = tokio::time::interval(STATS_EVERY);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             // A build in manual mode changes the states (a new candidate) before it changes what is served.
             r = changes.changed() => if r.is_err() { return },
+            _ = refresh.tick() => {}
             r = subscribed.changed() => {
                 if r.is_err() { return }
                 if *subscribed.borrow_and_update() {
@@ -114,7 +123,7 @@ pub async fn run(
                 }
             }
         }
-        let now = releases.applied();
+        let now = (releases.applied(), state.metrics.per_revision());
         if applied.as_ref() != Some(&now) {
             let body = online_with_releases(&liveness, &state);
             let _ = client.publish(liveness.topic.as_str(), QoS::AtLeastOnce, true, body).await;

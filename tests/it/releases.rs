@@ -82,6 +82,13 @@ async fn a_save_becomes_the_candidate_and_operators_move_it() {
     assert_eq!(ask(mosquitto.port, "dev-a").await["revision"], r1.as_str());
     let listed = ok(operator(&url, &["releases", "--platform", "ios"]));
     assert!(listed.contains(&format!("candidate  {staged} at 0 %")), "{listed}");
+    // Requests per revision, summed over the live instances' liveness messages (refreshed every few seconds).
+    let served = format!("served     {r1}: 2 requests");
+    eventually(TIMEOUT, "requests per revision in `releases`", || {
+        let listed = ok(operator(&url, &["releases", "--platform", "ios"]));
+        listed.contains(&served).then_some(())
+    })
+    .await;
 
     // 100 %: the candidate for every device that names itself.
     let out = ok(operator(&url, &["rollout", "--platform", "ios", "--variant", "next", "--percent", "100"]));
