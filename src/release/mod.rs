@@ -119,6 +119,15 @@ struct Inner {
     tallies: BTreeMap<VariantKey, Tally>,
 }
 
+/// The revisions a variant's state names (never pruned from the store).
+fn named(inner: &Inner, key: &VariantKey) -> std::collections::BTreeSet<String> {
+    inner
+        .states
+        .get(key)
+        .map(|s| std::iter::once(s.stable.clone()).chain(s.candidate.clone()).collect())
+        .unwrap_or_default()
+}
+
 /// The release engine of one instance.
 pub struct Releases {
     cfg: ReleaseConfig,
@@ -157,12 +166,13 @@ impl Releases {
     /// Takes a new build; returns the catalog to serve once synced.
     pub fn on_build(&self, build: Catalog) -> Option<Catalog> {
         let build = Arc::new(build);
+        let mut inner = self.lock();
         for bundle in build.bundles() {
-            if let Err(e) = self.store.put(bundle) {
+            let keep = named(&inner, &(bundle.platform.clone(), bundle.variant.clone()));
+            if let Err(e) = self.store.put(bundle, &keep) {
                 tracing::warn!(error = %e, "could not keep a revision in the release store");
             }
         }
-        let mut inner = self.lock();
         inner.built = Some(build);
         inner.synced.then(|| self.serve(&mut inner))
     }
@@ -197,9 +207,9 @@ impl Releases {
 
     /// A bundle another instance published: kept when it verifies, and served if a state names it.
     pub fn on_bundle(&self, stored: &[u8]) -> Option<Catalog> {
-        match self.store.put_bytes(stored) {
+        let mut inner = self.lock();
+        match self.store.put_bytes(stored, |key| named(&inner, key)) {
             Ok(true) => {
-                let mut inner = self.lock();
                 (inner.synced && inner.built.is_some() && !inner.missing.is_empty()).then(|| self.serve(&mut inner))
             }
             Ok(false) => None,

@@ -160,23 +160,24 @@ impl Store {
         self.dir.join("states").join(p).join(format!("{v}.json"))
     }
 
-    /// Keeps a revision (once; then prunes the variant's history to [`HISTORY`]).
-    pub fn put(&self, b: &Bundle) -> Result<bool, StoreError> {
+    /// Keeps a revision (once; then prunes the variant's history to [`HISTORY`], never dropping a revision in
+    /// `keep`: the ones the variant's state names).
+    pub fn put(&self, b: &Bundle, keep: &BTreeSet<String>) -> Result<bool, StoreError> {
         let key = (b.platform.clone(), b.variant.clone());
         let Some(path) = self.bundle_path(&key, &b.revision) else { return Ok(false) };
         if path.exists() {
             return Ok(false);
         }
         write_atomic(&path, &encode(b))?;
-        self.prune(&key);
+        self.prune(&key, keep);
         Ok(true)
     }
 
     /// Keeps a bundle published by another instance, after checking it. `Ok(true)` when it was new.
-    pub fn put_bytes(&self, bytes: &[u8]) -> Result<bool, StoreError> {
+    pub fn put_bytes(&self, bytes: &[u8], keep: impl Fn(&VariantKey) -> BTreeSet<String>) -> Result<bool, StoreError> {
         let b = decode(bytes)
             .map_err(|reason| StoreError::Corrupt { path: PathBuf::from("(published bundle)"), reason })?;
-        self.put(&b)
+        self.put(&b, &keep(&(b.platform.clone(), b.variant.clone())))
     }
 
     /// Revision `rev` of a variant, verified; a corrupt file is reported (warning) and not returned.
@@ -208,7 +209,7 @@ impl Store {
         entries.filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".json").map(str::to_string)).collect()
     }
 
-    fn prune(&self, (p, v): &VariantKey) {
+    fn prune(&self, (p, v): &VariantKey, keep: &BTreeSet<String>) {
         let dir = self.dir.join("bundles").join(p).join(v);
         let Ok(entries) = std::fs::read_dir(&dir) else { return };
         let mut files: Vec<(SystemTime, PathBuf)> = entries
@@ -217,9 +218,10 @@ impl Store {
                 Some((e.metadata().ok()?.modified().ok()?, e.path()))
             })
             .filter(|(_, p)| p.extension().is_some_and(|x| x == "json"))
+            .filter(|(_, p)| p.file_stem().and_then(|s| s.to_str()).is_none_or(|rev| !keep.contains(rev)))
             .collect();
         files.sort();
-        let excess = files.len().saturating_sub(HISTORY);
+        let excess = (files.len() + keep.len()).saturating_sub(HISTORY);
         for (_, path) in files.into_iter().take(excess) {
             let _ = std::fs::remove_file(path);
         }
@@ -278,8 +280,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let b = bundle("export const a = 1;");
-        assert!(store.put(&b).unwrap());
-        assert!(!store.put(&b).unwrap(), "content-addressed: stored once");
+        assert!(store.put(&b, &BTreeSet::new()).unwrap());
+        assert!(!store.put(&b, &BTreeSet::new()).unwrap(), "content-addressed: stored once");
         let key = ("ios".to_string(), "next".to_string());
         let back = store.get(&key, &b.revision).expect("stored");
         assert_eq!((back.revision.as_str(), &*back.scripts[0].code), (b.revision.as_str(), "export const a = 1;"));
@@ -298,11 +300,16 @@ mod tests {
     fn history_is_bounded_and_states_survive() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
+        // The first revision is the stable one: never pruned however many builds follow.
+        let stable = bundle("export const a = 'stable';");
+        let keep: BTreeSet<String> = [stable.revision.clone()].into();
+        store.put(&stable, &keep).unwrap();
         for i in 0..(HISTORY + 3) {
-            store.put(&bundle(&format!("export const a = {i};"))).unwrap();
+            store.put(&bundle(&format!("export const a = {i};")), &keep).unwrap();
         }
         let key = ("ios".to_string(), "next".to_string());
         assert_eq!(store.revisions(&key).len(), HISTORY);
+        assert!(store.get(&key, &stable.revision).is_some(), "the stable revision was pruned");
         let s = ReleaseState::first("r1", "test", SystemTime::UNIX_EPOCH);
         store.put_state(&key, &s).unwrap();
         assert_eq!(Store::open(dir.path()).unwrap().states().unwrap().get(&key), Some(&s));
