@@ -96,6 +96,7 @@ async fn rebuild(sources: &Sources, state: &State, cache: &Arc<Mutex<CompileCach
         return;
     }
     let diff = RevisionDiff::between(previous.as_deref(), &catalog);
+    state.reloads.push(crate::activity::ReloadRecord::of(&catalog, diff.clone()));
     log_build(&catalog, previous.as_deref(), &diff);
     state.swap_catalog(Arc::new(catalog));
 }
