@@ -130,6 +130,7 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
     ));
     let _ = reload_tx.try_send(());
     tracker.spawn(reload::sighup(reload_tx.clone(), cancel.clone()));
+    ops::set_instance_info(&state, cfg.mqtt.share_group.as_deref());
     let http_addr = match cfg.ops.http_listen {
         Some(addr) => Some(ops::http::start(addr, state.clone(), cancel.clone(), &tracker).await?),
         None => None,

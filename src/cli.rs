@@ -28,7 +28,7 @@ pub enum Command {
     /// Serve getConnectors over MQTT (starts an embedded broker unless --broker is given).
     Serve(Box<ServeArgs>),
     /// Send one getConnectors request as an app would and print the reply summary and round-trip time.
-    Request(RequestArgs),
+    Request(Box<RequestArgs>),
     /// Ask a running service what state it is in; exit 1 when it is not ready, 2 when unreachable.
     Status(StatusArgs),
     /// Write a new Ed25519 key pair for `serve --signing-key`: OUT.key (PKCS#8 PEM, mode 0600) and OUT.pub.

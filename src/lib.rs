@@ -12,6 +12,7 @@
 //! - [`broker`]: the embedded default broker (rumqttd).
 //! - [`reload`] + [`watch`]: file events and SIGHUP → rebuild → swap.
 //! - [`ops`]: status document, health/readiness/metrics over HTTP, systemd notify and watchdog.
+//! - [`activity`]: the last minute of requests and the last reloads, for the status page.
 //! - [`app`]: `serve` wiring: every task under one cancellation token and task tracker.
 //! - [`signing`]: Ed25519 keys, signed manifests, verifying replies.
 //! - [`release`]: managed releases: rollout state, the release store, stable/candidate per device.
@@ -20,6 +21,7 @@
 // Diagnostics travel as values on cold paths (a bad file); boxing them would only add noise.
 #![allow(clippy::result_large_err)]
 
+pub mod activity;
 pub mod app;
 pub mod broker;
 pub mod catalog;

@@ -25,6 +25,34 @@ pub struct RequestLabels {
     pub result: String,
 }
 
+/// Labels of `connector_scripts_not_ready`: one series per [`crate::state::NotReady`] code, 1 while it applies.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// The code, e.g. `broker_disconnected`.
+    pub reason: String,
+}
+
+/// Labels of `connector_scripts_revision_info`: one series (value 1) per variant served.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevisionInfoLabels {
+    /// Platform.
+    pub platform: String,
+    /// Variant.
+    pub variant: String,
+    /// The revision served.
+    pub revision: String,
+}
+
+/// Labels of `connector_scripts_instance_info` (value 1): what this instance runs and which share group it
+/// answers for, so alert rules can tell when a group has no instance left.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabels {
+    /// The service version.
+    pub version: String,
+    /// `--share-group`, empty without one.
+    pub share_group: String,
+}
+
 /// Labels of `connector_scripts_manifests_healed_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HealLabels {
@@ -104,6 +132,16 @@ pub struct Metrics {
     pub broker_connected: Gauge,
     /// 1 when ready (set at scrape).
     pub ready: Gauge,
+    /// 1 per reason the service is not ready now, 0 for the others (set at scrape).
+    pub not_ready: Family<ReasonLabels, Gauge>,
+    /// 1 per variant served, labeled with its revision (set at scrape).
+    pub revision_info: Family<RevisionInfoLabels, Gauge>,
+    /// Version and share group of this instance (set once at start).
+    pub instance_info: Family<InstanceLabels, Gauge>,
+    /// Requests per platform in each second of the last minute, for the status page.
+    pub recent: crate::activity::RequestWindow,
+    /// The revision series set at the last scrape, removed when their variant or revision goes.
+    revisions_shown: Mutex<Vec<RevisionInfoLabels>>,
     /// Connectors variants should ship but cannot (set at scrape).
     pub missing_connectors: Gauge,
     /// 1 while the last reload is held (set at scrape).
@@ -146,6 +184,11 @@ impl Default for Metrics {
             variants: Gauge::default(),
             broker_connected: Gauge::default(),
             ready: Gauge::default(),
+            not_ready: Family::default(),
+            revision_info: Family::default(),
+            instance_info: Family::default(),
+            recent: Default::default(),
+            revisions_shown: Mutex::new(Vec::new()),
             missing_connectors: Gauge::default(),
             reload_held: Gauge::default(),
             manifests_healed: Family::default(),
@@ -178,6 +221,9 @@ impl Metrics {
         r.register("variants", "Variants served", self.variants.clone());
         r.register("broker_connected", "1 when connected to the broker", self.broker_connected.clone());
         r.register("ready", "1 when catalog loaded, connected and subscribed", self.ready.clone());
+        r.register("not_ready", "1 per reason the service is not ready now", self.not_ready.clone());
+        r.register("revision_info", "1 per variant served, labeled with its revision", self.revision_info.clone());
+        r.register("instance_info", "Version and share group of this instance", self.instance_info.clone());
         r.register(
             "missing_connectors",
             "Connectors a variant should ship but cannot",
@@ -197,6 +243,19 @@ impl Metrics {
         r.register("reports", "App reports per revision, channel and outcome (manual mode)", self.reports.clone());
         r.register("auto_halts", "Candidates rolled back by --auto-halt", self.auto_halts.clone());
         self
+    }
+
+    /// Sets the revision series to exactly `current` (at scrape time). Series of variants or revisions no longer
+    /// served are removed, never left at a stale 1; a concurrent scrape never sees a current series missing.
+    pub fn set_revisions(&self, current: Vec<RevisionInfoLabels>) {
+        let Ok(mut shown) = self.revisions_shown.lock() else { return };
+        for gone in shown.iter().filter(|l| !current.contains(l)) {
+            self.revision_info.remove(gone);
+        }
+        for labels in &current {
+            self.revision_info.get_or_create(labels).set(1);
+        }
+        *shown = current;
     }
 
     /// Counts one handled message.
@@ -242,6 +301,7 @@ impl Metrics {
 
     fn record_request(&self, labels: &RequestLabels) {
         self.requests.get_or_create(labels).inc();
+        self.recent.note(&labels.platform);
         if let Ok(mut m) = self.per_platform.lock() {
             match m.get_mut(&labels.platform) {
                 Some(n) => *n += 1,
@@ -387,5 +447,20 @@ mod tests {
         assert!(text.contains("connector_scripts_broker_connected 1"), "{text}");
         assert!(text.contains("connector_scripts_reply_bytes_total 10"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn revision_series_follow_the_variants_served() {
+        let m = Metrics::default();
+        let rev = |variant: &str, revision: &str| RevisionInfoLabels {
+            platform: "ios".into(),
+            variant: variant.into(),
+            revision: revision.into(),
+        };
+        m.set_revisions(vec![rev("next", "aaaa"), rev("legacy", "bbbb")]);
+        m.set_revisions(vec![rev("next", "cccc")]);
+        let text = m.render();
+        let series: Vec<&str> = text.lines().filter(|l| l.starts_with("connector_scripts_revision_info{")).collect();
+        assert_eq!(series, [r#"connector_scripts_revision_info{platform="ios",variant="next",revision="cccc"} 1"#]);
     }
 }

@@ -97,6 +97,7 @@ async fn rebuild(sources: &Sources, state: &State, cache: &Arc<Mutex<CompileCach
         return;
     }
     let diff = RevisionDiff::between(previous.as_deref(), &catalog);
+    state.reloads.push(crate::activity::ReloadRecord::of(&catalog, diff.clone()));
     log_build(&catalog, previous.as_deref(), &diff);
     match state.releases() {
         // Manual mode: the build becomes a candidate (or the first stable); what is served comes from the states.

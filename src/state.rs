@@ -117,11 +117,56 @@ pub struct Identity {
     pub started: Instant,
 }
 
+/// Why the service is not ready, as a bounded code: the `reason` label of `connector_scripts_not_ready` and what
+/// alert rules match on (the sentence in [`Readiness::reasons`] says the details).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotReady {
+    /// No catalog built yet.
+    CatalogNotLoaded,
+    /// A catalog, but no platform in it can be served.
+    NoUsablePlatform,
+    /// Not connected to the broker.
+    BrokerDisconnected,
+    /// Connected, request subscriptions not confirmed.
+    NotSubscribed,
+    /// The second connection, for QoS 0 replies, is down.
+    ReplyLinkDown,
+    /// Managed releases: the retained states not read yet, or a revision they name not obtainable.
+    ReleaseState,
+}
+
+impl NotReady {
+    /// Every cause, in the order [`State::readiness`] checks them.
+    pub const ALL: [NotReady; 6] = [
+        NotReady::CatalogNotLoaded,
+        NotReady::NoUsablePlatform,
+        NotReady::BrokerDisconnected,
+        NotReady::NotSubscribed,
+        NotReady::ReplyLinkDown,
+        NotReady::ReleaseState,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotReady::CatalogNotLoaded => "catalog_not_loaded",
+            NotReady::NoUsablePlatform => "no_usable_platform",
+            NotReady::BrokerDisconnected => "broker_disconnected",
+            NotReady::NotSubscribed => "not_subscribed",
+            NotReady::ReplyLinkDown => "reply_link_down",
+            NotReady::ReleaseState => "release_state",
+        }
+    }
+}
+
 /// Ready, or the reasons it is not; and what is wrong without making it unready.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Readiness {
     /// Why the service is not ready; empty when it is.
     pub reasons: Vec<String>,
+    /// The codes of the first reasons, in the same order; reasons beyond them have no code of their own and are
+    /// counted as `other` ([`Readiness::uncoded`]).
+    pub causes: Vec<NotReady>,
     /// What an operator should know while it serves: connectors missing from variants, a held reload.
     pub warnings: Vec<String>,
 }
@@ -130,6 +175,11 @@ impl Readiness {
     /// True when there is no reason not to be ready.
     pub fn is_ready(&self) -> bool {
         self.reasons.is_empty()
+    }
+
+    /// True when a reason has no [`NotReady`] code (the `other` reason of `connector_scripts_not_ready`).
+    pub fn uncoded(&self) -> bool {
+        self.reasons.len() > self.causes.len()
     }
 }
 
@@ -141,6 +191,8 @@ pub struct State {
     generation: watch::Sender<u64>,
     /// The broker connection.
     pub link: Link,
+    /// The last catalog builds swapped in, for the status page.
+    pub reloads: crate::activity::ReloadLog,
     /// Every counter.
     pub metrics: Metrics,
     /// The request handler.
@@ -162,6 +214,7 @@ impl State {
             catalog: ArcSwapOption::empty(),
             generation: watch::channel(0).0,
             link: Link::default(),
+            reloads: Default::default(),
             metrics: Metrics::default(),
             handler,
             identity: Identity { instance, broker, started_at: SystemTime::now(), started: Instant::now() },
@@ -250,28 +303,38 @@ impl State {
     /// confirmed. A broken snippet does not make the service unready (its last good version is served).
     pub fn readiness(&self) -> Readiness {
         let mut reasons = Vec::new();
+        let mut causes = Vec::new();
+        let mut not_ready = |cause: NotReady, reason: String| {
+            causes.push(cause);
+            reasons.push(reason);
+        };
         match self.catalog.load().as_deref() {
-            None => reasons.push("catalog not loaded yet".to_string()),
-            Some(c) if c.platforms.is_empty() => reasons.push(format!(
-                "catalog has no usable platform ({} error(s); run `connector-scripts check`)",
-                c.error_count()
-            )),
+            None => not_ready(NotReady::CatalogNotLoaded, "catalog not loaded yet".to_string()),
+            Some(c) if c.platforms.is_empty() => not_ready(
+                NotReady::NoUsablePlatform,
+                format!("catalog has no usable platform ({} error(s); run `connector-scripts check`)", c.error_count()),
+            ),
             Some(_) => {}
         }
         if !self.link.connected() {
-            reasons.push(match self.link.last_error() {
-                Some(e) => format!("broker not connected: {e}"),
-                None => "broker not connected yet".to_string(),
-            });
+            not_ready(
+                NotReady::BrokerDisconnected,
+                match self.link.last_error() {
+                    Some(e) => format!("broker not connected: {e}"),
+                    None => "broker not connected yet".to_string(),
+                },
+            );
         } else if !self.link.subscribed() {
-            reasons.push("connected but the request subscriptions are not confirmed".to_string());
+            not_ready(NotReady::NotSubscribed, "connected but the request subscriptions are not confirmed".to_string());
         } else if !self.link.replies_connected() {
-            reasons.push("the reply connection is not connected yet".to_string());
+            not_ready(NotReady::ReplyLinkDown, "the reply connection is not connected yet".to_string());
         }
         if let Some(r) = &self.releases {
-            reasons.extend(r.not_ready());
+            for reason in r.not_ready() {
+                not_ready(NotReady::ReleaseState, reason);
+            }
         }
-        Readiness { reasons, warnings: self.warnings() }
+        Readiness { reasons, causes, warnings: self.warnings() }
     }
 
     /// Connectors that variants cannot ship, and a held reload.
@@ -338,6 +401,7 @@ mod tests {
     fn ready_needs_a_usable_catalog_and_confirmed_subscriptions() {
         let s = state();
         assert_eq!(s.readiness().reasons, ["catalog not loaded yet", "broker not connected yet"]);
+        assert_eq!(s.readiness().causes, [NotReady::CatalogNotLoaded, NotReady::BrokerDisconnected]);
         s.link.set_connected(true);
         s.link.set_subscribed(true);
         s.link.set_replies_connected(true);
@@ -345,6 +409,11 @@ mod tests {
         let r = s.readiness();
         assert!(!r.is_ready());
         assert!(r.reasons[0].contains("no usable platform"), "{r:?}");
+        assert_eq!(r.causes, [NotReady::NoUsablePlatform]);
+        assert!(!r.uncoded());
+        let later_check =
+            Readiness { reasons: vec!["a check without a code".into()], causes: vec![], warnings: vec![] };
+        assert!(later_check.uncoded(), "counted as `other`");
         s.link.set_connected(false);
         s.link.set_error("nothing listens".into());
         assert!(s.readiness().reasons[1].contains("nothing listens"));

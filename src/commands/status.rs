@@ -126,6 +126,9 @@ fn print_catalog(c: &BuiltCatalog, out: &mut dyn Write) -> anyhow::Result<()> {
     )?;
     for d in &c.diagnostics {
         writeln!(out, "  {} [{}] {}: {}", d.severity, d.code, d.location.as_deref().unwrap_or("-"), d.message)?;
+        for line in d.frame.iter().flat_map(|f| f.lines()) {
+            writeln!(out, "      {line}")?;
+        }
     }
     for v in &c.variants {
         writeln!(

@@ -1,5 +1,5 @@
-//! The ops HTTP listener: `/healthz` (process alive), `/readyz` (503 until ready), `/metrics` (Prometheus text).
-//! Served on its own address (default 127.0.0.1:9464), apart from anything public.
+//! The ops HTTP listener: `/` (the status page), `/healthz` (process alive), `/readyz` (503 until ready),
+//! `/metrics` (Prometheus text). Served on its own address (default 127.0.0.1:9464), apart from anything public.
 
 use super::status::StatusDoc;
 use crate::state::State;
@@ -13,13 +13,32 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// The status page: one self-contained HTML file (no external resource) that polls `readyz`.
+const STATUS_PAGE: &str = include_str!("status.html");
+
+/// What the page may load: nothing from elsewhere; its own inline script and style, and `readyz`.
+const STATUS_PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                               connect-src 'self'; img-src data:; frame-ancestors 'none'; base-uri 'none'";
+
 /// The ops routes.
 pub fn router(state: Arc<State>) -> Router {
     Router::new()
+        .route("/", get(status_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+/// The status page.
+async fn status_page() -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (header::CONTENT_SECURITY_POLICY, STATUS_PAGE_CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::CACHE_CONTROL, "no-cache"),
+    ];
+    (headers, STATUS_PAGE).into_response()
 }
 
 /// 200 while the process answers, with the status document.
@@ -65,7 +84,7 @@ pub async fn start(
             tracing::error!(error = %e, "ops HTTP listener failed");
         }
     });
-    tracing::info!(addr = %local, "ops HTTP listening: /healthz /readyz /metrics");
+    tracing::info!(addr = %local, "ops HTTP listening: / (status page) /healthz /readyz /metrics");
     Ok(local)
 }
 
@@ -103,5 +122,49 @@ mod tests {
         assert_eq!(code, StatusCode::OK);
         assert!(text.contains("connector_scripts_ready 0"), "{text}");
         assert_eq!(get(&state, "/nope").await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn the_status_page_is_self_contained_and_polls_readyz() {
+        let state = state();
+        let resp = router(state).oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let header = |name: header::HeaderName| resp.headers()[name].to_str().unwrap().to_string();
+        assert_eq!(header(header::CONTENT_TYPE), "text/html; charset=utf-8");
+        assert!(header(header::CONTENT_SECURITY_POLICY).starts_with("default-src 'none'"));
+        let page = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        assert!(page.len() < 10_000, "a few KB: {} bytes", page.len());
+        assert!(page.contains(r#"fetch("readyz""#));
+        // Nothing loaded from elsewhere: the one URL is the SVG namespace, an identifier.
+        assert_eq!(page.matches("://").count(), 1);
+        assert!(page.contains(r#""http://www.w3.org/2000/svg""#));
+        for tag in ["<script src", "<link rel=\"stylesheet", "<img", "@import", "innerHTML"] {
+            assert!(!page.contains(tag), "{tag}");
+        }
+    }
+
+    #[tokio::test]
+    async fn metrics_say_why_not_ready_and_what_runs() {
+        let state = state();
+        super::super::set_instance_info(&state, Some("fleet"));
+        let (_, text) = get(&state, "/metrics").await;
+        let value = |reason: &str| {
+            let series = format!("connector_scripts_not_ready{{reason=\"{reason}\"}} ");
+            text.lines().find_map(|l| l.strip_prefix(series.as_str())).map(str::to_string)
+        };
+        for (reason, expected) in [
+            ("catalog_not_loaded", "1"),
+            ("no_usable_platform", "0"),
+            ("broker_disconnected", "1"),
+            ("not_subscribed", "0"),
+            ("reply_link_down", "0"),
+            ("other", "0"),
+        ] {
+            assert_eq!(value(reason).as_deref(), Some(expected), "{reason}: {text}");
+        }
+        let version = env!("CARGO_PKG_VERSION");
+        let info = format!(r#"connector_scripts_instance_info{{version="{version}",share_group="fleet"}} 1"#);
+        assert!(text.contains(&info), "{text}");
+        assert!(!text.contains("connector_scripts_revision_info{"), "no catalog, no revision: {text}");
     }
 }

@@ -1,6 +1,7 @@
 //! The status document: one typed shape, built here from the running state, served as JSON by `/healthz` and
 //! `/readyz`, and read back by the `status` command.
 
+use crate::activity::ReloadRecord;
 use crate::catalog::{diagnostic, Catalog};
 use crate::state::State;
 use crate::wire::ErrorCode;
@@ -90,6 +91,36 @@ pub struct BuiltCatalog {
     pub diagnostics: Vec<DiagnosticStatus>,
     /// Every variant served.
     pub variants: Vec<VariantStatus>,
+    /// The last catalog swaps, newest first (the first load included).
+    #[serde(default)]
+    pub recent_reloads: Vec<ReloadStatus>,
+}
+
+/// One catalog swap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReloadStatus {
+    /// When the catalog was built (RFC 3339).
+    pub at: String,
+    /// Build time.
+    pub build_ms: u64,
+    /// Error diagnostics after it.
+    pub errors: usize,
+    /// Variants with a new revision (all of them at the first load).
+    pub changed: Vec<RevisionChange>,
+    /// Variants that went away, as `platform/variant`.
+    pub removed: Vec<String>,
+}
+
+/// A variant and the revision it got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevisionChange {
+    /// Platform.
+    pub platform: String,
+    /// Variant.
+    pub variant: String,
+    /// The new revision.
+    pub revision: String,
 }
 
 /// One diagnostic.
@@ -103,6 +134,12 @@ pub struct DiagnosticStatus {
     pub location: Option<String>,
     /// What is wrong.
     pub message: String,
+    /// The offending source lines with a caret under the position, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<String>,
+    /// How to fix it, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
 }
 
 /// One variant.
@@ -128,6 +165,9 @@ pub struct VariantStatus {
 pub struct RequestStatus {
     /// Requests answered per platform (`other` for unknown ones).
     pub by_platform: BTreeMap<String, u64>,
+    /// Per platform, requests answered in each second of the last minute, oldest first.
+    #[serde(default)]
+    pub last_minute: BTreeMap<String, Vec<u32>>,
     /// Full bundles sent.
     pub replies: u64,
     /// Not-modified replies.
@@ -148,7 +188,19 @@ fn rfc3339(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-fn built(c: &Catalog, reloads: u64) -> BuiltCatalog {
+fn reload_status(r: ReloadRecord) -> ReloadStatus {
+    ReloadStatus {
+        at: rfc3339(r.at),
+        build_ms: r.build_ms,
+        errors: r.errors,
+        changed: (r.diff.changed.into_iter())
+            .map(|(platform, variant, revision)| RevisionChange { platform, variant, revision })
+            .collect(),
+        removed: r.diff.removed.into_iter().map(|(platform, variant)| format!("{platform}/{variant}")).collect(),
+    }
+}
+
+fn built(c: &Catalog, reloads: u64, recent: Vec<ReloadRecord>) -> BuiltCatalog {
     let (errors, warnings) = diagnostic::count(&c.diagnostics);
     let severity = |d: &crate::catalog::Diagnostic| if d.is_error() { "error" } else { "warning" }.to_string();
     BuiltCatalog {
@@ -164,6 +216,8 @@ fn built(c: &Catalog, reloads: u64) -> BuiltCatalog {
                 code: d.code.to_string(),
                 location: d.location(),
                 message: d.message.clone(),
+                frame: d.frame.clone(),
+                help: d.help.clone(),
             })
             .collect(),
         variants: c
@@ -177,6 +231,7 @@ fn built(c: &Catalog, reloads: u64) -> BuiltCatalog {
                 connectors: b.scripts.len(),
             })
             .collect(),
+        recent_reloads: recent.into_iter().map(reload_status).collect(),
     }
 }
 
@@ -206,10 +261,13 @@ impl StatusDoc {
             },
             catalog: match state.catalog() {
                 None => CatalogStatus { loaded: false, built: None },
-                Some(c) => CatalogStatus { loaded: true, built: Some(built(&c, m.reloads.get())) },
+                Some(c) => {
+                    CatalogStatus { loaded: true, built: Some(built(&c, m.reloads.get(), state.reloads.list())) }
+                }
             },
             requests: RequestStatus {
                 by_platform: m.requests_by_platform(),
+                last_minute: m.recent.last_minute(),
                 replies: m.replies.get(),
                 not_modified: m.not_modified.get(),
                 errors: ErrorCode::ALL.iter().map(|c| (c.as_str().to_string(), m.errors_of(*c))).collect(),

@@ -1,7 +1,9 @@
 //! The one integration-test binary (swc is linked once): catalog and compile output, MQTT wire behaviour,
-//! interop with NestJS and mosquitto_rr, ops endpoints and systemd, reliability and security, hot reload.
+//! interop with NestJS and mosquitto_rr, ops endpoints and systemd, reliability and security, hot reload,
+//! monitoring (alert rules in a real Prometheus, the dashboard's queries, the status page in Chromium).
 //! Every test starts its own broker(s) on free ports with their own config.
 
+mod alerts;
 mod catalog;
 mod common;
 mod conformance;
@@ -12,3 +14,4 @@ mod releases;
 mod reliability;
 mod reload;
 mod signing;
+mod status_page;

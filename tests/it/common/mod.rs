@@ -2,6 +2,8 @@
 //! free ports with their own config, and the one [`eventually`] that waits on a condition with a timeout.
 
 pub mod mqtt;
+pub mod process;
+pub mod prometheus;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -233,9 +235,7 @@ impl Mosquitto {
 
     /// The last lines of the broker's log, for failure messages.
     pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(40).collect();
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        process::log_tail(&self.dir.path().join("mosquitto.log"), 40)
     }
 }
 
