@@ -360,6 +360,14 @@ def render(results, ready_ms, reload_out, compile_out):
               f" (1 s ÷ its CPU per request): connector-scripts {1e6 / cs['cpu_us']:.0f} req/s, NestJS peer"
               f" {1e6 / peer['cpu_us']:.0f} req/s ({ratio(peer['cpu_us'], cs['cpu_us']):.2f} ×), ideal responder"
               f" {1e6 / ideal['cpu_us']:.0f} req/s. Analysis and profiles: docs/PERFORMANCE.md."]
+    herd = os.path.join(ROOT, "docs/BENCH-herd.md")
+    if os.path.exists(herd):
+        # The herd runs on its own (`python3 bench/herd.py`, minutes of 10 000 connections); its last table here,
+        # beside the serving figures, with the date it was measured.
+        text = open(herd).read().splitlines()
+        measured = [l for l in text if l.startswith("- Command")]
+        tables = [l if l.startswith("|") else "" for l in text if l.startswith("|") or l.startswith("Poll model")]
+        lines += ["", "## Update herd (docs/BENCH-herd.md, `python3 bench/herd.py`)", ""] + measured + [""] + tables
     lines += ["", f"Startup to ready (process start → `/readyz` 200, median): {ready_ms:.0f} ms.", "",
               "## Hot reload (benches/reload.rs)", "", "```", reload_out.strip(), "```", "",
               "## Compiling (bench/compile.sh)", "", compile_out.strip(), ""]
