@@ -7,7 +7,7 @@
 //! the bundles of every revision that was stable or candidate ([`store`]), so a restart keeps them.
 //!
 //! [`Releases`] is the engine: it takes builds and states in and gives the catalog to serve out. Until the states
-//! retained on the broker have been read ([`Releases::synced`]) it serves nothing new and publishes nothing, so
+//! retained on the broker have been read ([`Releases::on_synced`]) it serves nothing new and publishes nothing, so
 //! that a fresh instance never overwrites the group's state with its own.
 
 pub mod state;
