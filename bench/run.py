@@ -367,7 +367,9 @@ def render(results, ready_ms, reload_out, compile_out):
         text = open(herd).read().splitlines()
         measured = [l for l in text if l.startswith("- Command")]
         tables = [l if l.startswith("|") else "" for l in text if l.startswith("|") or l.startswith("Poll model")]
+        growth = [l for l in text if l.startswith("Growth")]
         lines += ["", "## Update herd (docs/BENCH-herd.md, `python3 bench/herd.py`)", ""] + measured + [""] + tables
+        lines += [""] + growth
     lines += ["", f"Startup to ready (process start → `/readyz` 200, median): {ready_ms:.0f} ms.", "",
               "## Hot reload (benches/reload.rs)", "", "```", reload_out.strip(), "```", "",
               "## Compiling (bench/compile.sh)", "", compile_out.strip(), ""]
