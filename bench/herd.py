@@ -12,9 +12,10 @@ revision, and what was lost. Around the herd: CPU seconds of the service and of 
 service's peak RSS (VmHWM) and its overloaded_total. The file limit is raised to the hard limit for every process
 (10 000 devices need 20 000 descriptors between herd and the broker).
 
-The poll model of the system it replaces (no push: every phone asks every P seconds, spread evenly) is computed
-for the same N: a fix reaches a phone after U(0, P) plus one request, so mean P/2, p99 0.99 P, and the fleet pays
-N / P requests per second while nothing changes.
+The poll model of the system it replaces (no push: every phone asks every P seconds, spread evenly) is run live
+against the NestJS peer (bench/peers/nestjs: the old system's design) with POLL_DEVICES phones (default 5 000) and
+P = POLL seconds (default 60): the requests per second the fleet costs while nothing changes, and how long each phone
+waits after a save for its next answer (mean, p99, 100 %). It takes 2.5 P.
 """
 import json
 import os
@@ -27,11 +28,12 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import ROOT, Mosquitto, cargo_artifacts, cpu_seconds, free_port, log, readyz, wait  # noqa: E402
+from run import ROOT, Mosquitto, cargo_artifacts, cpu_seconds, free_port, log, nest_peer_cmd, readyz, start_printing_ready, wait  # noqa: E402
 
-SIZES = [int(n) for n in os.environ.get("DEVICES", "2000,5000,10000").split(",")]
+SIZES = [int(n) for n in os.environ.get("DEVICES", "2000,5000,10000").split(",") if n]
+POLL_DEVICES = int(os.environ.get("POLL_DEVICES", "5000"))
 OUT = os.environ.get("OUT", "docs/BENCH-herd.md")
-POLL_S = 60
+POLL_S = float(os.environ.get("POLL", "60"))
 
 
 def raise_file_limit():
@@ -85,7 +87,6 @@ def one_size(paths, n):
         r["broker_herd_ms"], r["service_herd_ms"] = r.pop("herd_cpu_ms")
         r["service_peak_rss_mib"] = round(peak_rss_mib(service.pid), 1)
         r["overloaded"] = list(metric(http, "connector_scripts_overloaded_total"))
-        r["poll_mean_s"], r["poll_p99_s"], r["poll_idle_rps"] = POLL_S / 2, 0.99 * POLL_S, round(n / POLL_S, 1)
         return r
     finally:
         service.terminate()
@@ -94,7 +95,21 @@ def one_size(paths, n):
         shutil.rmtree(catalog, ignore_errors=True)
 
 
-def render(rows, limit):
+def poll_model(paths, n):
+    """The poll model, live: n phones asking the NestJS peer every POLL_S seconds."""
+    broker = Mosquitto()
+    peer = start_printing_ready(nest_peer_cmd(broker.url))
+    try:
+        out = subprocess.run([paths["herd"], "--poll", str(POLL_S), "--devices", str(n), "--broker", broker.url],
+                             stdout=subprocess.PIPE, text=True, check=True, timeout=POLL_S * 4 + 180).stdout
+        return json.loads(out.strip().splitlines()[-1])
+    finally:
+        peer.terminate()
+        peer.wait()
+        broker.stop()
+
+
+def render(rows, limit, poll=None):
     def ms(v):
         return "never" if v is None else f"{v:.0f} ms"
     lines = [
@@ -116,16 +131,22 @@ def render(rows, limit):
             f"| {ms(r['first_manifest_ms'])} | {ms(r['updated_p50_ms'])} | {ms(r['updated_p99_ms'])} "
             f"| {ms(r['updated_p100_ms'])} | {r['broker_herd_ms']:.0f} ms | {r['service_herd_ms']:.0f} ms "
             f"| {r['broker_cpu_s']} s | {r['service_peak_rss_mib']} MiB | {', '.join(r['overloaded']) or 'n/a'} |")
-    lines += [
-        "",
-        f"Poll model of the replaced system (every phone asks every {POLL_S} s, spread evenly; computed for the "
-        "same N, one request's latency is negligible beside it):",
-        "",
-        "| devices | mean time to the new code | p99 | requests/s while nothing changes |",
-        "|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(f"| {r['devices']} | {r['poll_mean_s']:.0f} s | {r['poll_p99_s']:.1f} s | {r['poll_idle_rps']} |")
+    if poll:
+        push = next((r for r in rows if r["devices"] == poll["devices"]), None)
+        lines += [
+            "",
+            f"Side by side with the poll model of the replaced system, run live: {poll['devices']} phones asking the "
+            f"NestJS peer every {poll['period_s']:.0f} s, spread evenly; after one and a half periods a save is "
+            "marked and each phone's next answer timed.",
+            "",
+            "| model | devices | mean time to the new code | p99 | 100 % | requests/s while nothing changes |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| poll every {poll['period_s']:.0f} s (NestJS peer) | {poll['devices']} | {poll['mean_ms'] / 1000:.1f} s "
+            f"| {poll['p99_ms'] / 1000:.1f} s | {poll['p100_ms'] / 1000:.1f} s | {poll['idle_rps']:.1f} |",
+        ]
+        if push:
+            lines.append(f"| push (connector-scripts) | {push['devices']} | {push['updated_p50_ms'] / 1000:.2f} s (p50) "
+                         f"| {push['updated_p99_ms'] / 1000:.2f} s | {push['updated_p100_ms'] / 1000:.2f} s | 0 |")
     if len(rows) > 1:
         a, b = rows[0], rows[-1]
         lines += ["", f"Growth from {a['devices']} to {b['devices']} devices ({b['devices'] / a['devices']:.1f}x): "
@@ -147,7 +168,12 @@ def main():
         r = one_size(paths, n)
         log(json.dumps(r))
         rows.append(r)
-    text = render(rows, limit)
+    poll = None
+    if POLL_DEVICES:
+        log(f"== poll model: {POLL_DEVICES} devices every {POLL_S} s against the NestJS peer ({2.5 * POLL_S:.0f} s)")
+        poll = poll_model(paths, POLL_DEVICES)
+        log(json.dumps(poll))
+    text = render(rows, limit, poll)
     print(text)
     if OUT:
         with open(os.path.join(ROOT, OUT), "w") as f:

@@ -12,6 +12,11 @@
 //!
 //! With `--pids`, the CPU time of the broker and the service is read from /proc around the herd alone (from the
 //! save to the last reply), apart from the connect storm before it.
+//!
+//! `herd --poll 60 --devices 5000 --broker …` runs the poll model of the system it replaces instead (against any
+//! responder, e.g. the NestJS peer): no push; every device asks every 60 s, spread evenly over the period. After
+//! one and a half periods it counts the requests the fleet sent over one period while nothing changed, then marks
+//! a "save" and reports how long each device waits for its first answer after it (mean, p99, 100 %).
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -58,13 +63,7 @@ async fn device(
     connecting: Arc<Semaphore>,
     go: watch::Receiver<bool>,
 ) {
-    let (host, port) = {
-        let url = arg(&args, "--broker", "mqtt://127.0.0.1:1883");
-        let rest = url.trim_start_matches("mqtt://").to_string();
-        let (h, p) =
-            rest.rsplit_once(':').map(|(h, p)| (h.to_string(), p.to_string())).unwrap_or((rest, "1883".into()));
-        (h, p.parse::<u16>().expect("port"))
-    };
+    let (host, port) = broker_addr(&args);
     let me = format!("herd-{}-{i}", std::process::id());
     let mut o = MqttOptions::new(&me, host, port);
     o.set_keep_alive(Duration::from_secs(120));
@@ -147,6 +146,115 @@ fn cpu_of(pids: &[String]) -> Vec<Option<f64>> {
     pids.iter().map(|p| cpu_seconds(p)).collect()
 }
 
+/// One polling phone: asks every `period`, at its own phase; after the save, records when its next answer came.
+async fn poller(i: usize, n: usize, args: Arc<Vec<String>>, period: Duration, poll: Arc<PollShared>) {
+    let (host, port) = broker_addr(&args);
+    let me = format!("poll-{}-{i}", std::process::id());
+    let mut o = MqttOptions::new(&me, host, port);
+    o.set_keep_alive(Duration::from_secs(120));
+    o.set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut el) = AsyncClient::new(o, 8);
+    let topic = format!("getConnectors/{me}");
+    client.subscribe(format!("{topic}/reply"), QoS::AtMostOnce).await.unwrap();
+    let data =
+        serde_json::json!({"platform": arg(&args, "--platform", "ios"), "version": arg(&args, "--version", "3.1.0")});
+    let mut go = poll.go.clone();
+    let mut next: Option<tokio::time::Instant> = None;
+    let mut seq = 0u64;
+    loop {
+        let due = async {
+            match next {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = go.changed(), if next.is_none() => {
+                if let Some(start) = *go.borrow() {
+                    next = Some(start + period.mul_f64(i as f64 / n as f64));
+                }
+            }
+            _ = due => {
+                seq += 1;
+                let env = serde_json::json!({"pattern": "getConnectors", "data": data, "id": format!("{i}-{seq}")});
+                let _ = client.try_publish(&topic, QoS::AtMostOnce, false, env.to_string());
+                poll.sent.fetch_add(1, Ordering::Relaxed);
+                next = next.map(|t| t + period);
+            }
+            ev = el.poll() => match ev {
+                Ok(Event::Incoming(Packet::SubAck(_))) => { poll.ready.fetch_add(1, Ordering::SeqCst); }
+                Ok(Event::Incoming(Packet::Publish(_))) => {
+                    let saved = *poll.saved_at.lock().unwrap();
+                    if let Some(t) = saved {
+                        poll.waits.lock().unwrap().push(t.elapsed().as_secs_f64() * 1e3);
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            },
+        }
+    }
+    let _ = client.disconnect().await;
+}
+
+/// What the pollers share.
+struct PollShared {
+    ready: AtomicUsize,
+    sent: std::sync::atomic::AtomicU64,
+    go: watch::Receiver<Option<tokio::time::Instant>>,
+    saved_at: Mutex<Option<Instant>>,
+    waits: Mutex<Vec<f64>>,
+}
+
+async fn run_poll(args: Vec<String>, n: usize, period: Duration) {
+    let (go_tx, go) = watch::channel(None);
+    let poll = Arc::new(PollShared {
+        ready: AtomicUsize::new(0),
+        sent: Default::default(),
+        go,
+        saved_at: Mutex::new(None),
+        waits: Mutex::new(Vec::new()),
+    });
+    let args = Arc::new(args);
+    let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(poller(i, n, args.clone(), period, poll.clone()))).collect();
+    let started = Instant::now();
+    while poll.ready.load(Ordering::SeqCst) < n {
+        assert!(started.elapsed() < Duration::from_secs(120), "pollers did not all connect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let start = tokio::time::Instant::now();
+    let _ = go_tx.send(Some(start));
+    tokio::time::sleep_until(start + period.mul_f64(0.5)).await;
+    let sent0 = poll.sent.load(Ordering::Relaxed);
+    tokio::time::sleep_until(start + period.mul_f64(1.5)).await;
+    let idle_rps = (poll.sent.load(Ordering::Relaxed) - sent0) as f64 / period.as_secs_f64();
+    *poll.saved_at.lock().unwrap() = Some(Instant::now());
+    let deadline = tokio::time::Instant::now() + period + Duration::from_secs(15);
+    for t in tasks {
+        if tokio::time::timeout_at(deadline, t).await.is_err() {
+            break;
+        }
+    }
+    let mut waits = poll.waits.lock().unwrap().clone();
+    waits.sort_by(f64::total_cmp);
+    let mean = waits.iter().sum::<f64>() / waits.len().max(1) as f64;
+    println!(
+        "{}",
+        serde_json::json!({"mode": "poll", "devices": n, "period_s": period.as_secs_f64(), "idle_rps": idle_rps,
+            "answered_after_save": waits.len(), "mean_ms": mean, "p99_ms": percentile(&waits, 99.0),
+            "p100_ms": waits.last()})
+    );
+    std::process::exit(0);
+}
+
+fn broker_addr(args: &[String]) -> (String, u16) {
+    let url = arg(args, "--broker", "mqtt://127.0.0.1:1883");
+    let rest = url.trim_start_matches("mqtt://").to_string();
+    let (h, p) = rest.rsplit_once(':').map(|(h, p)| (h.to_string(), p.to_string())).unwrap_or((rest, "1883".into()));
+    (h, p.parse::<u16>().expect("port"))
+}
+
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
@@ -157,6 +265,10 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 
 async fn run(args: Vec<String>) {
     let n: usize = arg(&args, "--devices", "5000").parse().expect("--devices");
+    let poll: f64 = arg(&args, "--poll", "0").parse().expect("--poll SECONDS");
+    if poll > 0.0 {
+        return run_poll(args, n, Duration::from_secs_f64(poll)).await;
+    }
     let timeout = Duration::from_secs(arg(&args, "--timeout-secs", "30").parse().expect("--timeout-secs"));
     let edit = arg(&args, "--edit", "");
     let args = Arc::new(args);
