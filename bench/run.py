@@ -366,7 +366,12 @@ def render(results, ready_ms, reload_out, compile_out):
         # beside the serving figures, with the date it was measured.
         text = open(herd).read().splitlines()
         measured = [l for l in text if l.startswith("- Command")]
-        tables = [l if l.startswith("|") else "" for l in text if l.startswith("|") or l.startswith("Poll model")]
+        tables = []
+        for line in text:
+            if line.startswith("|"):
+                tables.append(line)
+            elif line.startswith("Side by side"):
+                tables += ["", line, ""]
         growth = [l for l in text if l.startswith("Growth")]
         lines += ["", "## Update herd (docs/BENCH-herd.md, `python3 bench/herd.py`)", ""] + measured + [""] + tables
         lines += [""] + growth
