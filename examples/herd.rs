@@ -63,13 +63,7 @@ async fn device(
     connecting: Arc<Semaphore>,
     go: watch::Receiver<bool>,
 ) {
-    let (host, port) = broker_addr(&args);
-    let me = format!("herd-{}-{i}", std::process::id());
-    let mut o = MqttOptions::new(&me, host, port);
-    o.set_keep_alive(Duration::from_secs(120));
-    o.set_max_packet_size(4 << 20, 4 << 20);
-    let (client, mut el) = AsyncClient::new(o, 8);
-    let topic = format!("getConnectors/{me}");
+    let (client, mut el, topic) = phone(&args, "herd", i);
     let manifest = arg(&args, "--manifest", "connectors/ios/next");
     let permit = connecting.acquire().await.expect("semaphore");
     client.subscribe(format!("{topic}/reply"), QoS::AtMostOnce).await.unwrap();
@@ -148,13 +142,7 @@ fn cpu_of(pids: &[String]) -> Vec<Option<f64>> {
 
 /// One polling phone: asks every `period`, at its own phase; after the save, records when its next answer came.
 async fn poller(i: usize, n: usize, args: Arc<Vec<String>>, period: Duration, poll: Arc<PollShared>) {
-    let (host, port) = broker_addr(&args);
-    let me = format!("poll-{}-{i}", std::process::id());
-    let mut o = MqttOptions::new(&me, host, port);
-    o.set_keep_alive(Duration::from_secs(120));
-    o.set_max_packet_size(4 << 20, 4 << 20);
-    let (client, mut el) = AsyncClient::new(o, 8);
-    let topic = format!("getConnectors/{me}");
+    let (client, mut el, topic) = phone(&args, "poll", i);
     client.subscribe(format!("{topic}/reply"), QoS::AtMostOnce).await.unwrap();
     let data =
         serde_json::json!({"platform": arg(&args, "--platform", "ios"), "version": arg(&args, "--version", "3.1.0")});
@@ -246,6 +234,17 @@ async fn run_poll(args: Vec<String>, n: usize, period: Duration) {
             "p100_ms": waits.last()})
     );
     std::process::exit(0);
+}
+
+/// One phone's connection (MQTT 3.1.1, as apps connect) and its request topic `getConnectors/<client id>`.
+fn phone(args: &[String], kind: &str, i: usize) -> (AsyncClient, rumqttc::EventLoop, String) {
+    let (host, port) = broker_addr(args);
+    let me = format!("{kind}-{}-{i}", std::process::id());
+    let mut o = MqttOptions::new(&me, host, port);
+    o.set_keep_alive(Duration::from_secs(120));
+    o.set_max_packet_size(4 << 20, 4 << 20);
+    let (client, el) = AsyncClient::new(o, 8);
+    (client, el, format!("getConnectors/{me}"))
 }
 
 fn broker_addr(args: &[String]) -> (String, u16) {
