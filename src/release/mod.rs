@@ -149,11 +149,6 @@ impl Releases {
         Ok(Releases { cfg, store, inner: Mutex::new(Inner { states, ..Inner::default() }) })
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &ReleaseConfig {
-        &self.cfg
-    }
-
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
@@ -161,6 +156,19 @@ impl Releases {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Applies a state and keeps it on disk; `own` (this instance made it) also queues it for publishing.
+    fn apply(&self, inner: &mut Inner, key: &VariantKey, state: ReleaseState, own: bool) {
+        if let Err(e) = self.store.put_state(key, &state) {
+            tracing::warn!(error = %e, "could not keep the release state");
+        }
+        if own {
+            inner.outbox.push((key.clone(), state.clone()));
+        } else {
+            inner.outbox.retain(|(k, _)| k != key);
+        }
+        inner.states.insert(key.clone(), state);
     }
 
     /// Takes a new build; returns the catalog to serve once synced.
@@ -197,11 +205,7 @@ impl Releases {
             inner.outbox.retain(|(k, s)| *k != key || s.supersedes(&state));
             return None;
         }
-        if let Err(e) = self.store.put_state(&key, &state) {
-            tracing::warn!(error = %e, "could not keep the release state");
-        }
-        inner.outbox.retain(|(k, _)| *k != key);
-        inner.states.insert(key, state);
+        self.apply(&mut inner, &key, state, false);
         (inner.synced && inner.built.is_some()).then(|| self.serve(&mut inner))
     }
 
@@ -271,12 +275,8 @@ impl Releases {
         tracing::warn!(platform = %key.0, variant = %key.1, candidate = ?current.candidate,
             stable_reports = ?stable, candidate_reports = ?on_candidate,
             "auto-halt: the candidate fails significantly more than stable; rolled back");
-        if let Err(e) = self.store.put_state(&key, &next) {
-            tracing::warn!(error = %e, "could not keep the release state");
-        }
         inner.tallies.remove(&key);
-        inner.outbox.push((key.clone(), next.clone()));
-        inner.states.insert(key, next);
+        self.apply(&mut inner, &key, next, true);
         let served = inner.built.is_some().then(|| self.serve(&mut inner));
         (Some(reported), served)
     }
@@ -321,14 +321,10 @@ impl Releases {
                     None => Some(ReleaseState::first(&bundle.revision, &self.cfg.instance, now)),
                 };
                 if let Some(next) = next {
-                    if let Err(e) = self.store.put_state(&key, &next) {
-                        tracing::warn!(error = %e, "could not keep the release state");
-                    }
-                    inner.outbox.push((key.clone(), next.clone()));
-                    inner.states.insert(key.clone(), next);
+                    self.apply(inner, &key, next, true);
                 }
                 let state = inner.states[&key].clone();
-                let candidate = self.candidate(&state, &key, inner);
+                let candidate = self.candidate(&state, &key, bundle, inner);
                 *bundle = self.stable(&state, &key, bundle, inner);
                 let served = (bundle.revision.clone(), candidate.as_ref().map(|c| c.bundle.revision.clone()));
                 inner.served.insert(key, served);
@@ -357,11 +353,16 @@ impl Releases {
         }
     }
 
-    fn candidate(&self, s: &ReleaseState, key: &VariantKey, inner: &mut Inner) -> Option<Candidate> {
+    /// The candidate of a variant as its state says (`built`: this instance's build of the variant).
+    fn candidate(
+        &self,
+        s: &ReleaseState,
+        key: &VariantKey,
+        built: &Arc<Bundle>,
+        inner: &mut Inner,
+    ) -> Option<Candidate> {
         let rev = s.candidate.as_deref()?;
-        let built = inner.built.clone()?;
-        let current = built.bundles().find(|b| b.platform == key.0 && b.variant == key.1)?.clone();
-        match self.bundle(key, rev, s, &current) {
+        match self.bundle(key, rev, s, built) {
             Some(b) => Some(Candidate { bundle: Arc::new(b.with_channel("candidate")), state: Arc::new(s.clone()) }),
             None => {
                 inner.missing.insert(
