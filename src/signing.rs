@@ -18,7 +18,6 @@ use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -359,7 +358,7 @@ pub fn verify_reply(reply: &serde_json::Value, keys: &TrustedKeys) -> Result<Ver
             .iter()
             .find(|e| e.name == name)
             .ok_or_else(|| VerifyError::NotInManifest(name.into()))?;
-        let actual = hex(&Sha256::digest(code.as_bytes()));
+        let actual = sha256_hex(code.as_bytes());
         if actual != entry.sha256 {
             return Err(VerifyError::Hash { name: name.into(), expected: entry.sha256.clone(), actual });
         }
@@ -368,8 +367,4 @@ pub fn verify_reply(reply: &serde_json::Value, keys: &TrustedKeys) -> Result<Ver
         }
     }
     Ok(Verified { key_id, manifest, scripts: scripts.len() })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
