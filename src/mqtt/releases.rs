@@ -9,7 +9,7 @@ use crate::state::State;
 use crate::wire::topics::{ReleaseTopic, ReleaseTopics};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::AsyncClient;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -17,12 +17,15 @@ use tokio_util::sync::CancellationToken;
 /// How often the per-revision counts in the liveness message are refreshed (when they changed).
 const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The liveness body with the applied `seq` of every variant: `"releases": {"ios/next": 7}`.
-pub fn online_with_releases(liveness: &Liveness, state: &State) -> Vec<u8> {
-    let Some(releases) = state.releases() else { return liveness.online.clone() };
+/// What the liveness message adds in manual mode: the applied `seq` of every variant (`"ios/next": 7`), and the
+/// requests and reports per revision (`platform/variant` → revision → [requests, ok, failed]).
+type Applied = (BTreeMap<String, u64>, BTreeMap<String, BTreeMap<String, [u64; 3]>>);
+
+/// The liveness body with `releases` and `served`.
+fn online_with(liveness: &Liveness, (releases, served): &Applied) -> Vec<u8> {
     let mut doc: serde_json::Value = serde_json::from_slice(&liveness.online).unwrap_or_default();
-    doc["releases"] = serde_json::json!(releases.applied());
-    doc["served"] = serde_json::json!(state.metrics.per_revision());
+    doc["releases"] = serde_json::json!(releases);
+    doc["served"] = serde_json::json!(served);
     doc.to_string().into_bytes()
 }
 
@@ -123,9 +126,9 @@ pub async fn run(
                 }
             }
         }
-        let now = (releases.applied(), state.metrics.per_revision());
+        let now: Applied = (releases.applied(), state.metrics.per_revision());
         if applied.as_ref() != Some(&now) {
-            let body = online_with_releases(&liveness, &state);
+            let body = online_with(&liveness, &now);
             let _ = client.publish(liveness.topic.as_str(), QoS::AtLeastOnce, true, body).await;
             applied = Some(now);
         }
