@@ -191,8 +191,11 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
     let running = start(cfg).await?;
     tokio::pin!(shutdown);
     let stopped_early = tokio::select! {
-        _ = notify_when_ready(&running.state) => false,
+        // `shutdown` first: its first poll installs the signal handlers, which must be in place before
+        // systemd (or a test) hears the first STATUS= and may send SIGTERM.
+        biased;
         _ = &mut shutdown => true,
+        _ = notify_when_ready(&running.state) => false,
     };
     // `shutdown` is awaited at most once: polling a completed future again panics.
     if !stopped_early {
