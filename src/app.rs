@@ -4,7 +4,7 @@
 //! in-process on free ports.
 
 use crate::broker::{self, RunningBroker};
-use crate::config::{BrokerChoice, BrokerUrl, Scheme, ServeConfig};
+use crate::config::{BrokerChoice, BrokerList, BrokerUrl, Scheme, ServeConfig};
 use crate::handler::Handler;
 use crate::mqtt::announce::Liveness;
 use crate::mqtt::connection::mqtt_options;
@@ -63,9 +63,9 @@ impl Running {
 }
 
 /// Resolves the broker to connect to, starting the embedded one when configured.
-async fn broker(cfg: &ServeConfig) -> anyhow::Result<(BrokerUrl, Option<RunningBroker>)> {
+async fn broker(cfg: &ServeConfig) -> anyhow::Result<(BrokerList, Option<RunningBroker>)> {
     match &cfg.mqtt.broker {
-        BrokerChoice::External(url) => Ok((url.clone(), None)),
+        BrokerChoice::External(brokers) => Ok((brokers.clone(), None)),
         BrokerChoice::Embedded(e) => {
             let running = broker::start(*e).await?;
             let target = loopback_if_unspecified(running.listen_v5);
@@ -76,7 +76,7 @@ async fn broker(cfg: &ServeConfig) -> anyhow::Result<(BrokerUrl, Option<RunningB
                 username: None,
                 client_id: None,
             };
-            Ok((url, Some(running)))
+            Ok((BrokerList::one(url), Some(running)))
         }
     }
 }
@@ -84,7 +84,7 @@ async fn broker(cfg: &ServeConfig) -> anyhow::Result<(BrokerUrl, Option<RunningB
 /// Starts the service; returns once the broker (if embedded) and the ops listener listen. Loading and
 /// connecting continue in the background: await [`Running::ready`].
 pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
-    let (broker_url, embedded) = broker(&cfg).await?;
+    let (brokers, embedded) = broker(&cfg).await?;
     let handler = Handler::new(cfg.mqtt.topics.clone(), cfg.limits.request, cfg.limits.rate_limit);
     let signer = match &cfg.signing_key {
         Some(path) => {
@@ -105,17 +105,19 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
         None => None,
     };
     let state = Arc::new(
-        State::new(handler, cfg.ops.instance.clone(), broker_url.to_string())
+        State::new(handler, cfg.ops.instance.clone(), brokers.iter().map(ToString::to_string).collect())
             .with_signer(signer)
             .with_releases(releases),
     );
     let session = Session {
         liveness: Liveness::new(&cfg.mqtt.topics, &state.identity),
-        broker: broker_url,
+        brokers,
         watchdog: systemd::watchdog_interval(),
     };
-    // Fail fast on configuration the connection cannot use (unreadable TLS files).
-    mqtt_options(&cfg.mqtt, &session.broker, None)?;
+    // Fail fast on configuration the connection cannot use (unreadable TLS files), for every node.
+    for b in session.brokers.iter() {
+        mqtt_options(&cfg.mqtt, b, None)?;
+    }
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     // One slot: triggers that arrive during a build coalesce into one more build.

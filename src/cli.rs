@@ -54,9 +54,10 @@ pub struct OperatorArgs {
     /// Broker access (an account the ACL lets write the release topics).
     #[command(flatten)]
     pub access: BrokerArgs,
-    /// Broker the service instances use.
+    /// Broker the service instances use (several nodes: a comma-separated list or the flag repeated; the first
+    /// that answers is used).
     #[arg(long, env = "CONNECTOR_SCRIPTS_BROKER", default_value = d::REQUEST_BROKER)]
-    pub broker: String,
+    pub broker: Vec<String>,
     /// Prefix of the retained rollout states (as the service's --release-topic).
     #[arg(long, default_value = d::RELEASE_TOPIC)]
     pub release_topic: String,
@@ -180,9 +181,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub access: BrokerArgs,
     /// Broker to serve through: `mqtt://host:port`, `mqtts://host:port`, `host[:port]`, optionally `?client_id=ID`.
-    /// Without it, an embedded broker is started.
+    /// Several nodes of a cluster: a comma-separated list or the flag repeated; on a lost connection the next one
+    /// is tried. Without it, an embedded broker is started.
     #[arg(long, env = "CONNECTOR_SCRIPTS_BROKER")]
-    pub broker: Option<String>,
+    pub broker: Vec<String>,
     /// Address of the embedded broker's MQTT 3.1.1 listener (apps, NestJS clients).
     #[arg(long, default_value = d::EMBEDDED_LISTEN)]
     pub embedded_listen: SocketAddr,
@@ -314,9 +316,10 @@ pub struct RequestArgs {
     /// Broker access.
     #[command(flatten)]
     pub access: BrokerArgs,
-    /// Broker to send through.
+    /// Broker to send through (several nodes: a comma-separated list or the flag repeated; the first that answers
+    /// is used).
     #[arg(long, env = "CONNECTOR_SCRIPTS_BROKER", default_value = d::REQUEST_BROKER)]
-    pub broker: String,
+    pub broker: Vec<String>,
     /// App platform.
     #[arg(long)]
     pub platform: String,

@@ -25,6 +25,13 @@ pub struct RequestLabels {
     pub result: String,
 }
 
+/// Labels of `connector_scripts_broker_node`: one series per `--broker` node, 1 for the one the service is on.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    /// The node's URL (no password).
+    pub url: String,
+}
+
 /// Labels of `connector_scripts_not_ready`: one series per [`crate::state::NotReady`] code, 1 while it applies.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -124,6 +131,10 @@ pub struct Metrics {
     pub overloaded: Counter,
     /// Broker connection losses.
     pub reconnects: Counter,
+    /// Moves of the request connection to another node of the `--broker` list.
+    pub failovers: Counter,
+    /// 1 for the broker node the service is on (or trying), 0 for the other nodes (set at scrape).
+    pub broker_node: Family<NodeLabels, Gauge>,
     /// Error diagnostics in the current catalog (set at scrape).
     pub compile_errors: Gauge,
     /// Variants served (set at scrape).
@@ -180,6 +191,8 @@ impl Default for Metrics {
             reloads: Counter::default(),
             overloaded: Counter::default(),
             reconnects: Counter::default(),
+            failovers: Counter::default(),
+            broker_node: Family::default(),
             compile_errors: Gauge::default(),
             variants: Gauge::default(),
             broker_connected: Gauge::default(),
@@ -217,6 +230,8 @@ impl Metrics {
         r.register("reloads", "Catalog builds swapped in", self.reloads.clone());
         r.register("overloaded", "Requests shed because the reply path was saturated", self.overloaded.clone());
         r.register("broker_reconnects", "Broker connection losses", self.reconnects.clone());
+        r.register("broker_failovers", "Moves to another node of the --broker list", self.failovers.clone());
+        r.register("broker_node", "1 for the --broker node in use, 0 for the others", self.broker_node.clone());
         r.register("compile_errors", "Error diagnostics in the current catalog", self.compile_errors.clone());
         r.register("variants", "Variants served", self.variants.clone());
         r.register("broker_connected", "1 when connected to the broker", self.broker_connected.clone());

@@ -21,6 +21,8 @@ pub struct Link {
     /// The Maximum Packet Size the broker announced in CONNACK (0: none announced).
     broker_max_packet: AtomicUsize,
     last_error: Mutex<Option<String>>,
+    /// Which node of the `--broker` list the request connection is on (or trying); the reply connection follows.
+    node: AtomicUsize,
     /// "Connected and subscribed", watched by the announcer and by [`State::wait_ready`].
     ready: watch::Sender<bool>,
 }
@@ -33,6 +35,7 @@ impl Default for Link {
             replies_connected: AtomicBool::new(false),
             broker_max_packet: AtomicUsize::new(0),
             last_error: Mutex::new(None),
+            node: AtomicUsize::new(0),
             ready: watch::channel(false).0,
         }
     }
@@ -69,6 +72,16 @@ impl Link {
     /// Records the Maximum Packet Size of a CONNACK (`None`: the broker set no limit).
     pub fn set_broker_max_packet(&self, max: Option<u32>) {
         self.broker_max_packet.store(max.map_or(0, |m| m as usize), Ordering::Relaxed);
+    }
+
+    /// The index (in the `--broker` list) of the node the request connection is on or trying.
+    pub fn node(&self) -> usize {
+        self.node.load(Ordering::Relaxed)
+    }
+
+    /// Records the node the request connection moves to.
+    pub fn set_node(&self, i: usize) {
+        self.node.store(i, Ordering::Relaxed);
     }
 
     /// The last connection error, for health output.
@@ -109,8 +122,8 @@ impl Link {
 pub struct Identity {
     /// Instance name (as on the status topic).
     pub instance: String,
-    /// Broker URL, safe to show (no password).
-    pub broker: String,
+    /// The broker nodes (`--broker`, in order), safe to show (no password).
+    pub brokers: Vec<String>,
     /// Start time.
     pub started_at: SystemTime,
     /// Start instant, for uptime.
@@ -209,7 +222,7 @@ pub struct State {
 
 impl State {
     /// State with no catalog yet and no connection.
-    pub fn new(handler: Handler, instance: String, broker: String) -> State {
+    pub fn new(handler: Handler, instance: String, brokers: Vec<String>) -> State {
         State {
             catalog: ArcSwapOption::empty(),
             generation: watch::channel(0).0,
@@ -217,7 +230,7 @@ impl State {
             reloads: Default::default(),
             metrics: Metrics::default(),
             handler,
-            identity: Identity { instance, broker, started_at: SystemTime::now(), started: Instant::now() },
+            identity: Identity { instance, brokers, started_at: SystemTime::now(), started: Instant::now() },
             held: Mutex::new(None),
             signer: None,
             releases: None,
@@ -386,7 +399,7 @@ pub(crate) fn test_state() -> State {
         status_prefix: "s".into(),
         releases: None,
     };
-    State::new(Handler::new(topics, crate::wire::Limits::default(), None), "inst".into(), "mqtt://b:1".into())
+    State::new(Handler::new(topics, crate::wire::Limits::default(), None), "inst".into(), vec!["mqtt://b:1".into()])
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! it applies it (`applied by 3/3 instances in 140 ms`).
 
 use crate::cli::{OperatorArgs, ReleasesArgs, RollbackArgs, RolloutArgs, SwitchArgs, VariantArgs};
-use crate::config::BrokerUrl;
+use crate::config::BrokerList;
 use crate::mqtt::operator::{Operator, Target};
 use crate::release::state::{ChangeError, ReleaseState};
 use crate::wire::topics::{ReleaseTopic, ReleaseTopics};
@@ -25,12 +25,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")
 }
 
-fn open(args: &OperatorArgs) -> anyhow::Result<(Operator, ReleaseTopics)> {
-    let broker = BrokerUrl::parse(&args.broker)?;
-    let credentials = args.access.credentials(&broker)?;
-    let target = Target { broker, tls: args.access.tls(), credentials };
+async fn open(args: &OperatorArgs) -> anyhow::Result<(Operator, ReleaseTopics)> {
+    let tls = args.access.tls();
+    let brokers = BrokerList::parse(&args.broker, &tls)?;
+    let credentials = args.access.credentials(brokers.first())?;
+    let target = Target { brokers, tls, credentials };
     let topics = ReleaseTopics { prefix: args.release_topic.clone(), probe: String::new(), reports: String::new() };
-    Ok((Operator::open(&target)?, topics))
+    Ok((Operator::open(&target).await?, topics))
 }
 
 async fn read(
@@ -61,7 +62,7 @@ async fn read(
 /// `releases`.
 pub fn releases(args: &ReleasesArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let (retained, instances) = runtime()?.block_on(async {
-        let (mut op, topics) = open(&args.op)?;
+        let (mut op, topics) = open(&args.op).await?;
         let r = read(&mut op, &topics, &args.op, args.platform.as_deref()).await?;
         let instances = op.instances(&args.op.status_topic, args.op.timeout.0).await?;
         op.close().await;
@@ -120,7 +121,7 @@ fn change(
     let (platform, variant) = select;
     let by = operator();
     runtime()?.block_on(async {
-        let (mut op, topics) = open(args)?;
+        let (mut op, topics) = open(args).await?;
         let retained = read(&mut op, &topics, args, platform).await?;
         let chosen: Vec<(&Key, &ReleaseState)> =
             retained.states.iter().filter(|((_, v), _)| variant.is_none_or(|want| want == v)).collect();

@@ -2,7 +2,7 @@
 //! and the round-trip time.
 
 use crate::cli::RequestArgs;
-use crate::config::BrokerUrl;
+use crate::config::BrokerList;
 use crate::mqtt::client::{self, Reply, RequestOptions};
 use crate::ratelimit::RateLimit;
 use crate::signing::{verify_reply, TrustedKeys};
@@ -13,9 +13,9 @@ use std::time::Duration;
 
 /// `request`: one (or `--count`) request(s) as a device would send them.
 pub fn request(args: &RequestArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    let broker = BrokerUrl::parse(&args.broker)?;
+    let brokers = BrokerList::parse(&args.broker, &args.access.tls())?;
     let keys = TrustedKeys::load(&args.verify_key)?;
-    let credentials = args.access.credentials(&broker)?;
+    let credentials = args.access.credentials(brokers.first())?;
     let topic = args.access.request_topic()?;
     let mut data = serde_json::json!({"platform": args.platform, "version": args.version});
     if let Some(r) = &args.revision {
@@ -25,7 +25,7 @@ pub fn request(args: &RequestArgs, out: &mut dyn Write) -> anyhow::Result<ExitCo
         data["connectors"] = serde_json::json!(args.connector);
     }
     let options = RequestOptions {
-        broker,
+        brokers,
         tls: args.access.tls(),
         credentials,
         topic,

@@ -104,7 +104,11 @@ fn print_summary(samples: &Samples<'_>, out: &mut dyn Write) -> anyhow::Result<(
         (false, _) => "DISCONNECTED",
     };
     let last_error = b.last_error.as_ref().map(|e| format!("  last error: {e}")).unwrap_or_default();
-    writeln!(out, "broker   {}  {link}  reconnects {}{last_error}", b.url, b.reconnects)?;
+    let node = match b.nodes.iter().position(|n| *n == b.url) {
+        Some(i) if b.nodes.len() > 1 => format!(" (node {} of {})", i + 1, b.nodes.len()),
+        _ => String::new(),
+    };
+    writeln!(out, "broker   {}{node}  {link}  reconnects {}{last_error}", b.url, b.reconnects)?;
     match &doc.catalog.built {
         Some(c) => print_catalog(c, out)?,
         None => writeln!(out, "catalog  not loaded")?,

@@ -113,6 +113,116 @@ impl BrokerUrl {
     }
 }
 
+/// The broker nodes to use, in the order they are tried: one broker, or several nodes of one cluster. On a lost
+/// connection the next one is tried (with the usual backoff); never empty.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BrokerList(Vec<BrokerUrl>);
+
+impl fmt::Debug for BrokerList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for BrokerList {
+    /// Comma-separated, as `--broker` takes it; safe to log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, url) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            fmt::Display::fmt(url, f)?;
+        }
+        Ok(())
+    }
+}
+
+impl BrokerList {
+    /// One broker.
+    pub fn one(url: BrokerUrl) -> BrokerList {
+        BrokerList(vec![url])
+    }
+
+    /// Parses `--broker`: the flag repeated, a comma-separated list, or both. Every entry must parse, name the same
+    /// username and client id (one identity across the cluster), and an `mqtts://` entry needs the TLS files that
+    /// were named to be readable. Each mistake is one line naming the entry.
+    pub fn parse<S: AsRef<str>>(values: &[S], tls: &TlsFiles) -> Result<BrokerList, ConfigError> {
+        let entries: Vec<&str> = values.iter().flat_map(|v| v.as_ref().split(',')).map(str::trim).collect();
+        let count = entries.len();
+        if entries.iter().all(|e| e.is_empty()) {
+            return Err(ConfigError::Flag {
+                flag: "--broker",
+                reason: "empty list: give one or more broker URLs, e.g. mqtt://node1:1883,mqtt://node2:1883".into(),
+            });
+        }
+        // One URL keeps the plain message; in a list, the entry is named.
+        let entry_error = |n: usize, entry: &str, reason: String| match count {
+            1 => ConfigError::BrokerUrl { url: redact(entry), reason },
+            _ => ConfigError::BrokerEntry { n, count, url: redact(entry), reason },
+        };
+        let mut urls: Vec<BrokerUrl> = Vec::with_capacity(count);
+        for (i, entry) in entries.iter().enumerate() {
+            let n = i + 1;
+            if entry.is_empty() {
+                return Err(entry_error(n, entry, "empty entry (two commas in a row, or a trailing comma?)".into()));
+            }
+            let url = BrokerUrl::parse(entry).map_err(|e| match e {
+                ConfigError::BrokerUrl { reason, .. } => entry_error(n, entry, reason),
+                other => other,
+            })?;
+            if url.scheme == Scheme::Mqtts {
+                tls.check_readable().map_err(|reason| entry_error(n, entry, reason))?;
+            }
+            if let Some(first) = urls.first() {
+                if url.username != first.username {
+                    return Err(entry_error(
+                        n,
+                        entry,
+                        "names another username than entry 1: one account for all".into(),
+                    ));
+                }
+                if url.client_id != first.client_id {
+                    return Err(entry_error(
+                        n,
+                        entry,
+                        "names another client_id than entry 1: one identity for all".into(),
+                    ));
+                }
+            }
+            if urls.contains(&url) {
+                return Err(entry_error(n, entry, "listed twice".into()));
+            }
+            urls.push(url);
+        }
+        Ok(BrokerList(urls))
+    }
+
+    /// The first node (where a connection starts).
+    pub fn first(&self) -> &BrokerUrl {
+        &self.0[0]
+    }
+
+    /// Node `i` (wrapping around the list).
+    pub fn get(&self, i: usize) -> &BrokerUrl {
+        &self.0[i % self.0.len()]
+    }
+
+    /// How many nodes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Never true (a list has at least one node); for clippy's `len_without_is_empty`.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The nodes in order.
+    pub fn iter(&self) -> impl Iterator<Item = &BrokerUrl> {
+        self.0.iter()
+    }
+}
+
 /// Removes anything between `://` and `@` so a mistyped URL with a password is never echoed.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -202,7 +312,7 @@ pub enum BrokerChoice {
     /// Start the embedded broker and serve through it.
     Embedded(EmbeddedBroker),
     /// Connect to an existing broker.
-    External(BrokerUrl),
+    External(BrokerList),
 }
 
 /// TLS settings for `mqtts://`.
@@ -212,6 +322,23 @@ pub struct TlsFiles {
     pub ca: Option<PathBuf>,
     /// PEM client certificate chain and private key, for brokers that require client certificates.
     pub client: Option<(PathBuf, PathBuf)>,
+}
+
+impl TlsFiles {
+    /// Every named file can be opened, or a one-line reason naming the flag and the file.
+    fn check_readable(&self) -> Result<(), String> {
+        let named = self
+            .ca
+            .iter()
+            .map(|p| ("--tls-ca", p))
+            .chain(self.client.iter().flat_map(|(cert, key)| [("--tls-cert", cert), ("--tls-key", key)]));
+        for (flag, path) in named {
+            if let Err(e) = std::fs::File::open(path) {
+                return Err(format!("{flag} {}: {e}", path.display()));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -245,6 +372,23 @@ mod tests {
             let e = BrokerUrl::parse(input).unwrap_err().to_string();
             assert!(e.contains(needle), "{input}: {e}");
         }
+    }
+
+    #[test]
+    fn broker_lists_from_commas_and_repeats() {
+        let tls = TlsFiles::default();
+        let list = BrokerList::parse(&["mqtt://n1:1883,n2", "mqtts://n3"], &tls).unwrap();
+        assert_eq!(list.to_string(), "mqtt://n1:1883,mqtt://n2:1883,mqtts://n3:8883");
+        assert_eq!((list.len(), list.get(3).to_string()), (3, "mqtt://n1:1883".to_string()));
+        let one = BrokerList::parse(&["h:1"], &tls).unwrap();
+        assert_eq!(one, BrokerList::one(BrokerUrl::parse("h:1").unwrap()));
+        // One URL keeps the plain message; in a list, the entry is named.
+        assert!(BrokerList::parse(&["h:x"], &tls).unwrap_err().to_string().starts_with("invalid broker URL"));
+        let e = BrokerList::parse(&["mqtt://u@a,mqtt://v@b"], &tls).unwrap_err().to_string();
+        assert!(e.contains("entry 2 of 2") && e.contains("username"), "{e}");
+        let e = BrokerList::parse(&["a?client_id=x,b"], &tls).unwrap_err().to_string();
+        assert!(e.contains("entry 2 of 2") && e.contains("client_id"), "{e}");
+        assert!(BrokerList::parse(&[" , "], &tls).unwrap_err().to_string().contains("empty list"));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 pub mod broker;
 pub mod defaults;
 
-pub use broker::{BrokerChoice, BrokerUrl, Credentials, EmbeddedBroker, Scheme, Secret, TlsFiles};
+pub use broker::{BrokerChoice, BrokerList, BrokerUrl, Credentials, EmbeddedBroker, Scheme, Secret, TlsFiles};
 pub use defaults::Seconds;
 
 use crate::catalog::Sources;
@@ -26,6 +26,18 @@ pub enum ConfigError {
     #[error("invalid broker URL {url:?}: {reason}")]
     BrokerUrl {
         /// The URL with any password removed.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// One entry of a `--broker` list is wrong.
+    #[error("--broker entry {n} of {count} {url:?}: {reason}")]
+    BrokerEntry {
+        /// Which entry (from 1).
+        n: usize,
+        /// How many entries.
+        count: usize,
+        /// The entry with any password removed.
         url: String,
         /// What is wrong.
         reason: String,
@@ -243,22 +255,18 @@ fn systemd_signing_key() -> Option<PathBuf> {
 }
 
 fn broker_choice(args: &ServeArgs) -> Result<(BrokerChoice, Option<Credentials>), ConfigError> {
-    match &args.broker {
-        Some(url) => {
-            let url = BrokerUrl::parse(url)?;
-            let creds = args.access.credentials(&url)?;
-            Ok((BrokerChoice::External(url), creds))
-        }
-        None => {
-            let listen_v5 = args.embedded_listen_v5.unwrap_or_else(|| {
-                SocketAddr::new(args.embedded_listen.ip(), args.embedded_listen.port().wrapping_add(1))
-            });
-            if listen_v5 == args.embedded_listen {
-                return Err(flag_error("--embedded-listen-v5", "must differ from --embedded-listen"));
-            }
-            Ok((BrokerChoice::Embedded(EmbeddedBroker { listen: args.embedded_listen, listen_v5 }), None))
-        }
+    if !args.broker.is_empty() {
+        let brokers = BrokerList::parse(&args.broker, &args.access.tls())?;
+        let creds = args.access.credentials(brokers.first())?;
+        return Ok((BrokerChoice::External(brokers), creds));
     }
+    let listen_v5 = args
+        .embedded_listen_v5
+        .unwrap_or_else(|| SocketAddr::new(args.embedded_listen.ip(), args.embedded_listen.port().wrapping_add(1)));
+    if listen_v5 == args.embedded_listen {
+        return Err(flag_error("--embedded-listen-v5", "must differ from --embedded-listen"));
+    }
+    Ok((BrokerChoice::Embedded(EmbeddedBroker { listen: args.embedded_listen, listen_v5 }), None))
 }
 
 fn mqtt_config(args: &ServeArgs) -> Result<MqttConfig, ConfigError> {
@@ -285,7 +293,7 @@ fn mqtt_config(args: &ServeArgs) -> Result<MqttConfig, ConfigError> {
     }
     // A persistent session needs the same client id after a restart: no pid in the default then.
     let url_client_id = match &broker {
-        BrokerChoice::External(url) => url.client_id.clone(),
+        BrokerChoice::External(brokers) => brokers.first().client_id.clone(),
         BrokerChoice::Embedded(_) => None,
     };
     let client_id = url_client_id

@@ -3,7 +3,7 @@
 //! prints a summary of the reply and the round-trip time.
 
 use super::tls::tls_config;
-use crate::config::{BrokerUrl, Credentials, Scheme, TlsFiles};
+use crate::config::{BrokerList, BrokerUrl, Credentials, Scheme, TlsFiles};
 use crate::ratelimit::RateLimit;
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
@@ -21,8 +21,8 @@ pub struct RequestOptions {
     pub device: Option<String>,
     /// MQTT 5 request/response instead of a NestJS envelope.
     pub mqtt5: bool,
-    /// Broker to send through.
-    pub broker: BrokerUrl,
+    /// Broker nodes to send through: the first that accepts the connection is used.
+    pub brokers: BrokerList,
     /// TLS files for `mqtts://`.
     pub tls: TlsFiles,
     /// Credentials.
@@ -79,18 +79,18 @@ enum Got {
 }
 
 impl Connection {
-    fn open(o: &RequestOptions) -> anyhow::Result<Connection> {
+    fn open(o: &RequestOptions, broker: &BrokerUrl) -> anyhow::Result<Connection> {
         use rumqttc::{NetworkOptions, Transport};
         // An ACL like deploy/mosquitto/acl lets a device ask only on its own topic: `?client_id=` in the URL.
-        let id = o.broker.client_id.clone().unwrap_or_else(|| unique("cs-request-"));
-        let transport = match o.broker.scheme {
+        let id = broker.client_id.clone().unwrap_or_else(|| unique("cs-request-"));
+        let transport = match broker.scheme {
             Scheme::Mqtts => Some(Transport::tls_with_config(tls_config(&o.tls)?)),
             Scheme::Mqtt => None,
         };
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);
         if !o.mqtt5 {
-            let mut opts = rumqttc::MqttOptions::new(id, &o.broker.host, o.broker.port);
+            let mut opts = rumqttc::MqttOptions::new(id, &broker.host, broker.port);
             opts.set_max_packet_size(MAX_REPLY, 1 << 20).set_keep_alive(KEEP_ALIVE);
             if let Some(c) = &o.credentials {
                 opts.set_credentials(&c.username, c.password.expose());
@@ -102,7 +102,7 @@ impl Connection {
             el.set_network_options(net);
             return Ok(Connection::V4(client, el));
         }
-        let mut opts = rumqttc::v5::MqttOptions::new(id, &o.broker.host, o.broker.port);
+        let mut opts = rumqttc::v5::MqttOptions::new(id, &broker.host, broker.port);
         opts.set_max_packet_size(Some(MAX_REPLY as u32)).set_keep_alive(KEEP_ALIVE);
         // The default preallocates 65 536 in-flight slots (14 MB); one request at a time needs a handful.
         opts.set_outgoing_inflight_upper_limit(64);
@@ -176,20 +176,10 @@ const KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// Sends the requests and returns the replies, in order.
 pub async fn request(o: &RequestOptions) -> anyhow::Result<Vec<Reply>> {
-    let mut conn = Connection::open(o)?;
     let request_topic = base_topic(o);
     let reply_topic = format!("{request_topic}/reply");
-    let broken = |e: String| anyhow!("MQTT connection to {} failed: {e}", o.broker);
-    // Connect and subscribe to the reply topic before sending, as NestJS's ClientMqtt does.
-    conn.subscribe(&reply_topic).await?;
-    let deadline = tokio::time::Instant::now() + o.timeout;
-    loop {
-        let got =
-            timeout_at(deadline, conn.poll()).await.map_err(|_| anyhow!("timed out connecting to {}", o.broker))?;
-        if let Got::SubAck = got.map_err(broken)? {
-            break;
-        }
-    }
+    let (mut conn, broker) = connect_any(o, &reply_topic).await?;
+    let broken = |e: String| anyhow!("MQTT connection to {broker} failed: {e}");
     let mut replies = Vec::with_capacity(o.count);
     let started = tokio::time::Instant::now();
     for i in 0..o.count {
@@ -210,8 +200,10 @@ pub async fn request(o: &RequestOptions) -> anyhow::Result<Vec<Reply>> {
         }
         let deadline = tokio::time::Instant::now() + o.timeout;
         loop {
-            let got =
-                timeout_at(deadline, conn.poll()).await.map_err(|_| no_reply(o, &reply_topic))?.map_err(broken)?;
+            let got = timeout_at(deadline, conn.poll())
+                .await
+                .map_err(|_| no_reply(o, broker, &reply_topic))?
+                .map_err(broken)?;
             let Got::Publish { payload, correlation } = got else { continue };
             let rtt = sent.elapsed();
             // Someone else's reply on a shared topic is skipped.
@@ -222,6 +214,31 @@ pub async fn request(o: &RequestOptions) -> anyhow::Result<Vec<Reply>> {
     }
     conn.disconnect();
     Ok(replies)
+}
+
+/// Connects to the first node that accepts the connection and confirms the reply subscription (each node gets the
+/// reply timeout); the failures of the others are said when none does.
+async fn connect_any<'a>(o: &'a RequestOptions, reply_topic: &str) -> anyhow::Result<(Connection, &'a BrokerUrl)> {
+    let mut failures = Vec::new();
+    for broker in o.brokers.iter() {
+        let mut conn = Connection::open(o, broker)?;
+        // Connect and subscribe to the reply topic before sending, as NestJS's ClientMqtt does.
+        conn.subscribe(reply_topic).await?;
+        let deadline = tokio::time::Instant::now() + o.timeout;
+        let subscribed = loop {
+            match timeout_at(deadline, conn.poll()).await {
+                Err(_) => break Err(format!("timed out connecting to {broker}")),
+                Ok(Err(e)) => break Err(format!("MQTT connection to {broker} failed: {e}")),
+                Ok(Ok(Got::SubAck)) => break Ok(()),
+                Ok(Ok(_)) => {}
+            }
+        };
+        match subscribed {
+            Ok(()) => return Ok((conn, broker)),
+            Err(e) => failures.push(e),
+        }
+    }
+    Err(anyhow!("{}", failures.join("; ")))
 }
 
 /// The reply body if this message answers request `id`: the NestJS `response` (or `{"err":…}`), or the bare
@@ -245,19 +262,18 @@ fn reply_body(
     Ok(Some(if v.get("err").is_some() { serde_json::json!({"err": v["err"]}) } else { v["response"].clone() }))
 }
 
-fn no_reply(o: &RequestOptions, topic: &str) -> anyhow::Error {
-    let acl = match (&o.credentials, &o.device, &o.broker.client_id) {
+fn no_reply(o: &RequestOptions, broker: &BrokerUrl, topic: &str) -> anyhow::Error {
+    let acl = match (&o.credentials, &o.device, &broker.client_id) {
         (Some(_), Some(device), id) if id.as_deref() != Some(device.as_str()) => format!(
             "; with credentials the broker may apply an ACL that lets a client ask only on its own topic \
-             (deploy/mosquitto/acl): connect as the device with {}?client_id={device}",
-            o.broker
+             (deploy/mosquitto/acl): connect as the device with {broker}?client_id={device}"
         ),
         _ => String::new(),
     };
     anyhow!(
         "no reply on {topic} within {:.1} s: is connector-scripts running, connected to {} and subscribed to {}?{acl}",
         o.timeout.as_secs_f64(),
-        o.broker,
+        broker,
         o.topic
     )
 }

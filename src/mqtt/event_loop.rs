@@ -10,12 +10,12 @@ use super::connection::{describe, filters, mqtt_options, Backoff, REQUEST_CHANNE
 use super::replies::{self, Job, Pending};
 use super::tls::TlsError;
 use super::{releases, reply_link};
-use crate::config::{BrokerUrl, MqttConfig};
+use crate::config::{BrokerList, MqttConfig};
 use crate::ops::systemd::{self, WatchdogCheck};
 use crate::state::State;
 use rumqttc::v5::mqttbytes::v5::{ConnAck, Filter, Packet, Publish, SubAck, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
 use rumqttc::Outgoing;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -31,8 +31,8 @@ const WORKER_QUEUE: usize = 4096;
 /// Where this connection goes and what it says about itself.
 #[derive(Debug, Clone)]
 pub struct Session {
-    /// The broker (the embedded broker's MQTT 5 listener, or the configured one).
-    pub broker: BrokerUrl,
+    /// The broker nodes (the embedded broker's MQTT 5 listener, or the configured ones), tried in order.
+    pub brokers: BrokerList,
     /// Retained online/offline status and the Last Will.
     pub liveness: Liveness,
     /// Send systemd watchdog keep-alives from the poll loop at this interval.
@@ -49,6 +49,8 @@ struct Poller {
     jobs: mpsc::Sender<Job>,
     filters: Vec<Filter>,
     backoff: Backoff,
+    /// The connection options for each node of the list, built (and checked) once.
+    nodes: Vec<MqttOptions>,
 }
 
 /// Runs the connection until `cancel` fires, then drains replies in flight and disconnects. The reply worker and
@@ -60,8 +62,12 @@ pub async fn run(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) -> Result<(), TlsError> {
-    let opts = mqtt_options(&cfg, &session.broker, Some(&session.liveness))?;
-    let (client, mut eventloop) = AsyncClient::new(opts, REQUEST_CHANNEL);
+    let nodes = session
+        .brokers
+        .iter()
+        .map(|b| mqtt_options(&cfg, b, Some(&session.liveness)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (client, mut eventloop) = AsyncClient::new(nodes[0].clone(), REQUEST_CHANNEL);
     let (jobs, rx) = mpsc::channel::<Job>(WORKER_QUEUE);
     let progress = Arc::new(AtomicU64::new(0));
     let (retained_tx, retained_rx) = mpsc::channel::<announce::Seen>(1024);
@@ -89,11 +95,12 @@ pub async fn run(
     );
     tracker.spawn(announcer);
     let mut watchdog = WatchdogCheck::new(session.watchdog, progress);
-    tracing::info!(broker = %session.broker, client_id = %cfg.client_id, "connecting to MQTT broker");
+    tracing::info!(broker = %session.brokers.first(), nodes = session.brokers.len(), client_id = %cfg.client_id,
+        "connecting to MQTT broker");
     let filters = filters(&cfg);
     let backoff = Backoff::new(cfg.backoff.0, cfg.backoff.1);
-    let replies = reply_link::start(&cfg, &session.broker, state.clone(), cancel.clone(), &tracker)?;
-    let mut p = Poller { cfg, session, state, client, replies, jobs, filters, backoff };
+    let replies = reply_link::start(&cfg, &session.brokers, state.clone(), cancel.clone(), &tracker)?;
+    let mut p = Poller { cfg, session, state, client, replies, jobs, filters, backoff, nodes };
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -125,6 +132,9 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => {
                 let delay = p.on_error(&e);
+                if let Some(next) = p.next_node() {
+                    eventloop.options = next;
+                }
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     _ = tokio::time::sleep(delay) => {}
@@ -173,7 +183,8 @@ impl Poller {
         // Replies larger than this would make the broker (or rumqttc) drop the whole connection.
         self.state.link.set_broker_max_packet(ack.properties.as_ref().and_then(|p| p.max_packet_size));
         self.backoff.reset();
-        tracing::info!(broker = %self.session.broker, session_present = ack.session_present, "connected");
+        let broker = self.session.brokers.get(self.state.link.node());
+        tracing::info!(%broker, session_present = ack.session_present, "connected");
         let status = &self.session.liveness;
         let _ = self.client.try_publish(&status.topic, QoS::AtLeastOnce, true, status.online.clone());
         // A lost connection forgets the confirmation (Link::set_connected), so every connection subscribes again:
@@ -209,11 +220,27 @@ impl Poller {
         if self.state.link.set_connected(false) {
             self.state.metrics.reconnects.inc();
         }
-        let msg = describe(e, &self.session.broker);
+        let msg = describe(e, self.session.brokers.get(self.state.link.node()));
         let delay = self.backoff.next_delay();
         tracing::warn!(error = %msg, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed");
         self.state.link.set_error(msg);
         delay
+    }
+}
+
+impl Poller {
+    /// After a failure with several nodes: moves to the next one (wrapping around) and returns its options.
+    fn next_node(&mut self) -> Option<MqttOptions> {
+        if self.nodes.len() < 2 {
+            return None;
+        }
+        let from = self.state.link.node();
+        let to = (from + 1) % self.nodes.len();
+        self.state.link.set_node(to);
+        self.state.metrics.failovers.inc();
+        let brokers = &self.session.brokers;
+        tracing::warn!(from = %brokers.get(from), to = %brokers.get(to), "trying the next broker node");
+        Some(self.nodes[to].clone())
     }
 }
 

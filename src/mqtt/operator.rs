@@ -2,7 +2,7 @@
 //! publishes a new one, and waits until every live instance (its retained liveness message) says it applies it.
 
 use super::tls::tls_config;
-use crate::config::{BrokerUrl, Credentials, Scheme, TlsFiles};
+use crate::config::{BrokerList, BrokerUrl, Credentials, Scheme, TlsFiles};
 use anyhow::{anyhow, bail};
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::Packet;
@@ -12,11 +12,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::{timeout_at, Instant};
 
+/// How long one broker node may take to accept the connection before the next is tried.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Where and how to connect.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// The broker.
-    pub broker: BrokerUrl,
+    /// The broker nodes, tried in order.
+    pub brokers: BrokerList,
     /// TLS files for `mqtts://`.
     pub tls: TlsFiles,
     /// Credentials (operators: an account the ACL lets write the release topics).
@@ -31,21 +34,38 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Connects.
-    pub fn open(t: &Target) -> anyhow::Result<Operator> {
+    /// Connects to the first node of the list that accepts the connection (each gets [`CONNECT_TIMEOUT`]).
+    pub async fn open(t: &Target) -> anyhow::Result<Operator> {
+        let mut failures = Vec::new();
+        for broker in t.brokers.iter() {
+            match Operator::open_one(t, broker).await {
+                Ok(op) => return Ok(op),
+                Err(e) => failures.push(format!("{broker}: {e:#}")),
+            }
+        }
+        bail!("no broker node accepted the connection: {}", failures.join("; "))
+    }
+
+    async fn open_one(t: &Target, broker: &BrokerUrl) -> anyhow::Result<Operator> {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let id = t.broker.client_id.clone().unwrap_or_else(|| format!("cs-operator-{}-{nanos:x}", std::process::id()));
-        let mut opts = MqttOptions::new(&id, &t.broker.host, t.broker.port);
+        let id = broker.client_id.clone().unwrap_or_else(|| format!("cs-operator-{}-{nanos:x}", std::process::id()));
+        let mut opts = MqttOptions::new(&id, &broker.host, broker.port);
         opts.set_max_packet_size(Some(64 << 20)).set_keep_alive(Duration::from_secs(30));
         opts.set_outgoing_inflight_upper_limit(64);
         if let Some(c) = &t.credentials {
             opts.set_credentials(&c.username, c.password.expose());
         }
-        if t.broker.scheme == Scheme::Mqtts {
+        if broker.scheme == Scheme::Mqtts {
             opts.set_transport(rumqttc::Transport::tls_with_config(tls_config(&t.tls)?));
         }
-        let (client, el) = AsyncClient::new(opts, 64);
-        Ok(Operator { client, el, id })
+        let (client, mut el) = AsyncClient::new(opts, 64);
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        loop {
+            let ev = timeout_at(deadline, el.poll()).await.map_err(|_| anyhow!("timed out connecting"))?;
+            if let Event::Incoming(Packet::ConnAck(_)) = ev? {
+                return Ok(Operator { client, el, id });
+            }
+        }
     }
 
     async fn next(&mut self, deadline: Instant) -> anyhow::Result<Option<(String, Bytes)>> {

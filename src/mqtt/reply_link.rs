@@ -11,38 +11,42 @@
 use super::connection::{base_options, Backoff, REQUEST_CHANNEL};
 use super::event_loop::close_after;
 use super::tls::TlsError;
-use crate::config::{BrokerUrl, MqttConfig};
+use crate::config::{BrokerList, MqttConfig};
 use crate::state::State;
 use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::{AsyncClient, Event, EventLoop};
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Starts the reply connection on `tracker`; its client publishes replies.
+/// Starts the reply connection on `tracker`; its client publishes replies. It connects to the node the request
+/// connection is on, and after a failure follows it to whichever node that is then on (replies must reach the
+/// devices' broker even when the nodes do not form one cluster).
 pub fn start(
     cfg: &MqttConfig,
-    broker: &BrokerUrl,
+    brokers: &BrokerList,
     state: Arc<State>,
     cancel: CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<AsyncClient, TlsError> {
-    let opts = base_options(&format!("{}-replies", cfg.client_id), cfg, broker)?;
-    let (client, eventloop) = AsyncClient::new(opts, REQUEST_CHANNEL);
+    let id = format!("{}-replies", cfg.client_id);
+    let nodes = brokers.iter().map(|b| base_options(&id, cfg, b)).collect::<Result<Vec<_>, _>>()?;
+    let (client, eventloop) = AsyncClient::new(nodes[state.link.node() % nodes.len()].clone(), REQUEST_CHANNEL);
     let backoff = Backoff::new(cfg.backoff.0, cfg.backoff.1);
-    tracker.spawn(run(eventloop, client.clone(), state, (cancel, cfg.drain_timeout), backoff));
+    tracker.spawn(run((eventloop, nodes), client.clone(), state, (cancel, cfg.drain_timeout), backoff));
     Ok(client)
 }
 
 /// Polls until cancelled, reconnecting with backoff; then flushes what is queued and disconnects.
 async fn run(
-    mut eventloop: EventLoop,
+    (mut eventloop, nodes): (EventLoop, Vec<MqttOptions>),
     client: AsyncClient,
     state: Arc<State>,
     (cancel, drain_timeout): (CancellationToken, Duration),
     mut backoff: Backoff,
 ) {
+    let mut on = state.link.node() % nodes.len();
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -59,6 +63,11 @@ async fn run(
                 state.link.set_replies_connected(false);
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT reply connection failed");
+                let node = state.link.node() % nodes.len();
+                if node != on {
+                    on = node;
+                    eventloop.options = nodes[on].clone();
+                }
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     _ = tokio::time::sleep(delay) => {}

@@ -6,7 +6,7 @@ pub mod http;
 pub mod status;
 pub mod systemd;
 
-use crate::metrics::{InstanceLabels, ReasonLabels, RevisionInfoLabels};
+use crate::metrics::{InstanceLabels, NodeLabels, ReasonLabels, RevisionInfoLabels};
 use crate::state::{NotReady, State};
 
 /// The `reason` of `connector_scripts_not_ready` for a reason without a [`NotReady`] code.
@@ -19,6 +19,9 @@ pub fn metrics_text(state: &State) -> String {
     m.compile_errors.set(catalog.as_ref().map_or(0, |c| c.error_count() as i64));
     m.variants.set(catalog.as_ref().map_or(0, |c| c.bundles().count() as i64));
     m.broker_connected.set(state.link.connected() as i64);
+    for (i, url) in state.identity.brokers.iter().enumerate() {
+        m.broker_node.get_or_create(&NodeLabels { url: url.clone() }).set((i == state.link.node()) as i64);
+    }
     let readiness = state.readiness();
     m.ready.set(readiness.is_ready() as i64);
     let reasons = NotReady::ALL.map(|c| (c.as_str(), readiness.causes.contains(&c)));

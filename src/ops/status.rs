@@ -49,8 +49,11 @@ pub struct StatusDoc {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BrokerStatus {
-    /// Broker URL (no password).
+    /// The broker node the service is on (or trying), no password.
     pub url: String,
+    /// Every node it may use (`--broker`, in order); `url` is one of them.
+    #[serde(default)]
+    pub nodes: Vec<String>,
     /// Connected.
     pub connected: bool,
     /// Request subscriptions confirmed.
@@ -253,7 +256,8 @@ impl StatusDoc {
             started_at: rfc3339(id.started_at),
             uptime_seconds: id.started.elapsed().as_secs_f64(),
             broker: BrokerStatus {
-                url: id.broker.clone(),
+                url: id.brokers.get(state.link.node()).cloned().unwrap_or_default(),
+                nodes: id.brokers.clone(),
                 connected: state.link.connected(),
                 subscribed: state.link.subscribed(),
                 reconnects: m.reconnects.get(),

@@ -7,6 +7,7 @@ mod alerts;
 mod catalog;
 mod common;
 mod conformance;
+mod failover;
 mod interop;
 mod mqtt;
 mod ops;

@@ -265,7 +265,8 @@ fn tests_run_the_production_defaults() {
     let dirs = TempCatalog::new().sources();
     let blank = |mut c: ServeConfig| {
         c.catalog = dirs.clone();
-        c.mqtt.broker = connector_scripts::config::BrokerChoice::External(BrokerUrl::parse("mqtt://x:1").unwrap());
+        let x = connector_scripts::config::BrokerList::one(BrokerUrl::parse("mqtt://x:1").unwrap());
+        c.mqtt.broker = connector_scripts::config::BrokerChoice::External(x);
         c.mqtt.client_id.clear();
         c.ops.http_listen = None;
         c.ops.instance.clear();

@@ -226,6 +226,17 @@ impl Mosquitto {
     pub async fn restart(&mut self) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
+        self.start_again().await;
+    }
+
+    /// SIGKILL, as a crashed machine: no goodbye to anyone, nothing saved.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on its own port, with its own configuration (after [`Mosquitto::kill`]).
+    pub async fn start_again(&mut self) {
         self.child = Mosquitto::spawn(&self.conf, self.port).await.expect("mosquitto restarts on its own port");
     }
 
