@@ -7,7 +7,7 @@ use crate::config::{BrokerUrl, MqttConfig, Scheme};
 use crate::wire::topics::Subscription;
 use rumqttc::v5::mqttbytes::v5::{Filter, LastWill};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{ConnectionError, MqttOptions};
+use rumqttc::v5::{ConnectionError, EventLoop, MqttOptions, Request};
 use rumqttc::{NetworkOptions, Transport};
 use std::time::Duration;
 
@@ -122,6 +122,52 @@ fn tls_alert(e: &ConnectionError) -> Option<rustls::AlertDescription> {
     match io.get_ref()?.downcast_ref::<rustls::Error>()? {
         rustls::Error::AlertReceived(alert) => Some(*alert),
         _ => None,
+    }
+}
+
+/// What a lost connection still had to send (replies, acknowledgements, the liveness message), kept across the
+/// reconnect by the service itself.
+///
+/// rumqttc moves everything unsent (unacknowledged QoS 1 publishes, and whatever waited in its request channel)
+/// into its pending queue when a connection fails, and then **clears that queue when the CONNACK of the next
+/// connection says the session is new**: a broker that lost the session, a clean-start connection (the reply
+/// connection), or another node of a cluster. Every reply produced while the broker was away was lost that way,
+/// silently (issue #14: a burst of replies missing after a broker restart). So the service takes the queue out
+/// after a failure and puts it back once connected: all of it when the session was resumed (as rumqttc would),
+/// and in a new session the publishes, with fresh packet ids (the broker forgot the old ones), without the
+/// acknowledgements and releases that belonged to the old session.
+#[derive(Debug, Default)]
+pub struct Unsent(Vec<Request>);
+
+impl Unsent {
+    /// After a failed poll: takes what rumqttc queued for the next connection.
+    pub fn take(&mut self, eventloop: &mut EventLoop) {
+        self.0.extend(eventloop.pending.drain(..));
+    }
+
+    /// On CONNACK: gives it back to be sent first; returns how many publishes go out again.
+    pub fn restore(&mut self, eventloop: &mut EventLoop, session_present: bool) -> usize {
+        let mut publishes = 0;
+        for request in self.0.drain(..) {
+            let request = match request {
+                Request::Publish(mut p) => {
+                    publishes += 1;
+                    if !session_present {
+                        p.pkid = 0;
+                    }
+                    Request::Publish(p)
+                }
+                Request::PubAck(_) | Request::PubRec(_) | Request::PubRel(_) | Request::PubComp(_)
+                    if !session_present =>
+                {
+                    continue
+                }
+                Request::PingReq | Request::PingResp => continue,
+                other => other,
+            };
+            eventloop.pending.push_back(request);
+        }
+        publishes
     }
 }
 

@@ -6,7 +6,7 @@
 //! far behind, the request is shed and counted). The worker awaits `publish`, which this task keeps draining.
 
 use super::announce::{self, Liveness};
-use super::connection::{describe, filters, mqtt_options, Backoff, REQUEST_CHANNEL};
+use super::connection::{describe, filters, mqtt_options, Backoff, Unsent, REQUEST_CHANNEL};
 use super::replies::{self, Job, Pending};
 use super::tls::TlsError;
 use super::{releases, reply_link};
@@ -101,6 +101,7 @@ pub async fn run(
     let backoff = Backoff::new(cfg.backoff.0, cfg.backoff.1);
     let replies = reply_link::start(&cfg, &session.brokers, state.clone(), cancel.clone(), &tracker)?;
     let mut p = Poller { cfg, session, state, client, replies, jobs, filters, backoff, nodes };
+    let mut unsent = Unsent::default();
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -124,13 +125,20 @@ pub async fn run(
                     }
                 }
             }
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => p.on_connack(&ack),
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                let again = unsent.restore(&mut eventloop, ack.session_present);
+                if again > 0 {
+                    tracing::info!(publishes = again, "sending what the lost connection had not delivered");
+                }
+                p.on_connack(&ack);
+            }
             Ok(Event::Incoming(Packet::SubAck(ack))) => p.on_suback(&ack),
             Ok(Event::Incoming(Packet::Disconnect(d))) => {
                 tracing::warn!(reason = ?d.reason_code, "broker sent DISCONNECT");
             }
             Ok(_) => {}
             Err(e) => {
+                unsent.take(&mut eventloop);
                 let delay = p.on_error(&e);
                 if let Some(next) = p.next_node() {
                     eventloop.options = next;

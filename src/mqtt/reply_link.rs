@@ -8,7 +8,7 @@
 //! with memory bounded by the queue. QoS 1/2 requests keep the request connection: their acknowledgement must
 //! follow their reply on the same connection (a persistent session redelivers what was not answered).
 
-use super::connection::{base_options, Backoff, REQUEST_CHANNEL};
+use super::connection::{base_options, Backoff, Unsent, REQUEST_CHANNEL};
 use super::event_loop::close_after;
 use super::tls::TlsError;
 use crate::config::{BrokerList, MqttConfig};
@@ -47,6 +47,7 @@ async fn run(
     mut backoff: Backoff,
 ) {
     let mut on = state.link.node() % nodes.len();
+    let mut unsent = Unsent::default();
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -54,12 +55,18 @@ async fn run(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                // A clean start every time: without this, rumqttc would drop the replies queued meanwhile.
+                let again = unsent.restore(&mut eventloop, ack.session_present);
+                if again > 0 {
+                    tracing::info!(replies = again, "sending the replies queued while the reply connection was down");
+                }
                 state.link.set_replies_connected(true);
                 state.link.set_broker_max_packet(ack.properties.as_ref().and_then(|p| p.max_packet_size));
                 backoff.reset();
             }
             Ok(_) => {}
             Err(e) => {
+                unsent.take(&mut eventloop);
                 state.link.set_replies_connected(false);
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT reply connection failed");

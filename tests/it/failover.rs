@@ -149,3 +149,112 @@ fn bad_broker_lists_are_one_line_errors_naming_the_entry() {
         assert!(!stderr.contains(":pw@"), "{stderr}");
     }
 }
+
+/// A TCP proxy in front of a broker that can stop passing what its clients send (a node that hangs: requests
+/// still reach them, nothing they publish gets through) and then cut every connection and refuse new ones (the
+/// node dies).
+struct Proxy {
+    port: u16,
+    frozen: tokio::sync::watch::Sender<bool>,
+    cut: tokio_util::sync::CancellationToken,
+}
+
+impl Proxy {
+    async fn start(upstream: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = tokio::sync::watch::channel(false).0;
+        let cut = tokio_util::sync::CancellationToken::new();
+        let (f, c) = (frozen.clone(), cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let (client, _) = tokio::select! {
+                    _ = c.cancelled() => return,
+                    a = listener.accept() => a.unwrap(),
+                };
+                let server = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await.unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let (c1, c2, mut frozen) = (c.clone(), c.clone(), f.subscribe());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = c1.cancelled() => {}
+                        _ = tokio::io::copy(&mut sr, &mut cw) => {}
+                    }
+                });
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 << 10];
+                    let pass = async {
+                        loop {
+                            // While frozen, nothing is read from the client: its socket buffers fill up. A read
+                            // waiting when the proxy freezes is abandoned (cancel-safe: it has taken nothing).
+                            frozen.wait_for(|f| !f).await.unwrap();
+                            let n = tokio::select! {
+                                n = tokio::io::AsyncReadExt::read(&mut cr, &mut buf) => n.unwrap_or(0),
+                                _ = frozen.wait_for(|f| *f) => continue,
+                            };
+                            if n == 0 || tokio::io::AsyncWriteExt::write_all(&mut sw, &buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = c2.cancelled() => {}
+                        _ = pass => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, frozen, cut }
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_not_delivered_when_a_node_dies_are_sent_through_the_next_node() {
+    // The service answers QoS 1 requests while its node no longer takes anything from it, then the node dies:
+    // every reply it had not delivered goes out through the next node, although that one starts a new session
+    // (rumqttc alone drops them then: `connection::Unsent`).
+    let catalog = TempCatalog::examples();
+    // Mosquitto sends a client 20 unacknowledged QoS 1 messages at most by default; the hung node gets no PUBACK.
+    let first = Mosquitto::start_with("allow_anonymous true\nmax_inflight_messages 1000\n").await;
+    let second = Mosquitto::start().await;
+    let proxy = Proxy::start(first.port).await;
+    let running = serve_external(&catalog, &format!("{},{}", proxy.url(), second.url())).await;
+    let state = running.state.clone();
+    on_node(&state, &proxy.url()).await;
+    let phone = Client::v4(first.port, "hung-phone").await;
+    let mut reader = Client::v4(second.port, "hung-phone-reader").await;
+    reader.subscribe("getConnectors/hung-phone/reply").await;
+    proxy.frozen.send_replace(true);
+    let total = 25; // within the per-device burst
+    for i in 0..total {
+        phone
+            .publish("getConnectors/hung-phone", nest(json!({"platform": "ios", "version": "3.1.0"}), &i.to_string()))
+            .await;
+    }
+    let answered = || {
+        let text = connector_scripts::ops::metrics_text(&state);
+        text.lines()
+            .filter(|l| l.starts_with("connector_scripts_requests_total{") && l.contains("result=\"ok\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as usize
+    };
+    eventually(TIMEOUT, "every request to be answered (into the hung node)", || (answered() == total).then_some(()))
+        .await;
+    proxy.cut.cancel();
+    on_node(&state, &second.url()).await;
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < total {
+        let Some(m) = reader.try_recv_within(TIMEOUT).await else {
+            panic!("{} of {total} replies arrived through the second node", got.len());
+        };
+        let v = m.json();
+        assert_eq!(v["response"]["variant"], "next", "{v}");
+        got.insert(v["id"].as_str().unwrap().to_string());
+    }
+    running.shutdown().await.unwrap();
+}
