@@ -6,8 +6,9 @@ use crate::common::mqtt::{config, nest, serve_external, serve_with, Client, TIME
 use crate::common::{eventually, spawn_service, Mosquitto, TempCatalog};
 use connector_scripts::config::ServeConfig;
 use connector_scripts::ops::status::StatusDoc;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn rss_kib() -> u64 {
@@ -204,6 +205,12 @@ async fn service_killed_mid_load_answers_what_was_sent_meanwhile() {
     service.wait().unwrap();
 }
 
+/// How many times the broker-restart tests restart the broker, each at another moment of the stream (a loss seen
+/// once in 11 tries must not slip through: `BROKER_RESTART_ROUNDS=30` for a longer hunt).
+fn restart_rounds(default: u32) -> u32 {
+    std::env::var("BROKER_RESTART_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(default)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_loses_no_request() {
     let catalog = TempCatalog::examples();
@@ -212,31 +219,43 @@ async fn broker_restart_loses_no_request() {
     let flags =
         ["--persistent-session", "--session-expiry", "600", "--client-id", "cs-broker-restart", "--rate-limit", "0"];
     let r = serve_with(config(&catalog, &mosquitto.url(), &[&flags[..], &["--reconnect-max", "0.5"]].concat())).await;
-    let mut app = Client::v4_persistent(mosquitto.port, "app-restart").await;
-    app.subscribe("getConnectors/app-restart/reply").await;
     let total = 300;
-    let mut answered = BTreeSet::new();
-    for i in 0..total {
-        if i == 100 {
-            mosquitto.restart().await;
-        }
-        app.publish("getConnectors/app-restart", nest(json!({"platform": "ios", "version": "2.5"}), &i.to_string()))
-            .await;
-        while let Some(m) = app.try_recv_within(Duration::from_millis(1)).await {
+    let rounds = restart_rounds(10);
+    for round in 0..rounds {
+        // A graceful restart (SIGTERM: Mosquitto saves its state) after 10 to 290 of the 300 requests.
+        let restart_at = 10 + (round * 97) % 280;
+        let device = format!("app-restart-{round}");
+        let mut app = Client::v4_persistent(mosquitto.port, &device).await;
+        app.subscribe(&format!("getConnectors/{device}/reply")).await;
+        let mut answered = BTreeSet::new();
+        let check = |m: crate::common::mqtt::Msg, answered: &mut BTreeSet<String>| {
             let v = m.json();
             assert_eq!(v["response"]["platform"], "ios", "not a bundle: {v}");
             answered.insert(v["id"].as_str().unwrap().to_string());
+        };
+        for i in 0..total {
+            if i == restart_at {
+                mosquitto.restart().await;
+            }
+            let request = nest(json!({"platform": "ios", "version": "2.5"}), &i.to_string());
+            app.publish(&format!("getConnectors/{device}"), request).await;
+            while let Some(m) = app.try_recv_within(Duration::from_millis(1)).await {
+                check(m, &mut answered);
+            }
         }
+        while answered.len() < total as usize {
+            let Some(m) = app.try_recv_within(TIMEOUT).await else {
+                panic!(
+                    "round {round} (restart after {restart_at}): {} of {total} answered; broker log:\n{}",
+                    answered.len(),
+                    mosquitto.log_tail()
+                );
+            };
+            check(m, &mut answered);
+        }
+        eventually(TIMEOUT, "readiness to come back", || r.state.readiness().is_ready().then_some(())).await;
     }
-    while answered.len() < total {
-        let m = app.try_recv_within(TIMEOUT).await;
-        assert!(m.is_some(), "{} of {total} answered; broker log:\n{}", answered.len(), mosquitto.log_tail());
-        let v = m.unwrap().json();
-        assert_eq!(v["response"]["platform"], "ios", "not a bundle: {v}");
-        answered.insert(v["id"].as_str().unwrap().to_string());
-    }
-    assert!(r.state.metrics.reconnects.get() >= 1);
-    eventually(TIMEOUT, "readiness to come back", || r.state.readiness().is_ready().then_some(())).await;
+    assert!(r.state.metrics.reconnects.get() >= rounds as u64);
     r.shutdown().await.unwrap();
 }
 
@@ -596,4 +615,53 @@ async fn a_flood_beyond_every_queue_is_answered_once_each_and_nothing_is_shed() 
     assert!(peak < 120, "peak RSS {peak} MiB");
     service.kill().unwrap();
     service.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_js_phone_with_a_persistent_session_loses_nothing_across_broker_restarts() {
+    use std::io::BufRead;
+    // The field report: mqtt.js, `clean: false`, a QoS 1 stream of requests on its device topic, Mosquitto
+    // restarted gracefully (persistence on) in the middle; service with a persistent session and the production
+    // reconnect backoff. Each round restarts at another point of the stream.
+    let catalog = TempCatalog::examples();
+    let mut mosquitto = Mosquitto::start_with(PERSISTENT).await;
+    let flags = ["--persistent-session", "--client-id", "cs-js-restart", "--rate-limit", "0"];
+    let r = serve_with(config(&catalog, &mosquitto.url(), &flags)).await;
+    let script = crate::common::node_dir().join("stream_client.js");
+    for round in 0..restart_rounds(6) {
+        let restart_after = 50 * (1 + u64::from(round) % 5);
+        let mut child = Command::new("node")
+            .arg(&script)
+            .args(["--url", &mosquitto.url(), "--device", &format!("js-phone-{round}"), "--rate", "150"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("node runs");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut next = move || -> Value {
+            let line = tokio::task::block_in_place(|| lines.next()).expect("stream_client.js said more").unwrap();
+            serde_json::from_str(&line).unwrap()
+        };
+        loop {
+            let event = next();
+            if event["sent"].as_u64().is_some_and(|n| n >= restart_after) {
+                break;
+            }
+        }
+        mosquitto.restart().await;
+        let summary = loop {
+            let event = next();
+            if event.get("answered").is_some() {
+                break event;
+            }
+        };
+        child.wait().unwrap();
+        assert_eq!(summary["bad"], json!([]), "round {round}: {summary}");
+        assert_eq!(
+            (summary["sent"].as_u64(), summary["answered"].as_u64()),
+            (Some(300), Some(300)),
+            "round {round}, restart after {restart_after}: {summary}\nbroker log:\n{}",
+            mosquitto.log_tail()
+        );
+    }
+    r.shutdown().await.unwrap();
 }

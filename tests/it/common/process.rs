@@ -39,8 +39,19 @@ impl Service {
 /// Spawns `serve` against `broker` (plus `extra` flags and `envs`) with its ops listener on a free port; waits
 /// until `/readyz` says ready.
 pub async fn spawn_ready(catalog: &TempCatalog, broker: &str, extra: &[&str], envs: &[(&str, String)]) -> Service {
+    spawn_ready_as("svc-monitored", catalog, broker, extra, envs).await
+}
+
+/// [`spawn_ready`] with its own `--instance` name.
+pub async fn spawn_ready_as(
+    instance: &str,
+    catalog: &TempCatalog,
+    broker: &str,
+    extra: &[&str],
+    envs: &[(&str, String)],
+) -> Service {
     let ops = format!("127.0.0.1:{}", free_port());
-    let mut args = vec!["--broker", broker, "--http-listen", &ops, "--instance", "svc-monitored"];
+    let mut args = vec!["--broker", broker, "--http-listen", &ops, "--instance", instance];
     args.extend(extra);
     let process = Process(spawn_service(catalog, &args, envs));
     let readyz = format!("http://{ops}/readyz");
