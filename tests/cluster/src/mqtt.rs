@@ -1,0 +1,93 @@
+//! The supervisor's own MQTT clients (rumqttc, MQTT 5): one per node for a probe round. The event loop task only
+//! polls and hands events off on a channel (it never awaits client calls, which would deadlock rumqttc).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// A message received by the client on node `at`.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub at: u64,
+    pub topic: String,
+    pub payload: String,
+    pub retain: bool,
+}
+
+/// What a client reports.
+#[derive(Debug)]
+pub enum ClientEvent {
+    /// CONNACK from node `at` (again after a reconnect).
+    Connected {
+        at: u64,
+    },
+    /// PUBACK from node `at`: a QoS 1 publish was accepted (after the node forwarded it to its peers).
+    Acked {
+        at: u64,
+    },
+    Received(Delivery),
+}
+
+/// A client on one node: its handle and the task polling its event loop (aborted on drop, which drops the
+/// connection; the session ends with it: clean start, no expiry).
+pub struct ProbeClient {
+    pub id: u64,
+    pub client: AsyncClient,
+    task: JoinHandle<()>,
+}
+
+impl Drop for ProbeClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ProbeClient {
+    /// Connects to node `id` at `mqtt` as client id `cluster-broker-probe-<suffix>`, subscribes to `filters` on every
+    /// CONNACK, and sends what happens to `events`.
+    pub fn connect(
+        id: u64,
+        mqtt: SocketAddr,
+        suffix: &str,
+        filters: Vec<Filter>,
+        events: mpsc::UnboundedSender<ClientEvent>,
+    ) -> ProbeClient {
+        let mut opts = MqttOptions::new(format!("cluster-broker-probe-{suffix}"), mqtt.ip().to_string(), mqtt.port());
+        opts.set_keep_alive(Duration::from_secs(5));
+        let (client, mut event_loop) = AsyncClient::new(opts, 256);
+        let subscriber = client.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let event = match event_loop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        if !filters.is_empty() {
+                            let _ = subscriber.try_subscribe_many(filters.clone());
+                        }
+                        ClientEvent::Connected { at: id }
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(_))) => ClientEvent::Acked { at: id },
+                    Ok(Event::Incoming(Packet::Publish(p))) => ClientEvent::Received(Delivery {
+                        at: id,
+                        topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                        payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                        retain: p.retain,
+                    }),
+                    Ok(_) => continue,
+                    // Not listening yet, or restarting: back off, then the next poll reconnects.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                if events.send(event).is_err() {
+                    return;
+                }
+            }
+        });
+        ProbeClient { id, client, task }
+    }
+}
