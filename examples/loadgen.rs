@@ -1,8 +1,8 @@
 //! Benchmark tools used by `bench/run.py` (not part of the service):
 //!
 //! - `loadgen load`: a load generator acting like C phones, each keeping W requests outstanding, NestJS envelope
-//!   on per-device topics (`getConnectors/load-<c>`), QoS 0 as NestJS clients do. Prints one JSON line:
-//!   requests/s, latency percentiles, errors.
+//!   on per-device topics (`getConnectors/load-<c>`; `--device-prefix` for another than `load`), QoS 0 as NestJS
+//!   clients do. Prints one JSON line: requests/s, latency percentiles, errors.
 //! - `loadgen respond`: the "ideal responder": answers every request with pre-serialized bytes and does nothing
 //!   else (the id is spliced into a ready reply). It is the broker-bound ceiling a real service can approach.
 //!   With `--signing-key` its reply carries the same signed manifest as the service's.
@@ -63,7 +63,8 @@ async fn connection(
 ) {
     let url = arg(&args, "--broker", "mqtt://127.0.0.1:1883");
     let window: usize = arg(&args, "--window", "1").parse().unwrap();
-    let topic = format!("{}/load-{c}", arg(&args, "--topic", "getConnectors"));
+    // Several load generators at once (one per cluster node) keep apart with --device-prefix.
+    let topic = format!("{}/{}-{c}", arg(&args, "--topic", "getConnectors"), arg(&args, "--device-prefix", "load"));
     let data =
         serde_json::json!({"platform": arg(&args, "--platform", "ios"), "version": arg(&args, "--version", "3.1.0")});
     let (client, mut el) =

@@ -5,6 +5,7 @@
 
 mod alerts;
 mod catalog;
+mod cluster;
 mod common;
 mod conformance;
 mod failover;

@@ -1,6 +1,7 @@
 //! Shared test helpers: temporary snippet/platform trees, running compiled code under node, Mosquitto brokers on
 //! free ports with their own config, and the one [`eventually`] that waits on a condition with a timeout.
 
+pub mod cluster;
 pub mod mqtt;
 pub mod process;
 pub mod prometheus;
