@@ -90,8 +90,8 @@ log.to = "console"
 log.level = {level}
 {CIRCUIT_BREAKER}plugins.dir = {plugins}
 plugins.default_startups = ["{CLUSTER_PLUGIN}", "{SHARED_SUBSCRIPTION_PLUGIN}", "{RETAINER_PLUGIN}"]
-# Retained messages and `$share/` subscriptions are available because their plugins run (rmqtt 0.24 has no
-# listener keys for them).
+# Retained messages and `$share/` subscriptions are available because their plugins run (rmqtt-conf 0.5 reads no
+# listener keys for them; `retain_available` in upstream's example config is ignored).
 listener.tcp.external.addr = "{mqtt}"
 listener.tcp.external.allow_anonymous = true
 # Replies carry whole scripts (several MB); rmqtt's default is 1 MiB.

@@ -22,13 +22,14 @@ pub struct Delivery {
 #[derive(Debug)]
 pub enum ClientEvent {
     /// CONNACK from node `at` (again after a reconnect).
-    Connected {
-        at: u64,
-    },
+    Connected { at: u64 },
+    /// SUBACK from node `at`: the filters given to [`ProbeClient::connect`] are in place.
+    Subscribed { at: u64 },
+    /// The connection to node `at` failed or broke; the next poll reconnects.
+    Disconnected { at: u64 },
     /// PUBACK from node `at`: a QoS 1 publish was accepted (after the node forwarded it to its peers).
-    Acked {
-        at: u64,
-    },
+    Acked { at: u64 },
+    /// A message the client on node `at` received.
     Received(Delivery),
 }
 
@@ -58,6 +59,9 @@ impl ProbeClient {
     ) -> ProbeClient {
         let mut opts = MqttOptions::new(format!("cluster-broker-probe-{suffix}"), mqtt.ip().to_string(), mqtt.port());
         opts.set_keep_alive(Duration::from_secs(5));
+        // Longer than the 15 s a node may spend on a CONNECT asking a dead peer to kick an older session (rumqttc's
+        // default 5 s would give up and retry with the same client id, which the node refuses while it waits).
+        opts.set_connection_timeout(20);
         let (client, mut event_loop) = AsyncClient::new(opts, 256);
         let subscriber = client.clone();
         let task = tokio::spawn(async move {
@@ -69,6 +73,7 @@ impl ProbeClient {
                         }
                         ClientEvent::Connected { at: id }
                     }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => ClientEvent::Subscribed { at: id },
                     Ok(Event::Incoming(Packet::PubAck(_))) => ClientEvent::Acked { at: id },
                     Ok(Event::Incoming(Packet::Publish(p))) => ClientEvent::Received(Delivery {
                         at: id,
@@ -79,6 +84,9 @@ impl ProbeClient {
                     Ok(_) => continue,
                     // Not listening yet, or restarting: back off, then the next poll reconnects.
                     Err(_) => {
+                        if events.send(ClientEvent::Disconnected { at: id }).is_err() {
+                            return;
+                        }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
