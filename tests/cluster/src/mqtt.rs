@@ -12,9 +12,13 @@ use tokio::task::JoinHandle;
 /// A message received by the client on node `at`.
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    /// The node the receiving client is connected to.
     pub at: u64,
+    /// The topic it was published to.
     pub topic: String,
+    /// As text (probe payloads are ASCII).
     pub payload: String,
+    /// Set on a retained message sent because of a new subscription.
     pub retain: bool,
 }
 
@@ -36,7 +40,9 @@ pub enum ClientEvent {
 /// A client on one node: its handle and the task polling its event loop (aborted on drop, which drops the
 /// connection; the session ends with it: clean start, no expiry).
 pub struct ProbeClient {
+    /// The node it is connected to.
     pub id: u64,
+    /// For publishing and subscribing (`try_` calls only: never awaited where a full channel could block).
     pub client: AsyncClient,
     task: JoinHandle<()>,
 }

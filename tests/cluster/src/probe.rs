@@ -26,7 +26,9 @@ const REPUBLISH_EVERY: Duration = Duration::from_millis(250);
 /// A running node to probe.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// Its node id.
     pub id: u64,
+    /// Its MQTT listener.
     pub mqtt: SocketAddr,
 }
 
