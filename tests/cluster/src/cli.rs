@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "cluster-broker", version)]
 pub struct Cli {
+    /// The mode.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -18,7 +19,8 @@ pub enum Command {
     /// Run one rmqtt node from an rmqtt.toml (what `up` spawns for each node).
     Node(NodeArgs),
     /// Start an N-node cluster on free loopback ports, wait until it has formed, print one JSON line, then supervise
-    /// it until stdin reaches EOF or SIGTERM/SIGINT. Stdin commands: `kill <id>`, `restart <id>`.
+    /// it until stdin reaches EOF (so `</dev/null` stops it at once) or SIGTERM/SIGINT. Stdin commands: `kill <id>`,
+    /// `restart <id>`, `nodes`; each is answered by one JSON line.
     Up(UpArgs),
 }
 

@@ -11,6 +11,7 @@ use crate::node::{CLUSTER_PLUGIN, RETAINER_PLUGIN, SHARED_SUBSCRIPTION_PLUGIN};
 /// One node: its id (1-based, rmqtt's `node.id`) and its two listeners.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeSpec {
+    /// rmqtt's `node.id`, from 1.
     pub id: u64,
     /// MQTT over TCP, for clients.
     pub mqtt: SocketAddr,
@@ -21,7 +22,9 @@ pub struct NodeSpec {
 /// Every node of the cluster and the directory their files live in.
 #[derive(Debug, Clone)]
 pub struct Layout {
+    /// Where the node directories and logs go.
     pub dir: PathBuf,
+    /// Every node, by id.
     pub nodes: Vec<NodeSpec>,
     /// rmqtt's `log.level` for every node.
     pub log_level: String,
@@ -90,8 +93,8 @@ log.to = "console"
 log.level = {level}
 {CIRCUIT_BREAKER}plugins.dir = {plugins}
 plugins.default_startups = ["{CLUSTER_PLUGIN}", "{SHARED_SUBSCRIPTION_PLUGIN}", "{RETAINER_PLUGIN}"]
-# Retained messages and `$share/` subscriptions are available because their plugins run (rmqtt 0.24 has no
-# listener keys for them).
+# Retained messages and `$share/` subscriptions are available because their plugins run (rmqtt-conf 0.5 reads no
+# listener keys for them; `retain_available` in upstream's example config is ignored).
 listener.tcp.external.addr = "{mqtt}"
 listener.tcp.external.allow_anonymous = true
 # Replies carry whole scripts (several MB); rmqtt's default is 1 MiB.

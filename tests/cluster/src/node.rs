@@ -22,9 +22,12 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::NodeArgs;
 
-/// The plugins this program links, by the names `plugins.default_startups` and `plugins.dir` use.
+// The plugins this program links, by the names `plugins.default_startups` and the files in `plugins.dir` use.
+/// Clustering (gRPC broadcast to every peer).
 pub const CLUSTER_PLUGIN: &str = "rmqtt-cluster-broadcast";
+/// `$share/<group>/<topic>` subscriptions.
 pub const SHARED_SUBSCRIPTION_PLUGIN: &str = "rmqtt-shared-subscription";
+/// Retained messages.
 pub const RETAINER_PLUGIN: &str = "rmqtt-retainer";
 
 /// Runs the node until SIGTERM/SIGINT (or stdin EOF with `--exit-on-stdin-eof`), then exits the process.

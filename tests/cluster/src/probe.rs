@@ -26,7 +26,9 @@ const REPUBLISH_EVERY: Duration = Duration::from_millis(250);
 /// A running node to probe.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// Its node id.
     pub id: u64,
+    /// Its MQTT listener.
     pub mqtt: SocketAddr,
 }
 
@@ -200,20 +202,32 @@ pub async fn wait_formed(targets: &[Target], retained: &Retained, timeout: Durat
 
     let mut tick = interval(REPUBLISH_EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Clients whose subscriptions are in place since their last CONNACK; only they publish, so nothing piles up in
+    // the request channel of a client that cannot connect (it would crowd out its SUBSCRIBE).
+    let mut ready = BTreeSet::new();
     let mut seq = 0u64;
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 seq += 1;
-                publish_round(&clients, &progress, retained, seq);
+                let ready: Vec<&ProbeClient> = clients.iter().filter(|c| ready.contains(&c.id)).collect();
+                publish_round(&ready, &progress, retained, seq);
             }
-            Some(event) = rx.recv() => {
-                let ClientEvent::Received(d) = event else { continue };
-                progress.record(&d)?;
-                if progress.done() {
-                    return Ok(());
+            Some(event) = rx.recv() => match event {
+                ClientEvent::Subscribed { at } => {
+                    ready.insert(at);
                 }
-            }
+                ClientEvent::Connected { at } | ClientEvent::Disconnected { at } => {
+                    ready.remove(&at);
+                }
+                ClientEvent::Acked { .. } => {}
+                ClientEvent::Received(d) => {
+                    progress.record(&d)?;
+                    if progress.done() {
+                        return Ok(());
+                    }
+                }
+            },
             _ = sleep_until(deadline) => {
                 return Err(ProbeError::Timeout { after: started.elapsed(), missing: progress.describe_missing() });
             }
@@ -221,9 +235,9 @@ pub async fn wait_formed(targets: &[Target], retained: &Retained, timeout: Durat
     }
 }
 
-/// Publishes every probe that has not been confirmed yet. `try_` calls: a client that is not connected yet must
-/// not block the round (its requests wait in its channel or are dropped; the next round sends them again).
-fn publish_round(clients: &[ProbeClient], progress: &Progress, retained: &Retained, seq: u64) {
+/// Publishes every probe that has not been confirmed yet from the `clients` that are ready. `try_` calls: a full
+/// request channel must not block the round (the next round sends again).
+fn publish_round(clients: &[&ProbeClient], progress: &Progress, retained: &Retained, seq: u64) {
     let by_id = |id: u64| clients.iter().find(|c| c.id == id);
     for (from, to) in progress.missing_pairs() {
         if let Some(c) = by_id(from) {

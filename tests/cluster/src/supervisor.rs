@@ -223,7 +223,7 @@ impl Cluster {
     async fn restart(&mut self, id: u64) -> Result<serde_json::Value, String> {
         self.known(id)?;
         if self.procs.pid(id).is_some() {
-            return Err(format!("node {id} is running; `kill {id}` first"));
+            return Err(format!("node {id} is running (kill it first)"));
         }
         // The restarted node must fetch the marker from a peer; with no peer running there is none to fetch.
         let retained = if self.procs.running_ids().is_empty() {
