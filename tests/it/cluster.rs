@@ -12,7 +12,7 @@ use connector_scripts::ops::status::StatusDoc;
 use connector_scripts::state::State;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -210,13 +210,24 @@ async fn retained_manifests_and_release_states_published_via_one_node_are_seen_o
     svc.shutdown().await.unwrap();
 }
 
-/// A phone that asks `count` times, one request at a time every `pace`, and asks again (same id) when no reply
+/// How long a phone keeps asking.
+#[derive(Clone)]
+struct Until {
+    /// At least this many requests.
+    count: usize,
+    /// Then until this is set.
+    stop: Arc<AtomicBool>,
+}
+
+/// A phone that asks one request at a time every `pace` (until `until`), and asks again (same id) when no reply
 /// came within a second, as the docs tell apps to. Returns how many retries it needed; panics if a request stays
 /// unanswered after 20 tries. Every reply is checked; `replies` counts them across phones.
-async fn steady_phone(mut app: Client, device: String, count: usize, pace: Duration, replies: Arc<AtomicU64>) -> u32 {
+async fn steady_phone(mut app: Client, device: String, until: Until, pace: Duration, replies: Arc<AtomicU64>) -> u32 {
     let topic = format!("getConnectors/{device}");
     let mut retries = 0;
-    for i in 0..count {
+    let mut i = 0;
+    while i < until.count || !until.stop.load(Ordering::Relaxed) {
+        i += 1;
         let id = format!("{device}-{i}");
         let started = Instant::now();
         'ask: for attempt in 0..20 {
@@ -253,39 +264,56 @@ async fn a_broker_node_killed_under_load_moves_its_instance_and_retrying_phones_
     for round in 0..rounds {
         let a = instance(&catalog, &urls[0..2].join(","), &format!("a{round}"), &[]).await;
         let replies = Arc::new(AtomicU64::new(0));
+        // The phones keep asking until A has answered through node 2, and at least 20 times each.
+        let until = Until { count: 20, stop: Arc::new(AtomicBool::new(false)) };
         let mut load = Vec::new();
         for (k, node) in [2, 3, 2, 3].into_iter().enumerate() {
             let device = format!("phone-{round}-{k}");
             let app = phone(c.node(node).port(), &device).await;
-            load.push(tokio::spawn(steady_phone(app, device, 20, Duration::from_millis(150), replies.clone())));
+            let pace = Duration::from_millis(150);
+            load.push(tokio::spawn(steady_phone(app, device, until.clone(), pace, replies.clone())));
         }
         // The moment varies from round to round: after 3 to 40 replies of the ~27 per second.
         let at = 3 + (round as u64 * 17) % 38;
         eventually(TIMEOUT, "the load to run", || (replies.load(Ordering::Relaxed) >= at).then_some(())).await;
         let killed = Instant::now();
-        tokio::task::block_in_place(|| c.kill(1));
+        c.send_kill(1);
+        // Baseline of the same moment: how long a new client takes to connect and subscribe on the survivor.
+        let port2 = c.node(2).port();
+        let bystander = tokio::spawn(async move {
+            let _subscribed = phone(port2, &format!("bystander-{round}")).await;
+            killed.elapsed()
+        });
         // A on node 2 with its subscriptions confirmed, then the first reply it sends from there.
         let ready = eventually(TIMEOUT, "A to be ready on node 2", || {
             let doc = StatusDoc::of(&a.state);
             (doc.ready && doc.broker.url == urls[1]).then(|| answered(&a.state))
         })
         .await;
+        let ready_after = killed.elapsed();
         eventually(TIMEOUT, "A to answer through node 2", || (answered(&a.state) > ready).then_some(())).await;
-        failovers.push(killed.elapsed());
+        let first_reply = killed.elapsed();
+        failovers.push((bystander.await.unwrap(), ready_after, first_reply));
+        until.stop.store(true, Ordering::Relaxed);
+        tokio::task::block_in_place(|| c.kill_done());
         for phone in load {
             retries += phone.await.expect("every request of every phone answered");
         }
         a.shutdown().await.unwrap();
         tokio::task::block_in_place(|| c.restart(1));
     }
-    failovers.sort();
-    let ms = |d: &Duration| d.as_millis();
+    let spread = |mut v: Vec<Duration>| {
+        v.sort();
+        let ms = |d: &Duration| d.as_millis();
+        format!("min {} / median {} / max {} ms", ms(&v[0]), ms(&v[v.len() / 2]), ms(v.last().unwrap()))
+    };
     println!(
-        "node kill -> first reply through the new node, {rounds} rounds: min {} ms, median {} ms, max {} ms; \
-         {retries} retries by the phones, 0 requests lost",
-        ms(&failovers[0]),
-        ms(&failovers[failovers.len() / 2]),
-        ms(failovers.last().unwrap())
+        "node SIGKILLed under load, {rounds} rounds: a new client is subscribed on a survivor after {}; the \
+         instance is ready there after {}; its first reply through it after {}; {retries} retries by the phones, \
+         0 requests lost",
+        spread(failovers.iter().map(|f| f.0).collect()),
+        spread(failovers.iter().map(|f| f.1).collect()),
+        spread(failovers.iter().map(|f| f.2).collect()),
     );
     b.shutdown().await.unwrap();
 }
@@ -328,7 +356,8 @@ async fn a_killed_instance_turns_offline_on_every_node_and_the_others_keep_answe
     for node in [1, 2] {
         let device = format!("after-kill-{node}");
         let app = phone(c.node(node).port(), &device).await;
-        load.push(tokio::spawn(steady_phone(app, device, 10, Duration::from_millis(50), replies.clone())));
+        let until = Until { count: 10, stop: Arc::new(AtomicBool::new(true)) };
+        load.push(tokio::spawn(steady_phone(app, device, until, Duration::from_millis(50), replies.clone())));
     }
     for phone in load {
         phone.await.expect("answered");

@@ -97,9 +97,15 @@ impl Cluster {
         self.nodes.iter().find(|n| n.id == id).expect("a node of this cluster")
     }
 
-    /// SIGKILLs node `id` (a machine that dies); returns once the process is gone.
-    pub fn kill(&mut self, id: u32) {
-        let reply = self.command(&format!("kill {id}"));
+    /// Sends `kill <id>` and returns at once: the node dies right away, the answer comes when the survivors have
+    /// settled (read it with [`Cluster::kill_done`]), so the test can watch what happens meanwhile.
+    pub fn send_kill(&mut self, id: u32) {
+        self.send(&format!("kill {id}"));
+    }
+
+    /// Waits for the answer to [`Cluster::send_kill`].
+    pub fn kill_done(&mut self) {
+        let reply = read_line(&mut self.stdout);
         assert!(reply.contains("killed"), "{reply}");
     }
 
@@ -110,9 +116,13 @@ impl Cluster {
     }
 
     fn command(&mut self, cmd: &str) -> String {
+        self.send(cmd);
+        read_line(&mut self.stdout)
+    }
+
+    fn send(&mut self, cmd: &str) {
         let stdin = self.stdin.as_mut().expect("the cluster is running");
         writeln!(stdin, "{cmd}").and_then(|()| stdin.flush()).expect("the cluster takes commands");
-        read_line(&mut self.stdout)
     }
 
     /// The last lines of node `id`'s log, for failure messages.
