@@ -258,7 +258,7 @@ async fn a_broker_node_killed_under_load_moves_its_instance_and_retrying_phones_
     // B stays on node 3; the phones are on nodes 2 and 3; each round a fresh A starts on node 1, node 1 is killed
     // at a different moment of the load, A moves to node 2, and node 1 comes back for the next round.
     let b = instance(&catalog, &urls[2], "b", &[]).await;
-    let rounds: u32 = std::env::var("CLUSTER_KILL_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(12);
+    let rounds: u32 = std::env::var("CLUSTER_KILL_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(30);
     let mut failovers = Vec::new();
     let mut retries = 0;
     for round in 0..rounds {
