@@ -117,7 +117,7 @@ def main():
     errors = {label: sum(r["errors"] for r in rs) for label, rs in results.items()}
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(f"`python3 bench/cluster.py` ({stamp}; {ROUNDS} rounds x {DURATION:.0f} s, {conns} connections x "
-          f"{LOADED.split('x')[1]} outstanding, 2 instances in one share group; medians)\n")
+          f"{LOADED.split('x')[1]} outstanding, 2 instances in\none share group; medians)\n")
     print("| setup | requests/s | vs one node | p99 | broker CPU per request | errors |")
     print("|---|---:|---:|---:|---:|---:|")
     for label, m in med.items():

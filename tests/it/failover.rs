@@ -57,6 +57,13 @@ async fn two_brokers_fail_over_when_the_first_dies_and_come_back_when_the_second
     first.kill();
     on_node(&state, &second.url()).await;
     ask_and_check(second.port, "phone-2").await;
+    let ops = running.http_addr.expect("an ops listener");
+    let out = Command::new(env!("CARGO_BIN_EXE_connector-scripts"))
+        .args(["status", "--interval", "0", "--http", &format!("http://{ops}")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("broker   {} (node 2 of 2)  connected", second.url())), "{text}");
 
     first.start_again().await;
     second.kill();
