@@ -217,28 +217,21 @@ pub async fn request(o: &RequestOptions) -> anyhow::Result<Vec<Reply>> {
 }
 
 /// Connects to the first node that accepts the connection and confirms the reply subscription (each node gets the
-/// reply timeout); the failures of the others are said when none does.
+/// reply timeout).
 async fn connect_any<'a>(o: &'a RequestOptions, reply_topic: &str) -> anyhow::Result<(Connection, &'a BrokerUrl)> {
-    let mut failures = Vec::new();
-    for broker in o.brokers.iter() {
+    super::first_node(&o.brokers, |broker| async move {
         let mut conn = Connection::open(o, broker)?;
         // Connect and subscribe to the reply topic before sending, as NestJS's ClientMqtt does.
         conn.subscribe(reply_topic).await?;
         let deadline = tokio::time::Instant::now() + o.timeout;
-        let subscribed = loop {
-            match timeout_at(deadline, conn.poll()).await {
-                Err(_) => break Err(format!("timed out connecting to {broker}")),
-                Ok(Err(e)) => break Err(format!("MQTT connection to {broker} failed: {e}")),
-                Ok(Ok(Got::SubAck)) => break Ok(()),
-                Ok(Ok(_)) => {}
+        loop {
+            let got = timeout_at(deadline, conn.poll()).await.map_err(|_| anyhow!("timed out connecting"))?;
+            if let Got::SubAck = got.map_err(|e| anyhow!("MQTT connection failed: {e}"))? {
+                return Ok(conn);
             }
-        };
-        match subscribed {
-            Ok(()) => return Ok((conn, broker)),
-            Err(e) => failures.push(e),
         }
-    }
-    Err(anyhow!("{}", failures.join("; ")))
+    })
+    .await
 }
 
 /// The reply body if this message answers request `id`: the NestJS `response` (or `{"err":…}`), or the bare

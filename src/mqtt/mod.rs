@@ -13,3 +13,23 @@ pub mod releases;
 pub mod replies;
 pub mod reply_link;
 pub mod tls;
+
+use crate::config::{BrokerList, BrokerUrl};
+
+/// Runs `connect` on each node of `brokers` in order and returns the first connection that succeeds with its node;
+/// when none does, one error naming every node with its failure. What `request` and the release commands do with a
+/// `--broker` list.
+pub async fn first_node<'a, T, F, Fut>(brokers: &'a BrokerList, mut connect: F) -> anyhow::Result<(T, &'a BrokerUrl)>
+where
+    F: FnMut(&'a BrokerUrl) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut failures = Vec::new();
+    for broker in brokers.iter() {
+        match connect(broker).await {
+            Ok(conn) => return Ok((conn, broker)),
+            Err(e) => failures.push(format!("{broker}: {e:#}")),
+        }
+    }
+    anyhow::bail!("no broker node accepted the connection: {}", failures.join("; "))
+}

@@ -36,14 +36,7 @@ pub struct Operator {
 impl Operator {
     /// Connects to the first node of the list that accepts the connection (each gets [`CONNECT_TIMEOUT`]).
     pub async fn open(t: &Target) -> anyhow::Result<Operator> {
-        let mut failures = Vec::new();
-        for broker in t.brokers.iter() {
-            match Operator::open_one(t, broker).await {
-                Ok(op) => return Ok(op),
-                Err(e) => failures.push(format!("{broker}: {e:#}")),
-            }
-        }
-        bail!("no broker node accepted the connection: {}", failures.join("; "))
+        Ok(super::first_node(&t.brokers, |broker| Operator::open_one(t, broker)).await?.0)
     }
 
     async fn open_one(t: &Target, broker: &BrokerUrl) -> anyhow::Result<Operator> {

@@ -3,13 +3,11 @@
 //! under load (repeatedly, at varied moments), a service instance killed.
 
 use crate::common::cluster::{Cluster, ONE_CLUSTER};
-use crate::common::mqtt::{config, nest, serve_with, Client, TIMEOUT};
+use crate::common::mqtt::{answered, checked_ios_next, config, nest, serve_with, Client, TIMEOUT};
 use crate::common::process::{ops_get, spawn_ready_as};
 use crate::common::{eventually, TempCatalog};
 use connector_scripts::app::Running;
-use connector_scripts::catalog::bundle::sha256_hex;
 use connector_scripts::ops::status::StatusDoc;
-use connector_scripts::state::State;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,27 +28,6 @@ async fn instance(catalog: &TempCatalog, brokers: &str, name: &str, extra: &[&st
     serve_with(config(catalog, brokers, &flags)).await
 }
 
-/// Requests this instance answered with a bundle (`connector_scripts_requests_total{result="ok"}`, summed).
-fn answered(state: &State) -> u64 {
-    connector_scripts::ops::metrics_text(state)
-        .lines()
-        .filter(|l| l.starts_with("connector_scripts_requests_total{") && l.contains("result=\"ok\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-/// Checks one reply body is the ios 3.1.0 bundle with every script matching its hash; returns its request id.
-fn checked_id(v: &Value) -> String {
-    let r = &v["response"];
-    assert_eq!((r["platform"].as_str(), r["variant"].as_str()), (Some("ios"), Some("next")), "{v}");
-    let scripts = r["connectors"].as_array().unwrap_or_else(|| panic!("not a bundle: {v}"));
-    assert!(!scripts.is_empty(), "{v}");
-    for c in scripts {
-        assert_eq!(c["sha256"].as_str(), Some(sha256_hex(c["code"].as_str().unwrap().as_bytes()).as_str()), "{v}");
-    }
-    v["id"].as_str().expect("an id").to_string()
-}
-
 fn ask(id: &str) -> String {
     nest(json!({"platform": "ios", "version": "3.1.0"}), id)
 }
@@ -65,7 +42,7 @@ async fn phone(port: u16, device: &str) -> Client {
 /// Reads replies until none arrives for `quiet`: every id with how often it was answered.
 async fn drain(app: &mut Client, quiet: Duration, counts: &mut BTreeMap<String, u32>) {
     while let Some(m) = app.try_recv_within(quiet).await {
-        *counts.entry(checked_id(&m.json())).or_default() += 1;
+        *counts.entry(checked_ios_next(&m.json())).or_default() += 1;
     }
 }
 
@@ -237,7 +214,7 @@ async fn steady_phone(mut app: Client, device: String, until: Until, pace: Durat
             app.publish_qos0(&topic, ask(&id)).await;
             let deadline = Instant::now() + Duration::from_secs(1);
             while let Some(m) = app.try_recv_within(deadline.saturating_duration_since(Instant::now())).await {
-                if checked_id(&m.json()) == id {
+                if checked_ios_next(&m.json()) == id {
                     replies.fetch_add(1, Ordering::Relaxed);
                     break 'ask;
                 }

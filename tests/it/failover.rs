@@ -2,9 +2,8 @@
 //! node dies and comes back when that one dies in turn; `request` and the operator commands use the first node
 //! that answers; a bad list is a one-line error naming the entry.
 
-use crate::common::mqtt::{nest, serve_external, Client, TIMEOUT};
+use crate::common::mqtt::{answered, checked_ios_next, nest, serve_external, Client, TIMEOUT};
 use crate::common::{eventually, free_port, Mosquitto, TempCatalog};
-use connector_scripts::catalog::bundle::sha256_hex;
 use connector_scripts::ops::status::StatusDoc;
 use connector_scripts::state::State;
 use serde_json::json;
@@ -20,15 +19,7 @@ async fn ask_and_check(port: u16, device: &str) {
     for _ in 0..10 {
         app.publish(&format!("getConnectors/{device}"), request.clone()).await;
         let Some(reply) = app.try_recv_within(Duration::from_secs(1)).await else { continue };
-        let v = reply.json();
-        assert_eq!(v["id"], device, "{v}");
-        let r = &v["response"];
-        assert_eq!((r["platform"].as_str(), r["variant"].as_str()), (Some("ios"), Some("next")), "{v}");
-        let scripts = r["connectors"].as_array().expect("connectors");
-        assert!(!scripts.is_empty(), "{v}");
-        for c in scripts {
-            assert_eq!(c["sha256"].as_str(), Some(sha256_hex(c["code"].as_str().unwrap().as_bytes()).as_str()));
-        }
+        assert_eq!(checked_ios_next(&reply.json()), device);
         return;
     }
     panic!("{device} on port {port} got no reply in 10 tries");
@@ -237,25 +228,20 @@ async fn replies_not_delivered_when_a_node_dies_are_sent_through_the_next_node()
     let mut reader = Client::v4(second.port, "hung-phone-reader").await;
     reader.subscribe("getConnectors/hung-phone/reply").await;
     proxy.frozen.send_replace(true);
-    let total = 25; // within the per-device burst
+    let total = 25u64; // within the per-device burst
     for i in 0..total {
         phone
             .publish("getConnectors/hung-phone", nest(json!({"platform": "ios", "version": "3.1.0"}), &i.to_string()))
             .await;
     }
-    let answered = || {
-        let text = connector_scripts::ops::metrics_text(&state);
-        text.lines()
-            .filter(|l| l.starts_with("connector_scripts_requests_total{") && l.contains("result=\"ok\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as usize
-    };
-    eventually(TIMEOUT, "every request to be answered (into the hung node)", || (answered() == total).then_some(()))
-        .await;
+    eventually(TIMEOUT, "every request to be answered (into the hung node)", || {
+        (answered(&state) == total).then_some(())
+    })
+    .await;
     proxy.cut.cancel();
     on_node(&state, &second.url()).await;
     let mut got = std::collections::BTreeSet::new();
-    while got.len() < total {
+    while (got.len() as u64) < total {
         let Some(m) = reader.try_recv_within(TIMEOUT).await else {
             panic!("{} of {total} replies arrived through the second node", got.len());
         };

@@ -254,3 +254,27 @@ impl Client {
 pub fn nest(data: serde_json::Value, id: &str) -> String {
     serde_json::json!({"pattern": "getConnectors", "data": data, "id": id}).to_string()
 }
+
+/// Requests the service answered with a bundle (`connector_scripts_requests_total{result="ok"}`, summed).
+pub fn answered(state: &connector_scripts::state::State) -> u64 {
+    connector_scripts::ops::metrics_text(state)
+        .lines()
+        .filter(|l| l.starts_with("connector_scripts_requests_total{") && l.contains("result=\"ok\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Checks a NestJS reply carries the ios 3.1.0 bundle (variant `next`) with every script matching its hash;
+/// returns the request id it answers.
+pub fn checked_ios_next(v: &serde_json::Value) -> String {
+    let r = &v["response"];
+    assert_eq!((r["platform"].as_str(), r["variant"].as_str()), (Some("ios"), Some("next")), "{v}");
+    let scripts = r["connectors"].as_array().unwrap_or_else(|| panic!("not a bundle: {v}"));
+    assert!(!scripts.is_empty(), "{v}");
+    for c in scripts {
+        let code = c["code"].as_str().expect("code");
+        let sha = connector_scripts::catalog::bundle::sha256_hex(code.as_bytes());
+        assert_eq!(c["sha256"].as_str(), Some(sha.as_str()), "{v}");
+    }
+    v["id"].as_str().expect("an id").to_string()
+}
