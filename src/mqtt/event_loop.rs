@@ -234,9 +234,7 @@ impl Poller {
         self.state.link.set_error(msg);
         delay
     }
-}
 
-impl Poller {
     /// After a failure with several nodes: moves to the next one (wrapping around) and returns its options.
     fn next_node(&mut self) -> Option<MqttOptions> {
         if self.nodes.len() < 2 {
