@@ -3,7 +3,7 @@
 //! that answers; a bad list is a one-line error naming the entry.
 
 use crate::common::mqtt::{answered, checked_ios_next, nest, serve_external, Client, TIMEOUT};
-use crate::common::{eventually, free_port, Mosquitto, TempCatalog};
+use crate::common::{dead_broker, eventually, Mosquitto, TempCatalog};
 use connector_scripts::ops::status::StatusDoc;
 use connector_scripts::state::State;
 use serde_json::json;
@@ -77,7 +77,8 @@ async fn two_brokers_fail_over_when_the_first_dies_and_come_back_when_the_second
 async fn the_flag_repeated_is_a_list_and_request_uses_the_first_node_that_answers() {
     let catalog = TempCatalog::examples();
     let broker = Mosquitto::start().await;
-    let dead = format!("mqtt://127.0.0.1:{}", free_port());
+    let first_dead = dead_broker();
+    let dead = first_dead.url.clone();
     // The service is told about a dead node first, with the flag repeated: it moves on by itself.
     let cfg = crate::common::mqtt::parse_serve(&crate::common::mqtt::test_flags(
         &catalog,
@@ -102,13 +103,15 @@ async fn the_flag_repeated_is_a_list_and_request_uses_the_first_node_that_answer
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no release state on the broker"), "{stderr}");
     // No node answers: every node's failure is said.
+    let other_dead = dead_broker();
     let out = Command::new(env!("CARGO_BIN_EXE_connector-scripts"))
-        .args(["request", "--broker", &format!("{dead},{dead}0"), "--platform", "ios", "--version", "3.1.0"])
+        .args(["request", "--broker", &format!("{dead},{}", other_dead.url), "--platform", "ios", "--version", "3.1.0"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains(&dead) && stderr.contains(&format!("{dead}0")), "{stderr}");
+    assert!(stderr.contains("no broker node accepted the connection"), "{stderr}");
+    assert!(stderr.contains(&dead) && stderr.contains(&other_dead.url), "{stderr}");
     running.shutdown().await.unwrap();
 }
 

@@ -134,7 +134,8 @@ async fn request_command_prints_the_reply_and_fails_on_errors() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("error UNKNOWN_PLATFORM"));
 
     // Nobody home: a clear timeout, non-zero exit.
-    let dead = format!("mqtt://127.0.0.1:{}", crate::common::free_port());
+    let dead_broker = crate::common::dead_broker();
+    let dead = dead_broker.url.clone();
     let out = run(args(&["--broker", &dead, "--platform", "ios", "--version", "1", "--timeout", "2"])).await;
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -89,7 +89,8 @@ async fn healthz_readyz_and_metrics_follow_the_traffic() {
 async fn readyz_is_503_with_the_reason_when_the_broker_is_down_or_the_catalog_unusable() {
     // Broker down: nothing listens on the port.
     let catalog = TempCatalog::examples();
-    let dead = format!("mqtt://127.0.0.1:{}", free_port());
+    let dead_broker = crate::common::dead_broker();
+    let dead = dead_broker.url.clone();
     let r = app::start(config(&catalog, &dead, &[])).await.unwrap();
     let http = r.http_addr.unwrap();
     let deadline = tokio::time::Instant::now() + TIMEOUT;
@@ -227,7 +228,8 @@ async fn systemd_notify_ready_watchdog_and_stopping() {
 async fn status_command_says_why_the_service_is_not_ready() {
     let catalog = TempCatalog::examples();
     let http_port = free_port();
-    let dead = format!("mqtt://127.0.0.1:{}", free_port());
+    let dead_broker = crate::common::dead_broker();
+    let dead = dead_broker.url.clone();
     let mut child = spawn_serve(&dead, &catalog, http_port, &[]);
     let status = move || {
         Command::new(env!("CARGO_BIN_EXE_connector-scripts"))
@@ -359,7 +361,8 @@ async fn sigterm_exits_0_within_the_drain_deadline_with_every_task_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_before_ready_exits_0_without_a_panic() {
     let catalog = TempCatalog::examples();
-    let dead = format!("mqtt://127.0.0.1:{}", free_port());
+    let dead_broker = crate::common::dead_broker();
+    let dead = dead_broker.url.clone();
     let http_port = free_port();
     let (mut child, socket, _dir) = spawn_notified(&catalog, &dead, http_port, &[]);
     notifications_until(&socket, "STATUS=not ready");

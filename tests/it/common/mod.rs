@@ -145,6 +145,23 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A broker address where nothing ever answers: its port stays bound (not listening) while this lives, so a
+/// connection is refused at once and no server another test starts meanwhile can take the port (a port from
+/// [`free_port`] is released, and a parallel test's listener on it once made a "dead" node hang).
+pub struct DeadBroker {
+    _socket: socket2::Socket,
+    /// `mqtt://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+/// See [`DeadBroker`].
+pub fn dead_broker() -> DeadBroker {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    DeadBroker { _socket: socket, url: format!("mqtt://127.0.0.1:{port}") }
+}
+
 /// Two consecutive free ports (for the embedded broker's two listeners).
 pub fn free_port_pair() -> (u16, u16) {
     for _ in 0..100 {
