@@ -51,7 +51,8 @@ class Cluster:
 def start_instance(paths, broker, name):
     http = free_port()
     cmd = [paths["connector-scripts"], "serve", "--broker", broker, "--share-group", "bench", "--instance", name,
-           "--client-id", f"bench-{name}", "--http-listen", f"127.0.0.1:{http}", "--rate-limit", "0", "--no-watch",
+           "--client-id", f"bench-{name}", "--http-listen", f"127.0.0.1:{http}", "--rate-limit", "0",
+           "--rate-limit-bare", "0", "--rate-limit-global", "0", "--no-watch",
            "--snippets", os.path.join(ROOT, "snippets"), "--platforms", os.path.join(ROOT, "platforms"),
            "--log-format", "json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -142,7 +142,8 @@ def start_connector_scripts(paths, broker):
     """The service as production runs it: signing every manifest."""
     http = free_port()
     proc = subprocess.Popen([paths["connector-scripts"], "serve", "--broker", broker, "--http-listen",
-                             f"127.0.0.1:{http}", "--rate-limit", "0", "--qos-in", "0",
+                             f"127.0.0.1:{http}", "--rate-limit", "0", "--rate-limit-bare", "0",
+                             "--rate-limit-global", "0", "--qos-in", "0",
                              "--signing-key", signing_key(paths),
                              "--snippets", os.path.join(ROOT, "snippets"), "--platforms", os.path.join(ROOT, "platforms")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -21,7 +21,8 @@ import run  # noqa: E402
 def start(paths, broker, signed):
     http = run.free_port()
     cmd = [paths["connector-scripts"], "serve", "--broker", broker.url, "--http-listen", f"127.0.0.1:{http}",
-           "--rate-limit", "0", "--qos-in", "0", "--snippets", os.path.join(run.ROOT, "snippets"),
+           "--rate-limit", "0", "--rate-limit-bare", "0", "--rate-limit-global", "0", "--qos-in", "0",
+           "--snippets", os.path.join(run.ROOT, "snippets"),
            "--platforms", os.path.join(run.ROOT, "platforms")]
     if signed:
         cmd += ["--signing-key", run.signing_key(paths)]

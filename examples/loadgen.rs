@@ -196,7 +196,7 @@ fn ideal_body(args: &[String]) -> (Vec<u8>, String) {
     // Signed like the service's (`--signing-key`): byte-identical replies.
     let key = arg(args, "--signing-key", "");
     if !key.is_empty() {
-        let (signer, _) = connector_scripts::signing::Signer::load(std::path::Path::new(&key)).expect("--signing-key");
+        let signer = connector_scripts::signing::Signer::load(std::path::Path::new(&key)).expect("--signing-key");
         bundle = std::sync::Arc::new(bundle.with_signature(signer.sign_bundle(&bundle, bundle.issued_at)));
     }
     let mut body = Vec::new();

@@ -4,7 +4,7 @@
 //! in-process on free ports.
 
 use crate::broker::{self, RunningBroker};
-use crate::config::{BrokerChoice, BrokerList, BrokerUrl, Scheme, ServeConfig};
+use crate::config::{BrokerChoice, BrokerList, BrokerUrl, Credentials, Scheme, Secret, ServeConfig};
 use crate::handler::Handler;
 use crate::mqtt::announce::Liveness;
 use crate::mqtt::connection::mqtt_options;
@@ -62,12 +62,23 @@ impl Running {
     }
 }
 
-/// Resolves the broker to connect to, starting the embedded one when configured.
-async fn broker(cfg: &ServeConfig) -> anyhow::Result<(BrokerList, Option<RunningBroker>)> {
+/// Resolves the broker to connect to, starting the embedded one when configured. With `--embedded-users`, the
+/// service's own connections get an account made for this process (their credentials go into `cfg`).
+async fn broker(cfg: &mut ServeConfig) -> anyhow::Result<(BrokerList, Option<RunningBroker>)> {
     match &cfg.mqtt.broker {
         BrokerChoice::External(brokers) => Ok((brokers.clone(), None)),
         BrokerChoice::Embedded(e) => {
-            let running = broker::start(*e).await?;
+            let e = e.clone();
+            let gate = match &e.users {
+                Some(path) => {
+                    let service =
+                        Credentials { username: SERVICE_ACCOUNT.into(), password: Secret::new(random_hex()?) };
+                    cfg.mqtt.credentials = Some(service.clone());
+                    Some(Arc::new(broker::Gate::load(path.clone(), service, cfg.mqtt.client_id.clone())?))
+                }
+                None => None,
+            };
+            let running = broker::start(e, gate).await?;
             let target = loopback_if_unspecified(running.listen_v5);
             let url = BrokerUrl {
                 scheme: Scheme::Mqtt,
@@ -81,17 +92,24 @@ async fn broker(cfg: &ServeConfig) -> anyhow::Result<(BrokerList, Option<Running
     }
 }
 
+/// The account of the service's own connections to its embedded broker (its password is made per process).
+const SERVICE_ACCOUNT: &str = "connector-scripts-service";
+
+/// 32 random bytes in hex, from the operating system.
+fn random_hex() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|e| anyhow::anyhow!("no random bytes from the operating system: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Starts the service; returns once the broker (if embedded) and the ops listener listen. Loading and
 /// connecting continue in the background: await [`Running::ready`].
-pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
-    let (brokers, embedded) = broker(&cfg).await?;
-    let handler = Handler::new(cfg.mqtt.topics.clone(), cfg.limits.request, cfg.limits.rate_limit);
+pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Running> {
+    let (brokers, embedded) = broker(&mut cfg).await?;
+    let handler = Handler::new(cfg.mqtt.topics.clone(), cfg.limits.request, cfg.limits.rate_limits);
     let signer = match &cfg.signing_key {
         Some(path) => {
-            let (signer, warning) = Signer::load(path)?;
-            if let Some(w) = warning {
-                tracing::warn!("{w}");
-            }
+            let signer = Signer::load(path)?;
             tracing::info!(key_id = %signer.key_id, "signing every manifest");
             Some(Arc::new(signer))
         }

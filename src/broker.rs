@@ -5,9 +5,12 @@
 //! share one router, so messages flow between them. rumqttd has no shutdown API: the listeners live as long as
 //! the tokio runtime that runs them, the router thread as long as the process.
 
-use crate::config::EmbeddedBroker;
+use crate::config::{Credentials, EmbeddedBroker};
+use crate::passwd::{Accounts, PasswdError};
 use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -39,6 +42,9 @@ pub enum BrokerError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// `--embedded-users` cannot be used.
+    #[error("--embedded-users: {0}")]
+    Users(#[from] PasswdError),
     /// It bound but did not accept connections in time.
     #[error("the embedded MQTT broker on {addr} did not come up: {reason}")]
     NotListening {
@@ -48,9 +54,6 @@ pub enum BrokerError {
         reason: String,
     },
 }
-
-/// Largest message the embedded broker accepts (whole scripts travel in replies).
-pub const MAX_PAYLOAD: usize = 16 << 20;
 
 /// A running embedded broker.
 pub struct RunningBroker {
@@ -69,21 +72,84 @@ impl Drop for RunningBroker {
     }
 }
 
-fn settings(name: &str, listen: SocketAddr) -> ServerSettings {
-    ServerSettings {
-        name: name.to_string(),
-        listen,
-        tls: None,
-        next_connection_delay_ms: 0,
-        connections: ConnectionSettings {
-            connection_timeout_ms: 10_000,
-            max_payload_size: MAX_PAYLOAD,
-            max_inflight_count: 100,
-            auth: None,
-            external_auth: None,
-            dynamic_filters: true,
-        },
+fn settings(name: &str, listen: SocketAddr, max_packet: usize, gate: Option<&Arc<Gate>>) -> ServerSettings {
+    let mut connections = ConnectionSettings {
+        connection_timeout_ms: 10_000,
+        max_payload_size: max_packet,
+        max_inflight_count: 100,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    if let Some(gate) = gate.cloned() {
+        connections.set_auth_handler(move |client_id, username, password| {
+            let allowed = gate.allows(&client_id, &username, &password);
+            async move { allowed }
+        });
     }
+    ServerSettings { name: name.to_string(), listen, tls: None, next_connection_delay_ms: 0, connections }
+}
+
+/// Who may connect when `--embedded-users` is given: the accounts of the password file, each under its own name
+/// as client id only (so no account can take over another's session, or the service's), and the service itself
+/// under an account made for this process.
+///
+/// rumqttd 0.20 has an authentication hook but no authorization hook: it cannot restrict which topics an account
+/// publishes or subscribes to. Devices therefore cannot impersonate each other's connections, but can publish on
+/// any topic; what the service reads from the bus is verified (signatures, device topics), and a deployment that
+/// needs per-topic rules puts Mosquitto with `deploy/mosquitto/` in front.
+pub struct Gate {
+    path: PathBuf,
+    accounts: arc_swap::ArcSwap<Accounts>,
+    service: Credentials,
+    /// The service's client ids start with this; no account but the service's may use one.
+    service_client_id: String,
+}
+
+impl Gate {
+    /// Reads the password file; `service` is the account the service's own connections use.
+    pub fn load(path: PathBuf, service: Credentials, service_client_id: String) -> Result<Gate, BrokerError> {
+        let accounts = arc_swap::ArcSwap::from_pointee(Accounts::load(&path)?);
+        Ok(Gate { path, accounts, service, service_client_id })
+    }
+
+    /// The CONNECT check.
+    pub fn allows(&self, client_id: &str, username: &str, password: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        if username == self.service.username {
+            return password.as_bytes().ct_eq(self.service.password.expose().as_bytes()).into();
+        }
+        client_id == username
+            && !client_id.starts_with(&self.service_client_id)
+            && self.accounts.load().check(username, password)
+    }
+
+    /// Reads the password file again; on an error the accounts in force stay.
+    pub fn reload(&self) -> Result<usize, PasswdError> {
+        let accounts = Accounts::load(&self.path)?;
+        let n = accounts.len();
+        self.accounts.store(Arc::new(accounts));
+        Ok(n)
+    }
+}
+
+/// Rereads the password file on every SIGHUP (as Mosquitto does), for as long as the broker runs.
+async fn reload_on_sighup(gate: Arc<Gate>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            match gate.reload() {
+                Ok(n) => {
+                    tracing::info!(accounts = n, file = %gate.path.display(), "SIGHUP: embedded broker accounts reloaded")
+                }
+                Err(e) => tracing::error!(error = %e, "SIGHUP: embedded broker accounts kept as they were"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = gate;
 }
 
 /// Checks that `addr` can be bound, turning "in use" into an error that names the flag to change.
@@ -108,7 +174,8 @@ fn free_port_near(addr: SocketAddr) -> Option<u16> {
 }
 
 /// Starts the embedded broker on the current tokio runtime and returns once both listeners accept connections.
-pub async fn start(cfg: EmbeddedBroker) -> Result<RunningBroker, BrokerError> {
+/// With `gate`, only its accounts (and the service) may connect.
+pub async fn start(cfg: EmbeddedBroker, gate: Option<Arc<Gate>>) -> Result<RunningBroker, BrokerError> {
     check_free(cfg.listen, "--embedded-listen")?;
     check_free(cfg.listen_v5, "--embedded-listen-v5")?;
     let router = RouterConfig {
@@ -119,8 +186,10 @@ pub async fn start(cfg: EmbeddedBroker) -> Result<RunningBroker, BrokerError> {
         ..Default::default()
     };
     let router_tx = Router::new(0, router).spawn();
-    let mut v4 = Server::new(settings("v4", cfg.listen), router_tx.clone(), rumqttd::protocol::v4::V4);
-    let mut v5 = Server::new(settings("v5", cfg.listen_v5), router_tx, rumqttd::protocol::v5::V5);
+    let v4_settings = settings("v4", cfg.listen, cfg.max_packet, gate.as_ref());
+    let mut v4 = Server::new(v4_settings, router_tx.clone(), rumqttd::protocol::v4::V4);
+    let v5_settings = settings("v5", cfg.listen_v5, cfg.max_packet, gate.as_ref());
+    let mut v5 = Server::new(v5_settings, router_tx, rumqttd::protocol::v5::V5);
     let (tx4, rx4) = tokio::sync::oneshot::channel();
     let (tx5, rx5) = tokio::sync::oneshot::channel();
     let t4 = tokio::spawn(async move {
@@ -129,7 +198,11 @@ pub async fn start(cfg: EmbeddedBroker) -> Result<RunningBroker, BrokerError> {
     let t5 = tokio::spawn(async move {
         let _ = tx5.send(v5.start(LinkType::Remote).await.map_err(|e| e.to_string()));
     });
-    let running = RunningBroker { listen: cfg.listen, listen_v5: cfg.listen_v5, tasks: vec![t4, t5] };
+    let mut tasks = vec![t4, t5];
+    if let Some(gate) = &gate {
+        tasks.push(tokio::spawn(reload_on_sighup(gate.clone())));
+    }
+    let running = RunningBroker { listen: cfg.listen, listen_v5: cfg.listen_v5, tasks };
     wait_listening(cfg.listen, rx4).await?;
     wait_listening(cfg.listen_v5, rx5).await?;
     for addr in [cfg.listen, cfg.listen_v5] {
@@ -137,7 +210,20 @@ pub async fn start(cfg: EmbeddedBroker) -> Result<RunningBroker, BrokerError> {
             tracing::warn!(%addr, error = %e, "cannot set TCP_NODELAY on the embedded broker: replies may stall ~40 ms");
         }
     }
-    tracing::info!(mqtt = %cfg.listen, mqtt5 = %cfg.listen_v5, "embedded MQTT broker listening");
+    tracing::info!(mqtt = %cfg.listen, mqtt5 = %cfg.listen_v5, authenticated = gate.is_some(),
+        "embedded MQTT broker listening");
+    let exposed = !(cfg.listen.ip().is_loopback() && cfg.listen_v5.ip().is_loopback());
+    match (exposed, &gate) {
+        (true, None) => tracing::warn!(
+            "the embedded broker listens beyond loopback and lets anyone connect (--embedded-allow-anonymous): \
+             anyone who reaches it can publish requests and read every reply"
+        ),
+        (true, Some(_)) => tracing::warn!(
+            "the embedded broker checks each account and binds it to its client id, but cannot restrict topics \
+             (rumqttd has no authorization hook): for per-topic rules put Mosquitto with deploy/mosquitto/ in front"
+        ),
+        (false, _) => {}
+    }
     Ok(running)
 }
 

@@ -191,6 +191,14 @@ pub struct ServeArgs {
     /// Address of the embedded broker's MQTT 5 listener (default: the next port after --embedded-listen).
     #[arg(long)]
     pub embedded_listen_v5: Option<SocketAddr>,
+    /// Accounts that may connect to the embedded broker: a password file made with `mosquitto_passwd`
+    /// (NAME:HASH lines). Each account may only use its own name as client id. Reloaded on SIGHUP. Required for a
+    /// listener that is not on loopback.
+    #[arg(long, env = "CONNECTOR_SCRIPTS_EMBEDDED_USERS")]
+    pub embedded_users: Option<PathBuf>,
+    /// Let anyone connect to an embedded broker listening beyond loopback (no --embedded-users).
+    #[arg(long)]
+    pub embedded_allow_anonymous: bool,
     /// MQTT client id (default: connector-scripts-HOST-PID).
     #[arg(long, env = "CONNECTOR_SCRIPTS_CLIENT_ID")]
     pub client_id: Option<String>,
@@ -248,6 +256,15 @@ pub struct ServeArgs {
     /// Requests a quiet device may send at once.
     #[arg(long, default_value_t = d::RATE_BURST)]
     pub rate_burst: f64,
+    /// Sustained requests per second on the bare request topic, all callers together (it names no device, so no
+    /// per-device limit applies there); three seconds' worth may come at once. 0 turns it off.
+    #[arg(long, default_value_t = d::RATE_LIMIT_BARE)]
+    pub rate_limit_bare: f64,
+    /// Ceiling on requests per second over all devices together, which a client inventing device ids cannot
+    /// escape; two seconds' worth may come at once. Excess gets RATE_LIMITED. Keep it below what one instance
+    /// serves (bench/run.py). 0 turns it off.
+    #[arg(long, default_value_t = d::RATE_LIMIT_GLOBAL)]
+    pub rate_limit_global: f64,
     /// Ed25519 private key (PKCS#8 PEM, from `connector-scripts keygen`) that signs every manifest: a file, never
     /// the key itself. Under systemd, $CREDENTIALS_DIRECTORY/signing-key is used when this is not given.
     #[arg(long, env = "CONNECTOR_SCRIPTS_SIGNING_KEY")]

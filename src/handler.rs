@@ -5,9 +5,9 @@
 
 use crate::catalog::{AppVersion, Catalog, ResolveError};
 use crate::metrics::{request_key, Counted, RequestLabels, NOT_MODIFIED};
-use crate::ratelimit::{Limiter, RateLimit};
+use crate::ratelimit::{Admission, RateLimits, Scope};
 use crate::wire::topics::{self, Topics};
-use crate::wire::{self, Decoded, ErrorCode, Framing, Limits, WireError};
+use crate::wire::{self, Decoded, ErrorCode, Framing, Limits, Refusal, WireError};
 use bytes::Bytes;
 use std::time::Instant;
 
@@ -44,12 +44,12 @@ pub struct Handled {
     pub counted: Counted,
 }
 
-/// The request handler: topic rules, limits, per-device rate limit.
+/// The request handler: topic rules, limits, rate limits.
 #[derive(Debug)]
 pub struct Handler {
     topics: Topics,
     limits: Limits,
-    limiter: Option<Limiter>,
+    admission: Admission,
 }
 
 /// Bytes of an MQTT PUBLISH around topic and payload at most: fixed header (5), topic length (2), packet id (2),
@@ -60,10 +60,10 @@ const PUBLISH_OVERHEAD: usize = 16;
 const MAX_TRACKED_DEVICES: usize = 100_000;
 
 impl Handler {
-    /// A handler for requests on `topics.request`, limiting each device (the segment after the request topic)
-    /// to `rate_limit`.
-    pub fn new(topics: Topics, limits: Limits, rate_limit: Option<RateLimit>) -> Handler {
-        Handler { topics, limits, limiter: rate_limit.map(|l| Limiter::new(l, MAX_TRACKED_DEVICES)) }
+    /// A handler for requests on `topics.request`, limiting each device (the segment after the request topic),
+    /// the bare topic and all requests together to `rate_limits`.
+    pub fn new(topics: Topics, limits: Limits, rate_limits: RateLimits) -> Handler {
+        Handler { topics, limits, admission: Admission::new(rate_limits, MAX_TRACKED_DEVICES) }
     }
 
     /// Handles one message against `catalog` (`None` until the first build). `broker_max` is the Maximum Packet
@@ -80,11 +80,20 @@ impl Handler {
         if !self.topics.accepts_request(msg.topic) {
             return None;
         }
+        let refused = |why| Some(Handled { reply: None, counted: Counted::Refused(why) });
         // A response topic with wildcards cannot be published to; treat the request as if it had none.
         let response_topic = msg.response_topic.filter(|t| topics::valid_reply_topic(t));
+        // Checked before the payload is read: what would be echoed, and where the reply would go.
+        if response_topic.is_some_and(|t| !self.topics.response_topic_allowed(msg.topic, t)) {
+            return refused(Refusal::ResponseTopic);
+        }
+        if msg.correlation_data.as_ref().is_some_and(|c| c.len() > self.limits.max_correlation_bytes) {
+            return refused(Refusal::CorrelationTooLong);
+        }
         let (framing, data) = match wire::decode(msg.payload, response_topic.is_some(), &self.limits) {
             Decoded::Event => return Some(Handled { reply: None, counted: Counted::Event }),
             Decoded::Dropped(_) => return Some(Handled { reply: None, counted: Counted::Dropped }),
+            Decoded::Refused(why) => return refused(why),
             Decoded::Request { framing, data } => (framing, data),
         };
         let reply_address = response_topic.unwrap_or(msg.topic);
@@ -95,14 +104,10 @@ impl Handler {
         let key = (!id.is_empty()).then(|| request_key(reply_address, id));
         let mut payload = Vec::new();
         let mut labels = RequestLabels { platform: "other".into(), variant: String::new(), result: "ok".into() };
-        let limited = match (&self.limiter, self.topics.device(msg.topic)) {
-            (Some(limiter), Some(device)) => !limiter.allow(device, now),
-            _ => false,
-        };
-        let data = if limited {
-            Err(WireError::new(ErrorCode::RateLimited, "too many requests from this device; slow down and retry later"))
-        } else {
-            data
+        let limited = self.admission.check(self.topics.device(msg.topic), now).err();
+        let data = match limited {
+            Some(scope) => Err(rate_limited(scope)),
+            None => data,
         };
         let topic = match response_topic {
             Some(t) => t.to_string(),
@@ -124,10 +129,26 @@ impl Handler {
             labels.result = e.code.as_str().to_string();
             payload.clear();
             wire::frame_error(&framing, &e, &mut payload);
+            // Every echoed part is bounded, so this cannot happen with sane limits; if it does, the reply is not
+            // sent at all rather than cost the service its connection.
+            if payload.len() + overhead > max {
+                return refused(Refusal::ReplyTooLarge);
+            }
         }
-        let counted = Counted::Answered { labels, error, bytes: payload.len(), request_key: key, release };
+        let counted =
+            Counted::Answered { labels, error, bytes: payload.len(), request_key: key, release, rate_limited: limited };
         Some(Handled { reply: Some(Outgoing { topic, payload, correlation_data: msg.correlation_data }), counted })
     }
+}
+
+/// The error a rate-limited request gets, saying which limit it met.
+fn rate_limited(scope: Scope) -> WireError {
+    let message = match scope {
+        Scope::Device => "too many requests from this device; slow down and retry later",
+        Scope::Bare => "too many requests on the shared request topic; ask on your own device topic (TOPIC/DEVICE)",
+        Scope::Global => "the service is at its request ceiling; retry in a few seconds",
+    };
+    WireError::new(ErrorCode::RateLimited, message)
 }
 
 /// A reply of `size` bytes (as published) must fit in `max`; otherwise the caller is told how to get less.
@@ -222,7 +243,7 @@ mod tests {
             status_prefix: "s".into(),
             releases: None,
         };
-        Handler::new(topics, Limits::default(), None)
+        Handler::new(topics, Limits::default(), RateLimits::default())
     }
 
     fn error_code(h: &Handled) -> Option<ErrorCode> {
@@ -263,6 +284,48 @@ mod tests {
             handler().handle(None, msg, Instant::now(), None),
             Some(Handled { reply: None, counted: Counted::Event })
         );
+    }
+
+    fn refusal(h: Option<Handled>) -> Option<Refusal> {
+        match h {
+            Some(Handled { reply: None, counted: Counted::Refused(why) }) => Some(why),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn nothing_unbounded_is_echoed_and_replies_stay_in_the_requesters_namespace() {
+        let h = handler();
+        let ask = br#"{"platform":"ios","version":"1"}"#;
+        let msg = |response_topic, correlation: &[u8]| Incoming {
+            topic: "getConnectors/d",
+            payload: ask,
+            response_topic,
+            correlation_data: Some(Bytes::copy_from_slice(correlation)),
+        };
+        let now = Instant::now();
+        for elsewhere in ["connectors/ios/next", "getConnectors/victim/reply", "s/x", "replies/victim"] {
+            assert_eq!(refusal(h.handle(None, msg(Some(elsewhere), b"c"), now, None)), Some(Refusal::ResponseTopic));
+        }
+        let long = vec![b'c'; Limits::default().max_correlation_bytes + 1];
+        assert_eq!(
+            refusal(h.handle(None, msg(Some("replies/d/x"), &long), now, None)),
+            Some(Refusal::CorrelationTooLong)
+        );
+        let ok = h.handle(None, msg(Some("replies/d/x"), b"c"), now, None).unwrap();
+        assert_eq!(ok.reply.unwrap().topic, "replies/d/x");
+        // A poison id the size of a broker packet: refused before it is parsed, never echoed.
+        let poison = format!(r#"{{"id":1.{}}}"#, "0".repeat(1 << 20));
+        let m = Incoming {
+            topic: "getConnectors/d",
+            payload: poison.as_bytes(),
+            response_topic: None,
+            correlation_data: None,
+        };
+        assert_eq!(refusal(h.handle(None, m, now, None)), Some(Refusal::TooLarge));
+        // An error reply larger than the broker takes is not sent (a 1 KiB response topic, a 100-byte broker).
+        let topic = format!("getConnectors/d/reply/{}", "t".repeat(1000));
+        assert_eq!(refusal(h.handle(None, msg(Some(&topic), b"c"), now, Some(100))), Some(Refusal::ReplyTooLarge));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! - [`state`]: the catalog cell, the broker link, the one readiness function.
 //! - [`metrics`]: every counter, in one registry.
 //! - [`mqtt`]: connection settings, TLS, the poll task, the reply path, announcements, the `request` client.
-//! - [`broker`]: the embedded default broker (rumqttd).
+//! - [`broker`] + [`passwd`]: the embedded default broker (rumqttd) and its accounts (Mosquitto password files).
 //! - [`reload`] + [`watch`]: file events and SIGHUP → rebuild → swap.
 //! - [`ops`]: status document, health/readiness/metrics over HTTP, systemd notify and watchdog.
 //! - [`activity`]: the last minute of requests and the last reloads, for the status page.
@@ -33,6 +33,7 @@ pub mod logging;
 pub mod metrics;
 pub mod mqtt;
 pub mod ops;
+pub mod passwd;
 pub mod ratelimit;
 pub mod release;
 pub mod reload;

@@ -82,6 +82,20 @@ pub struct RevisionLabels {
     pub outcome: String,
 }
 
+/// Labels of `connector_scripts_refused_total`: one of [`crate::wire::Refusal::ALL`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WhyLabels {
+    /// The reason.
+    pub reason: &'static str,
+}
+
+/// Labels of `connector_scripts_rate_limited_total`: one of [`crate::ratelimit::Scope::ALL`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    /// `device`, `bare` or `global`.
+    pub scope: &'static str,
+}
+
 /// What one handled message adds to the counters (built by the handler, recorded by the transport).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Counted {
@@ -89,6 +103,8 @@ pub enum Counted {
     Event,
     /// Undecodable with nobody to answer.
     Dropped,
+    /// Asked for a reply that must not be sent.
+    Refused(crate::wire::Refusal),
     /// A request that got a reply.
     Answered {
         /// Platform, variant, result.
@@ -101,6 +117,8 @@ pub enum Counted {
         request_key: Option<u64>,
         /// With managed releases: the revision served and its channel.
         release: Option<(String, &'static str)>,
+        /// The rate limit that refused it, if one did.
+        rate_limited: Option<crate::ratelimit::Scope>,
     },
 }
 
@@ -119,6 +137,10 @@ pub struct Metrics {
     pub events: Counter,
     /// Undecodable messages with no reply address.
     pub dropped: Counter,
+    /// Requests that got no reply because answering was unsafe, by reason.
+    pub refused: Family<WhyLabels, Counter>,
+    /// Requests refused by a rate limit, by the limit's scope.
+    pub rate_limited: Family<ScopeLabels, Counter>,
     /// Bytes of reply payloads.
     pub reply_bytes: Counter,
     /// Full bundles sent.
@@ -185,6 +207,8 @@ impl Default for Metrics {
             duplicates: Counter::default(),
             events: Counter::default(),
             dropped: Counter::default(),
+            refused: Family::default(),
+            rate_limited: Family::default(),
             reply_bytes: Counter::default(),
             replies: Counter::default(),
             not_modified: Counter::default(),
@@ -225,6 +249,15 @@ impl Metrics {
         r.register("duplicate_requests", "Requests whose id was seen again within 60 s", self.duplicates.clone());
         r.register("events", "Messages without id or response topic (never answered)", self.events.clone());
         r.register("dropped", "Undecodable messages with no reply address", self.dropped.clone());
+        r.register("refused", "Requests not answered because answering was unsafe, by reason", self.refused.clone());
+        r.register("rate_limited", "Requests refused by a rate limit, by scope", self.rate_limited.clone());
+        // Every series from the start, at 0: an alert on a rate needs the series before the first increment.
+        for why in crate::wire::Refusal::ALL {
+            let _ = self.refused.get_or_create(&WhyLabels { reason: why.as_str() });
+        }
+        for scope in crate::ratelimit::Scope::ALL {
+            let _ = self.rate_limited.get_or_create(&ScopeLabels { scope: scope.as_str() });
+        }
         r.register("reply_bytes", "Bytes of reply payloads", self.reply_bytes.clone());
         r.register("not_modified", "Replies that were notModified", self.not_modified.clone());
         r.register("reloads", "Catalog builds swapped in", self.reloads.clone());
@@ -282,7 +315,13 @@ impl Metrics {
             Counted::Dropped => {
                 self.dropped.inc();
             }
-            Counted::Answered { labels, error, bytes, request_key, release } => {
+            Counted::Refused(why) => {
+                self.refused.get_or_create(&WhyLabels { reason: why.as_str() }).inc();
+            }
+            Counted::Answered { labels, error, bytes, request_key, release, rate_limited } => {
+                if let Some(scope) = rate_limited {
+                    self.rate_limited.get_or_create(&ScopeLabels { scope: scope.as_str() }).inc();
+                }
                 if let Some((revision, channel)) = release {
                     self.note_revision(&labels.platform, &labels.variant, revision, 0);
                     let l = RevisionLabels {
@@ -450,7 +489,15 @@ mod tests {
     fn renders_prometheus_text() {
         let m = Metrics::default();
         let labels = RequestLabels { platform: "ios".into(), variant: "next".into(), result: "ok".into() };
-        m.record(&Counted::Answered { labels, error: None, bytes: 10, request_key: Some(1), release: None });
+        let counted = Counted::Answered {
+            labels,
+            error: None,
+            bytes: 10,
+            request_key: Some(1),
+            release: None,
+            rate_limited: None,
+        };
+        m.record(&counted);
         m.latency.observe(0.0002);
         m.broker_connected.set(1);
         let text = m.render();

@@ -50,6 +50,13 @@ pub enum KeyError {
     /// No randomness from the OS.
     #[error("the operating system gave no random bytes for the key: {0}")]
     NoRandomness(String),
+    /// A private key file that others may read (refused, as ssh refuses such keys).
+    #[error(
+        "{}: the private key is readable by {who} (mode {mode:o}); refusing to use it: run `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    Exposed { path: PathBuf, who: &'static str, mode: u32 },
 }
 
 /// The key id of a public key: the first 8 bytes of the SHA-256 of its 32 raw bytes, in hex.
@@ -72,16 +79,15 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
-    /// Reads a PKCS#8 PEM Ed25519 private key. The second value is a warning when others may read the file.
-    pub fn load(path: &Path) -> Result<(Signer, Option<String>), KeyError> {
+    /// Reads a PKCS#8 PEM Ed25519 private key; refuses a file that its group or others may read.
+    pub fn load(path: &Path) -> Result<Signer, KeyError> {
         let text =
             std::fs::read_to_string(path).map_err(|cause| KeyError::Unreadable { path: path.to_path_buf(), cause })?;
         let key = SigningKey::from_pkcs8_pem(&text)
             .map_err(|e| KeyError::NotPrivateKey { path: path.to_path_buf(), reason: e.to_string() })?;
-        let warning = readable_by_others(path)
-            .then(|| format!("{}: the signing key is readable by other users: chmod 600 it", path.display()));
+        check_private(path)?;
         let key_id = key_id(&key.verifying_key());
-        Ok((Signer { key, key_id }, warning))
+        Ok(Signer { key, key_id })
     }
 
     /// A signer from raw key bytes (tests).
@@ -105,15 +111,28 @@ impl Signer {
     }
 }
 
+/// A private key file must be readable by its owner only (any group or other permission bit refuses it).
 #[cfg(unix)]
-fn readable_by_others(path: &Path) -> bool {
+pub fn check_private(path: &Path) -> Result<(), KeyError> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+    let mode = std::fs::metadata(path)
+        .map_err(|cause| KeyError::Unreadable { path: path.to_path_buf(), cause })?
+        .permissions()
+        .mode()
+        & 0o777;
+    let who = match (mode & 0o070 != 0, mode & 0o007 != 0) {
+        (false, false) => return Ok(()),
+        (true, false) => "its group",
+        (false, true) => "other users",
+        (true, true) => "its group and other users",
+    };
+    Err(KeyError::Exposed { path: path.to_path_buf(), who, mode })
 }
 
+/// No permission bits to check off Unix.
 #[cfg(not(unix))]
-fn readable_by_others(_: &Path) -> bool {
-    false
+pub fn check_private(_: &Path) -> Result<(), KeyError> {
+    Ok(())
 }
 
 /// Signs every bundle of `catalog`. A bundle that `previous` already signed with this key for the same revision

@@ -399,7 +399,11 @@ pub(crate) fn test_state() -> State {
         status_prefix: "s".into(),
         releases: None,
     };
-    State::new(Handler::new(topics, crate::wire::Limits::default(), None), "inst".into(), vec!["mqtt://b:1".into()])
+    State::new(
+        Handler::new(topics, crate::wire::Limits::default(), Default::default()),
+        "inst".into(),
+        vec!["mqtt://b:1".into()],
+    )
 }
 
 #[cfg(test)]

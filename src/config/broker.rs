@@ -297,14 +297,23 @@ pub fn read_secret_file(path: &Path, what: &'static str) -> Result<Secret, Confi
     Ok(Secret::new(text.strip_suffix('\n').unwrap_or(&text).trim_end_matches('\r')))
 }
 
-/// The embedded broker's listeners. rumqttd listeners speak one protocol version each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The embedded broker's listeners and who may connect. rumqttd listeners speak one protocol version each.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmbeddedBroker {
     /// MQTT 3.1.1 listener (apps, NestJS clients).
     pub listen: SocketAddr,
     /// MQTT 5 listener (request/response with Response Topic; the service itself connects here).
     pub listen_v5: SocketAddr,
+    /// Password file (Mosquitto format) of the accounts that may connect; `None`: anyone may.
+    pub users: Option<PathBuf>,
+    /// Largest packet a client may publish: below what the service's own connection accepts, so no single
+    /// message can cost the service its connection.
+    pub max_packet: usize,
 }
+
+/// Bytes kept between the embedded broker's packet limit and the service's: a publish grows by a few bytes on
+/// its way from an MQTT 3.1.1 client to the service's MQTT 5 connection (properties).
+pub const EMBEDDED_PACKET_MARGIN: usize = 4096;
 
 /// Which broker `serve` uses.
 #[derive(Debug, Clone, PartialEq, Eq)]

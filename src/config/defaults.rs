@@ -61,6 +61,14 @@ pub const MAX_PACKET_SIZE: u32 = 16 << 20;
 pub const MAX_REPLY_SIZE: u64 = 16 << 20;
 /// Largest request payload decoded.
 pub const MAX_REQUEST_SIZE: usize = 64 << 10;
+/// Longest string field of a request (platform, version, revision, id, device id, connector name), in bytes.
+pub const MAX_FIELD_LEN: usize = 256;
+/// Most connector names in one request.
+pub const MAX_CONNECTORS: usize = 256;
+/// Longest MQTT 5 Correlation Data echoed in a reply, in bytes (a UUID is 16 or 36).
+pub const MAX_CORRELATION_BYTES: usize = 256;
+/// Where MQTT 5 requesters may have replies sent besides `TOPIC/DEVICE/reply`: `replies/DEVICE/…`.
+pub const REPLY_PREFIX: &str = "replies";
 /// MQTT keep-alive.
 pub const KEEP_ALIVE: Seconds = Seconds::millis(30_000);
 /// First reconnect delay.
@@ -75,6 +83,10 @@ pub const DEBOUNCE: Seconds = Seconds::millis(30);
 pub const RATE_LIMIT: f64 = 10.0;
 /// Requests a quiet device may send at once.
 pub const RATE_BURST: f64 = 30.0;
+/// Sustained requests per second on the bare request topic (it names no device: every caller there shares it).
+pub const RATE_LIMIT_BARE: f64 = 100.0;
+/// Sustained requests per second over all devices together; 2 s of it may come at once (an update herd).
+pub const RATE_LIMIT_GLOBAL: f64 = 10_000.0;
 /// Persistent session expiry.
 pub const SESSION_EXPIRY: Seconds = Seconds::millis(3_600_000);
 /// Seconds `request` waits for each reply.

@@ -11,7 +11,7 @@ pub use defaults::Seconds;
 
 use crate::catalog::Sources;
 use crate::cli::{BrokerArgs, CatalogArgs, ServeArgs};
-use crate::ratelimit::RateLimit;
+use crate::ratelimit::{RateLimit, RateLimits};
 use crate::wire::topics::{self, Topics};
 use crate::wire::Limits;
 use rumqttc::v5::mqttbytes::QoS;
@@ -143,8 +143,8 @@ pub struct OpsConfig {
 pub struct LimitsConfig {
     /// What one request may contain.
     pub request: Limits,
-    /// Per-device rate limit (`None`: off).
-    pub rate_limit: Option<RateLimit>,
+    /// Per-device, bare-topic and global rate limits.
+    pub rate_limits: RateLimits,
 }
 
 impl CatalogArgs {
@@ -219,8 +219,18 @@ impl ServeConfig {
                     max_reply_bytes: usize::try_from(args.catalog.max_reply_size).unwrap_or(usize::MAX),
                     ..Limits::default()
                 },
-                rate_limit: (args.rate_limit > 0.0)
-                    .then_some(RateLimit { per_second: args.rate_limit, burst: args.rate_burst.max(1.0) }),
+                rate_limits: RateLimits {
+                    device: (args.rate_limit > 0.0)
+                        .then_some(RateLimit { per_second: args.rate_limit, burst: args.rate_burst.max(1.0) }),
+                    // The bare topic's burst is three seconds' worth, as the per-device default is.
+                    bare: (args.rate_limit_bare > 0.0)
+                        .then_some(RateLimit { per_second: args.rate_limit_bare, burst: 3.0 * args.rate_limit_bare }),
+                    // Two seconds' worth at once: an update herd arrives in a burst.
+                    global: (args.rate_limit_global > 0.0).then_some(RateLimit {
+                        per_second: args.rate_limit_global,
+                        burst: 2.0 * args.rate_limit_global,
+                    }),
+                },
             },
             signing_key: args.signing_key.clone().or_else(systemd_signing_key),
             releases,
@@ -266,7 +276,21 @@ fn broker_choice(args: &ServeArgs) -> Result<(BrokerChoice, Option<Credentials>)
     if listen_v5 == args.embedded_listen {
         return Err(flag_error("--embedded-listen-v5", "must differ from --embedded-listen"));
     }
-    Ok((BrokerChoice::Embedded(EmbeddedBroker { listen: args.embedded_listen, listen_v5 }), None))
+    let open = [(args.embedded_listen, "--embedded-listen"), (listen_v5, "--embedded-listen-v5")]
+        .into_iter()
+        .find(|(addr, _)| !addr.ip().is_loopback());
+    if let (Some((addr, flag)), None, false) = (open, &args.embedded_users, args.embedded_allow_anonymous) {
+        return Err(flag_error(
+            flag,
+            format!(
+                "{addr} is reachable from the network, and the embedded broker would let anyone connect: give \
+                 --embedded-users FILE (made with mosquitto_passwd), or --embedded-allow-anonymous to accept that"
+            ),
+        ));
+    }
+    let max_packet = (args.max_packet_size as usize).saturating_sub(broker::EMBEDDED_PACKET_MARGIN);
+    let users = args.embedded_users.clone();
+    Ok((BrokerChoice::Embedded(EmbeddedBroker { listen: args.embedded_listen, listen_v5, users, max_packet }), None))
 }
 
 fn mqtt_config(args: &ServeArgs) -> Result<MqttConfig, ConfigError> {
@@ -342,13 +366,17 @@ mod tests {
         assert_eq!(c.mqtt.qos_in, QoS::AtLeastOnce);
         assert_eq!(c.mqtt.keep_alive, Duration::from_secs(30));
         assert_eq!(c.ops.http_listen, Some(([127, 0, 0, 1], 9464).into()));
-        assert_eq!(c.limits.rate_limit, Some(RateLimit { per_second: 10.0, burst: 30.0 }));
+        assert_eq!(c.limits.rate_limits.device, Some(RateLimit { per_second: 10.0, burst: 30.0 }));
+        assert_eq!(c.limits.rate_limits.bare, Some(RateLimit { per_second: 100.0, burst: 300.0 }));
+        assert_eq!(c.limits.rate_limits.global, Some(RateLimit { per_second: 10_000.0, burst: 20_000.0 }));
         assert!(c.reload.watch);
         assert_eq!(
             c.mqtt.broker,
             BrokerChoice::Embedded(EmbeddedBroker {
                 listen: ([127, 0, 0, 1], 1883).into(),
-                listen_v5: ([127, 0, 0, 1], 1884).into()
+                listen_v5: ([127, 0, 0, 1], 1884).into(),
+                users: None,
+                max_packet: (16 << 20) - 4096,
             })
         );
     }
@@ -362,6 +390,8 @@ mod tests {
             (&["--instance", "x+"], "--instance"),
             (&["--persistent-session", "--qos-in", "0"], "--persistent-session"),
             (&["--embedded-listen-v5", "127.0.0.1:1883"], "--embedded-listen-v5"),
+            (&["--embedded-listen", "0.0.0.0:1883"], "--embedded-users FILE"),
+            (&["--embedded-listen-v5", "0.0.0.0:1884"], "--embedded-allow-anonymous"),
             (&["--broker", "http://x"], "unknown scheme"),
         ] {
             let e = parse(flags).unwrap_err().to_string();

@@ -28,18 +28,65 @@ pub struct Limits {
     pub max_connectors: usize,
     /// Largest reply published, in bytes.
     pub max_reply_bytes: usize,
+    /// Longest MQTT 5 Correlation Data echoed, in bytes.
+    pub max_correlation_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        use crate::config::defaults as d;
         Limits {
-            max_request_bytes: 64 * 1024,
-            max_field_len: 256,
-            max_connectors: 256,
-            max_reply_bytes: crate::config::defaults::MAX_REPLY_SIZE as usize,
+            max_request_bytes: d::MAX_REQUEST_SIZE,
+            max_field_len: d::MAX_FIELD_LEN,
+            max_connectors: d::MAX_CONNECTORS,
+            max_reply_bytes: d::MAX_REPLY_SIZE as usize,
+            max_correlation_bytes: d::MAX_CORRELATION_BYTES,
         }
     }
 }
+
+/// Why a message gets no reply at all although it asks for one: answering would mean echoing more than a reply
+/// may carry, or publishing where the requester has no business. Counted
+/// (`connector_scripts_refused_total{reason}`), never logged per message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over `--max-request-size`, and no id to answer could be found in its first or last bytes.
+    TooLarge,
+    /// Its NestJS id is longer than the field limit (an id is echoed in the reply).
+    IdTooLong,
+    /// Its MQTT 5 Correlation Data is longer than the limit (it is echoed in the reply).
+    CorrelationTooLong,
+    /// Its MQTT 5 Response Topic is outside the requester's own reply namespace.
+    ResponseTopic,
+    /// Even the error reply would be larger than the broker takes.
+    ReplyTooLarge,
+}
+
+impl Refusal {
+    /// Every reason, in label order.
+    pub const ALL: [Refusal; 5] = [
+        Refusal::TooLarge,
+        Refusal::IdTooLong,
+        Refusal::CorrelationTooLong,
+        Refusal::ResponseTopic,
+        Refusal::ReplyTooLarge,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::TooLarge => "too_large",
+            Refusal::IdTooLong => "id_too_long",
+            Refusal::CorrelationTooLong => "correlation_too_long",
+            Refusal::ResponseTopic => "response_topic",
+            Refusal::ReplyTooLarge => "reply_too_large",
+        }
+    }
+}
+
+/// How many bytes at each end of an oversized request are searched for its id (NestJS writes the id last; other
+/// clients may write it first). The rest is never read.
+pub const ID_SCAN_BYTES: usize = 1024;
 
 /// What a caller asks for.
 /// Unknown fields are ignored so that newer apps can send more without breaking older services.
@@ -86,6 +133,8 @@ pub enum Decoded {
     Event,
     /// Undecodable and nobody to answer: dropped, counted.
     Dropped(WireError),
+    /// Asks for a reply that must not be sent (see [`Refusal`]).
+    Refused(Refusal),
 }
 
 #[derive(Deserialize)]
@@ -109,9 +158,17 @@ pub fn decode(payload: &[u8], has_response_topic: bool, limits: &Limits) -> Deco
             Decoded::Dropped(err)
         }
     };
-    // Oversized payloads are still scanned for an id (serde skips the rest without building it), so the caller
-    // learns why; the scan is bounded by the broker's max packet size.
-    let too_large = payload.len() > limits.max_request_bytes;
+    // Oversized payloads are never parsed: only their first and last bytes are searched for an id to answer.
+    if payload.len() > limits.max_request_bytes {
+        let err = bad(format!("request is {} bytes, over the {} byte limit", payload.len(), limits.max_request_bytes));
+        if has_response_topic {
+            return Decoded::Request { framing: Framing::Bare, data: Err(err) };
+        }
+        return match bounded_nest_id(payload, limits) {
+            Some(id) => Decoded::Request { framing: Framing::Nest { id }, data: Err(err) },
+            None => Decoded::Refused(Refusal::TooLarge),
+        };
+    }
     let envelope: Result<Envelope<'_>, _> =
         if payload.first() == Some(&b'{') { serde_json::from_slice(payload) } else { Err(not_object()) };
     let envelope = match envelope {
@@ -126,10 +183,16 @@ pub fn decode(payload: &[u8], has_response_topic: bool, limits: &Limits) -> Deco
         }
     };
     let nest_id = match envelope.id {
+        // Checked before it is parsed: an id is echoed in the reply, so its length is bounded whatever its type.
+        Some(raw) if raw.get().len() > limits.max_field_len + 2 => {
+            return match has_response_topic {
+                true => undecodable(bad(format!("`id` is longer than {} characters", limits.max_field_len))),
+                false => Decoded::Refused(Refusal::IdTooLong),
+            };
+        }
         Some(raw) => match serde_json::from_str::<serde_json::Value>(raw.get()) {
             // NestJS ids are strings; numbers are echoed too. Anything else cannot be an id.
-            Ok(serde_json::Value::String(s)) if s.len() <= limits.max_field_len => Some(raw.get().to_string()),
-            Ok(serde_json::Value::Number(_)) => Some(raw.get().to_string()),
+            Ok(serde_json::Value::String(_) | serde_json::Value::Number(_)) => Some(raw.get().to_string()),
             _ => {
                 return undecodable(bad(format!(
                     "`id` must be a string of at most {} characters",
@@ -145,10 +208,6 @@ pub fn decode(payload: &[u8], has_response_topic: bool, limits: &Limits) -> Deco
         (None, true) => Framing::Bare,
         (None, false) => return Decoded::Event,
     };
-    if too_large {
-        let err = bad(format!("request is {} bytes, over the {} byte limit", payload.len(), limits.max_request_bytes));
-        return Decoded::Request { framing, data: Err(err) };
-    }
     let data_json: &[u8] = match (is_nest, envelope.data) {
         (true, Some(raw)) => raw.get().as_bytes(),
         (true, None) => return Decoded::Request { framing, data: Err(bad("the envelope has no `data`".into())) },
@@ -157,11 +216,31 @@ pub fn decode(payload: &[u8], has_response_topic: bool, limits: &Limits) -> Deco
     Decoded::Request { framing, data: parse_data(data_json, limits) }
 }
 
+/// The id of an oversized request, searched for in its last and first [`ID_SCAN_BYTES`] only.
+fn bounded_nest_id(payload: &[u8], limits: &Limits) -> Option<String> {
+    let n = ID_SCAN_BYTES.min(payload.len());
+    let tail = &payload[payload.len() - n..];
+    // The tail window may start inside a character: skip its continuation bytes.
+    let tail = &tail[tail.iter().take(3).take_while(|b| **b & 0xC0 == 0x80).count()..];
+    recover_id_in(utf8_prefix(tail), limits).or_else(|| recover_id_in(utf8_prefix(&payload[..n]), limits))
+}
+
+/// The longest valid UTF-8 start of `bytes` (a window may cut a character in two).
+fn utf8_prefix(bytes: &[u8]) -> &str {
+    match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),
+    }
+}
+
 /// The id of a NestJS envelope that is not valid JSON (a trailing comma, a truncated `data`): the last
 /// `"id":"…"` with a plain string value (NestJS writes the id last), as the JSON string it was sent as. Numeric ids
 /// and ids with escapes are not recovered.
 fn recover_nest_id(payload: &[u8], limits: &Limits) -> Option<String> {
-    let text = std::str::from_utf8(payload).ok()?;
+    recover_id_in(std::str::from_utf8(payload).ok()?, limits)
+}
+
+fn recover_id_in(text: &str, limits: &Limits) -> Option<String> {
     let at = text.rfind("\"id\"")?;
     let rest = text[at + 4..].trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
     let end = rest.find('"')?;
@@ -307,6 +386,19 @@ mod tests {
         assert!(
             matches!(decode(many.as_bytes(), false, &limits), Decoded::Request { data: Err(e), .. } if e.message.contains("at most 2"))
         );
+        // Oversized: never parsed; an id at either end is still answered, none means refused.
+        let huge_numeric = format!(r#"{{"id":1.{}}}"#, "0".repeat(200));
+        assert_eq!(decode(huge_numeric.as_bytes(), false, &limits), Decoded::Refused(Refusal::TooLarge));
+        let id_first = format!(r#"{{"id":"first","data":"{}"}}"#, "é".repeat(200));
+        assert!(matches!(decode(id_first.as_bytes(), false, &limits),
+            Decoded::Request { framing: Framing::Nest { id }, data: Err(_) } if id == "\"first\""));
+        // Ids are echoed, so numbers are bounded like strings.
+        let long_number = format!(r#"{{"data":{{"platform":"a","version":"1"}},"id":{}}}"#, "9".repeat(300));
+        assert_eq!(decode(long_number.as_bytes(), false, &Limits::default()), Decoded::Refused(Refusal::IdTooLong));
+        assert!(matches!(
+            decode(long_number.as_bytes(), true, &Limits::default()),
+            Decoded::Request { framing: Framing::Bare, data: Err(e) } if e.message.contains("`id` is longer")
+        ));
         let deep = format!(r#"{{"data":{}1{},"id":"i"}}"#, "[".repeat(10_000), "]".repeat(10_000));
         assert!(matches!(
             decode(deep.as_bytes(), false, &Limits::default()),

@@ -1,5 +1,8 @@
 //! Every topic rule in one place: where requests arrive, where replies go, what the service subscribes to, where
-//! manifests, events and liveness are published, and which names may become part of a topic. Pure.
+//! manifests, events and liveness are published, where MQTT 5 requesters may have replies sent, and which names
+//! may become part of a topic. Pure.
+
+pub use crate::config::defaults::REPLY_PREFIX;
 
 /// Longest device id accepted in `<request topic>/<device>`.
 pub const MAX_DEVICE_LEN: usize = 128;
@@ -143,6 +146,28 @@ impl Topics {
     pub fn status(&self, instance: &str) -> String {
         format!("{}/{instance}", self.status_prefix)
     }
+
+    /// May a requester on `request_topic` have its reply published to `response_topic` (MQTT 5)? Only inside its
+    /// own reply namespace: `<request topic>/reply` and below, or, for a device topic, `replies/<device>` and
+    /// below; never a topic under the manifest, status, release or event prefixes. Anything else would make the
+    /// service publish for the requester where it may not (a confused deputy: bundles fanned out on the manifest
+    /// topics every phone reads, or forged replies on another device's topic).
+    pub fn response_topic_allowed(&self, request_topic: &str, response_topic: &str) -> bool {
+        let own = under(response_topic, &reply_topic(request_topic))
+            || self
+                .device(request_topic)
+                .is_some_and(|device| under(response_topic, &format!("{REPLY_PREFIX}/{device}")));
+        let releases = self.releases.as_ref().map_or("", |r| r.prefix.as_str());
+        let reserved = [self.manifest_prefix.as_str(), &self.status_prefix, &self.changed, releases]
+            .into_iter()
+            .any(|prefix| !prefix.is_empty() && under(response_topic, prefix));
+        own && !reserved && valid_reply_topic(response_topic)
+    }
+}
+
+/// `topic` is `prefix` or below it.
+fn under(topic: &str, prefix: &str) -> bool {
+    topic.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// The topic a NestJS-style reply goes to: `<request topic>/reply`.
@@ -200,6 +225,41 @@ mod tests {
             assert_eq!(t.accepts_request(topic), ok, "{topic}");
         }
         assert!(!t.accepts_request(&format!("getConnectors/{}", "d".repeat(MAX_DEVICE_LEN + 1))));
+    }
+
+    #[test]
+    fn response_topics_stay_in_the_requesters_own_namespace() {
+        let mut t = topics();
+        t.releases = Some(ReleaseTopics {
+            prefix: "connector-scripts/releases".into(),
+            probe: "connector-scripts/status/i/sync".into(),
+            reports: "connectorsReport".into(),
+        });
+        for (request, response, ok) in [
+            ("getConnectors/dev", "getConnectors/dev/reply", true),
+            ("getConnectors/dev", "getConnectors/dev/reply/x", true),
+            ("getConnectors/dev", "replies/dev", true),
+            ("getConnectors/dev", "replies/dev/x/y", true),
+            ("getConnectors", "getConnectors/reply", true),
+            ("getConnectors", "getConnectors/reply/app", true),
+            // Someone else's namespace, or a topic everyone reads.
+            ("getConnectors/dev", "getConnectors/other/reply", false),
+            ("getConnectors/dev", "replies/other", false),
+            ("getConnectors/dev", "replies/devX", false),
+            ("getConnectors/dev", "getConnectors/dev/replyX", false),
+            ("getConnectors", "replies/dev", false),
+            ("getConnectors/dev", "connectors/ios/next", false),
+            ("getConnectors/dev", "connector-scripts/status/x", false),
+            ("getConnectors/dev", "connector-scripts/releases/ios/next", false),
+            ("getConnectors/dev", "connectorsChanged", false),
+            ("getConnectors/dev", "getConnectors", false),
+            ("getConnectors/dev", "getConnectors/dev", false),
+        ] {
+            assert_eq!(t.response_topic_allowed(request, response), ok, "{request} -> {response}");
+        }
+        // A reply namespace configured under a reserved prefix is still refused.
+        t.manifest_prefix = "replies".into();
+        assert!(!t.response_topic_allowed("getConnectors/dev", "replies/dev"));
     }
 
     #[test]

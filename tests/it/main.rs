@@ -4,6 +4,7 @@
 //! Every test starts its own broker(s) on free ports with their own config.
 
 mod alerts;
+mod attacks;
 mod catalog;
 mod cluster;
 mod common;

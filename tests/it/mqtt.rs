@@ -102,7 +102,7 @@ async fn mqtt5_response_topic_and_correlation_data() {
         assert!(v["connectors"][0]["sourceMap"].is_string(), "modern android variant ships source maps");
         // Errors are bare too, and keep the correlation data.
         app.publish_rr(
-            "getConnectors",
+            "getConnectors/app-v5",
             json!({"platform": "ios", "version": "x.y"}).to_string(),
             "replies/app-v5/y",
             b"corr-2",

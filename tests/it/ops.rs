@@ -277,7 +277,12 @@ fn tests_run_the_production_defaults() {
     let production = blank(parse_serve::<&str>(&[]));
     let tests = blank(config(&catalog, "mqtt://127.0.0.1:1", &[]));
     assert_eq!(tests, production);
-    assert!(production.limits.rate_limit.is_some() && production.reload.watch, "the production defaults are on");
+    assert!(
+        production.limits.rate_limits.device.is_some()
+            && production.limits.rate_limits.global.is_some()
+            && production.reload.watch,
+        "the production defaults are on"
+    );
 }
 
 /// Spawns the binary with a systemd notify socket; returns the child and the socket.

@@ -3,7 +3,7 @@
 //! example, and several instances in one shared-subscription group.
 
 use crate::common::mqtt::{config, nest, serve_external, serve_with, Client, TIMEOUT};
-use crate::common::{eventually, spawn_service, Mosquitto, TempCatalog};
+use crate::common::{eventually, spawn_service, Mosquitto, ShippedMosquitto, TempCatalog};
 use connector_scripts::config::ServeConfig;
 use connector_scripts::ops::status::StatusDoc;
 use serde_json::{json, Value};
@@ -308,13 +308,7 @@ impl Pki {
 }
 
 pub fn password_file(dir: &std::path::Path, users: &[(&str, &str)]) -> String {
-    let file = dir.join("passwd");
-    std::fs::write(&file, "").unwrap();
-    for (u, p) in users {
-        let ok = std::process::Command::new("mosquitto_passwd").arg("-b").arg(&file).args([u, p]).status().unwrap();
-        assert!(ok.success(), "mosquitto_passwd");
-    }
-    file.display().to_string()
+    crate::common::password_file_at(&dir.join("passwd"), users)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -519,39 +513,17 @@ async fn three_instances_in_a_share_group_answer_each_request_once() {
     }
 }
 
-/// `deploy/mosquitto/mosquitto.conf` as shipped, with only its paths and port moved into the test's directory.
-fn shipped_mosquitto_conf(port: u16, dir: &str) -> String {
-    let text = std::fs::read_to_string(crate::common::repo().join("deploy/mosquitto/mosquitto.conf")).unwrap();
-    let acl = crate::common::repo().join("deploy/mosquitto/acl");
-    let moved: Vec<String> = text
-        .lines()
-        .map(|line| match line.split_whitespace().next() {
-            Some("listener") => format!("listener {port} 127.0.0.1"),
-            Some("password_file") => format!("password_file {dir}/passwd"),
-            Some("acl_file") => format!("acl_file {}", acl.display()),
-            Some("persistence_location") => format!("persistence_location {dir}/"),
-            _ => line.to_string(),
-        })
-        .collect();
-    format!("{}\nlog_dest file {dir}/mosquitto.log\n", moved.join("\n"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_mosquitto_config_and_acl_serve_the_service_and_devices() {
     let catalog = TempCatalog::examples();
-    let mosquitto = Mosquitto::start_conf(|port, dir| {
-        password_file(std::path::Path::new(dir), &[("connector-scripts", "svc-pw"), ("device-a", "a-pw")]);
-        shipped_mosquitto_conf(port, dir)
-    })
-    .await;
-    let pw = mosquitto.dir.path().join("svc-pw");
+    let shipped = ShippedMosquitto::start(&[("device-a", "a-pw")], &[("connector-scripts", "svc-pw")]).await;
+    let pw = shipped.mosquitto.dir.path().join("svc-pw");
     std::fs::write(&pw, "svc-pw").unwrap();
     let pw = pw.display().to_string();
-    let url = mosquitto.url();
-    let r = serve_with(config(&catalog, &url, &["--mqtt-username", "connector-scripts", "--mqtt-password-file", &pw]))
-        .await;
-    // A device as the ACL expects it (client id = device id), through the `request` command.
-    let device_url = format!("{url}?client_id=device-a");
+    let service = ["--mqtt-username", "connector-scripts", "--mqtt-password-file", &pw];
+    let r = serve_with(config(&catalog, &shipped.service_url(), &service)).await;
+    // A device on the device listener, through the `request` command (its client id is its username there).
+    let device_url = shipped.mosquitto.url();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_connector-scripts"))
             .args(["request", "--broker", &device_url, "--mqtt-username", "device-a", "--device", "device-a"])

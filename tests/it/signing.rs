@@ -211,9 +211,18 @@ fn key_files_that_cannot_serve_are_refused_naming_the_file() {
     {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&private).unwrap().permissions().mode() & 0o777, 0o600);
-        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let (_, warning) = connector_scripts::signing::Signer::load(&private).unwrap();
-        assert!(warning.is_some_and(|w| w.contains("readable by other users")));
+        // Group- or world-readable keys are refused, as ssh refuses them, with the command that fixes it; by
+        // `serve` too, before anything starts.
+        for (mode, who) in [(0o644, "its group and other users"), (0o640, "its group"), (0o604, "other users")] {
+            std::fs::set_permissions(&private, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = connector_scripts::signing::Signer::load(&private).unwrap_err().to_string();
+            assert!(err.contains(&format!("readable by {who}")) && err.contains("chmod 600"), "{mode:o}: {err}");
+            let out = serve(&private);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success() && stderr.contains("chmod 600"), "{stderr}");
+        }
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(connector_scripts::signing::Signer::load(&private).is_ok(), "owner-only is fine");
     }
 }
 

@@ -275,6 +275,64 @@ impl Drop for Mosquitto {
     }
 }
 
+/// Writes a Mosquitto password file at `path` with `users` (name, password), through `mosquitto_passwd`.
+pub fn password_file_at(path: &Path, users: &[(&str, &str)]) -> String {
+    std::fs::write(path, "").unwrap();
+    for (u, p) in users {
+        let ok = Command::new("mosquitto_passwd").arg("-b").arg(path).args([u, p]).status().unwrap();
+        assert!(ok.success(), "mosquitto_passwd");
+    }
+    path.display().to_string()
+}
+
+/// A Mosquitto started with `deploy/mosquitto/mosquitto.conf` and `acl` as shipped, with only ports and paths
+/// moved into the test's directory: the device listener on `mosquitto.port`, the service listener on
+/// `service_port`, and the two password files made from `devices` and `services`.
+pub struct ShippedMosquitto {
+    pub mosquitto: Mosquitto,
+    pub service_port: u16,
+}
+
+impl ShippedMosquitto {
+    pub async fn start(devices: &[(&str, &str)], services: &[(&str, &str)]) -> ShippedMosquitto {
+        let service_port = std::sync::Mutex::new(0u16);
+        let mosquitto = Mosquitto::start_conf(|port, dir| {
+            let second = free_port();
+            *service_port.lock().unwrap() = second;
+            password_file_at(&Path::new(dir).join("devices.passwd"), devices);
+            password_file_at(&Path::new(dir).join("service.passwd"), services);
+            shipped_conf([port, second], dir)
+        })
+        .await;
+        let service_port = *service_port.lock().unwrap();
+        ShippedMosquitto { mosquitto, service_port }
+    }
+
+    /// The service listener's URL.
+    pub fn service_url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.service_port)
+    }
+}
+
+/// The shipped configuration with its listeners on `ports` (in order) and its files in `dir`.
+fn shipped_conf(ports: [u16; 2], dir: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("deploy/mosquitto/mosquitto.conf")).unwrap();
+    let acl = repo().join("deploy/mosquitto/acl");
+    let (mut listeners, mut passwords) = (ports.iter(), ["devices", "service"].iter());
+    let moved: Vec<String> = text
+        .lines()
+        .map(|line| match line.split_whitespace().next() {
+            Some("listener") => format!("listener {} 127.0.0.1", listeners.next().expect("two listeners")),
+            Some("password_file") => format!("password_file {dir}/{}.passwd", passwords.next().expect("two files")),
+            Some("acl_file") => format!("acl_file {}", acl.display()),
+            Some("persistence_location") => format!("persistence_location {dir}/"),
+            _ => line.to_string(),
+        })
+        .collect();
+    assert!(listeners.next().is_none(), "the shipped config has two listeners");
+    format!("{}\nlog_dest file {dir}/mosquitto.log\nlog_type all\n", moved.join("\n"))
+}
+
 /// Spawns the `connector-scripts serve` binary on `catalog` with extra flags (stdout/stderr discarded).
 pub fn spawn_service(catalog: &TempCatalog, args: &[&str], envs: &[(&str, String)]) -> std::process::Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_connector-scripts"));
