@@ -16,6 +16,12 @@ The poll model of the system it replaces (no push: every phone asks every P seco
 against the NestJS peer (bench/peers/nestjs: the old system's design) with POLL_DEVICES phones (default 5 000) and
 P = POLL seconds (default 60): the requests per second the fleet costs while nothing changes, and how long each phone
 waits after a save for its next answer (mean, p99, 100 %). It takes 2.5 P.
+
+Bytes per update: with FETCH_DEVICES phones (default 2 000) on a catalog of 10 connectors for ios/next (the
+examples and a copy of each under extra/), one save that changes 1 of the 10, three times in one run: devices
+re-fetch the full bundle (as apps do today), a delta (`have`: the hashes of what they hold), and a delta with
+`accept: ["gzip"]`. herd counts the bytes the broker sent each device from the save on (the manifest push and the
+reply): broker egress per device.
 """
 import json
 import os
@@ -34,6 +40,8 @@ SIZES = [int(n) for n in os.environ.get("DEVICES", "2000,5000,10000").split(",")
 POLL_DEVICES = int(os.environ.get("POLL_DEVICES", "5000"))
 OUT = os.environ.get("OUT", "docs/BENCH-herd.md")
 POLL_S = float(os.environ.get("POLL", "60"))
+FETCH_DEVICES = int(os.environ.get("FETCH_DEVICES", "2000"))
+FETCH_MODES = ["full", "delta", "delta-gzip"]
 
 
 def raise_file_limit():
@@ -58,11 +66,23 @@ def metric(port, name):
                 yield line
 
 
-def one_size(paths, n):
-    broker = Mosquitto()
+def example_catalog(copies=False):
+    """A copy of the example catalog; with `copies`, every ios/next connector twice (10 in all, under extra/)."""
     catalog = tempfile.mkdtemp()
     shutil.copytree(os.path.join(ROOT, "snippets"), os.path.join(catalog, "snippets"))
     shutil.copytree(os.path.join(ROOT, "platforms"), os.path.join(catalog, "platforms"))
+    if copies:
+        extra = os.path.join(catalog, "snippets", "extra")
+        os.makedirs(extra)
+        for rel in ["experimental/geofence", "fleet/tracking", "health/step-counter", "payments/card-reader",
+                    "smart-home/thermostat"]:
+            shutil.copy(os.path.join(ROOT, "snippets", rel + ".ts"), os.path.join(extra, rel.replace("/", "-") + ".ts"))
+    return catalog
+
+
+def one_size(paths, n, fetch="full", copies=False):
+    broker = Mosquitto()
+    catalog = example_catalog(copies)
     http = free_port()
     service = subprocess.Popen([paths["connector-scripts"], "serve", "--broker", broker.url, "--http-listen",
                                 f"127.0.0.1:{http}", "--snippets", os.path.join(catalog, "snippets"),
@@ -73,7 +93,7 @@ def one_size(paths, n):
         herd = subprocess.Popen([paths["herd"], "--broker", broker.url, "--devices", str(n), "--platform", "ios",
                                  "--version", "3.1.0", "--manifest", "connectors/ios/next",
                                  "--edit", os.path.join(catalog, "snippets/smart-home/thermostat.ts"),
-                                 "--pids", f"{broker.proc.pid},{service.pid}"],
+                                 "--pids", f"{broker.proc.pid},{service.pid}", "--fetch", fetch],
                                 stdout=subprocess.PIPE, text=True)
         # CPU is counted from the moment every device holds the revision: herd edits right after connecting, so
         # the connect storm is included; it is reported apart below as connect_s.
@@ -109,7 +129,7 @@ def poll_model(paths, n):
         broker.stop()
 
 
-def render(rows, limit, poll=None):
+def render(rows, limit, poll=None, fetched=()):
     def ms(v):
         return "never" if v is None else f"{v:.0f} ms"
     lines = [
@@ -155,7 +175,23 @@ def render(rows, limit, poll=None):
                   f"{(b['updated_p99_ms'] or 0) / max(a['updated_p99_ms'] or 1, 1e-9):.2f}x; broker CPU per device "
                   f"in the herd {a['broker_herd_ms'] * 1000 / a['devices']:.0f} µs and "
                   f"{b['broker_herd_ms'] * 1000 / b['devices']:.0f} µs."]
-    lines += ["", "Raw lines:", "", "```"] + [json.dumps(r) for r in rows] + ["```", ""]
+    if fetched:
+        full = fetched[0]["bytes_per_device"] or 1
+        lines += [
+            "",
+            f"## Bytes per update: {fetched[0]['devices']} phones, 1 connector of 10 changed",
+            "",
+            "Broker egress per device from the save on (the retained manifest push and the reply, PUBLISH packets "
+            "as sent), on ios/next with 10 connectors (source maps on), one save of `smart-home/thermostat.ts`.",
+            "",
+            "| re-fetch | updated | lost | bytes per device | vs full | → 100 % | broker CPU, herd | service CPU, herd |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in fetched:
+            b = r["bytes_per_device"] or 0
+            lines.append(f"| {r['fetch']} | {r['updated']} | {r['lost']} | {b:,.0f} | {full / max(b, 1):.1f}x fewer "
+                         f"| {ms(r['updated_p100_ms'])} | {r['broker_herd_ms']:.0f} ms | {r['service_herd_ms']:.0f} ms |")
+    lines += ["", "Raw lines:", "", "```"] + [json.dumps(r) for r in rows + fetched] + ["```", ""]
     return "\n".join(lines)
 
 
@@ -173,7 +209,14 @@ def main():
         log(f"== poll model: {POLL_DEVICES} devices every {POLL_S} s against the NestJS peer ({2.5 * POLL_S:.0f} s)")
         poll = poll_model(paths, POLL_DEVICES)
         log(json.dumps(poll))
-    text = render(rows, limit, poll)
+    fetched = []
+    if FETCH_DEVICES:
+        for mode in FETCH_MODES:
+            log(f"== bytes per update: {FETCH_DEVICES} devices, re-fetch {mode}")
+            r = one_size(paths, FETCH_DEVICES, fetch=mode, copies=True)
+            log(json.dumps(r))
+            fetched.append(r)
+    text = render(rows, limit, poll, fetched)
     print(text)
     if OUT:
         with open(os.path.join(ROOT, OUT), "w") as f:

@@ -8,7 +8,12 @@
 //! rate-limited, not-modified).
 //!
 //! `herd --broker mqtt://127.0.0.1:PORT --devices 5000 --platform ios --version 3.1.0 --manifest connectors/ios/next
-//!  --edit SNIPPET.ts [--timeout-secs 30] [--pids BROKER,SERVICE]`
+//!  --edit SNIPPET.ts [--timeout-secs 30] [--pids BROKER,SERVICE] [--fetch full|delta|delta-gzip]`
+//!
+//! `--fetch`: how devices re-fetch. `full` (the default): with their old revision, as every app does today.
+//! `delta`: naming what they hold (`have`, the connector hashes of the first manifest), so the reply carries only
+//! what changed; `delta-gzip`: the same with `accept: ["gzip"]`. Every device counts the bytes the broker sent it
+//! from the save on (each PUBLISH: payload, topic and header), so the modes compare broker egress per device.
 //!
 //! With `--pids`, the CPU time of the broker and the service is read from /proc around the herd alone (from the
 //! save to the last reply), apart from the connect storm before it.
@@ -34,6 +39,15 @@ struct Seen {
     manifest_ms: Option<f64>,
     updated_ms: Option<f64>,
     error: Option<String>,
+    /// Bytes of the PUBLISH packets the broker sent this device after the save.
+    bytes: usize,
+}
+
+/// What a device names as held in a delta re-fetch: the connector hashes of a manifest.
+fn held_hashes(payload: &[u8]) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+    let list = v["connectors"].as_array().cloned().unwrap_or_default();
+    list.iter().filter_map(|c| Some((c["name"].as_str()?.to_string(), c["sha256"].clone()))).collect()
 }
 
 struct Shared {
@@ -49,6 +63,16 @@ struct Shared {
 fn revision_of(payload: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
     v["revision"].as_str().map(str::to_string)
+}
+
+/// Bytes of an MQTT remaining-length field for `n`.
+fn varint_len(n: usize) -> usize {
+    match n {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
 }
 
 fn since_save(shared: &Shared) -> Option<f64> {
@@ -70,9 +94,14 @@ async fn device(
     client.subscribe(&manifest, QoS::AtMostOnce).await.unwrap();
     let mut permit = Some(permit);
     let mut held: Option<String> = None;
+    let mut have = serde_json::Value::Null;
     let mut seen = Seen::default();
-    let data =
+    let mut data =
         serde_json::json!({"platform": arg(&args, "--platform", "ios"), "version": arg(&args, "--version", "3.1.0")});
+    let fetch = arg(&args, "--fetch", "full");
+    if fetch == "delta-gzip" {
+        data["accept"] = serde_json::json!(["gzip"]);
+    }
     loop {
         let ev = match el.poll().await {
             Ok(ev) => ev,
@@ -91,18 +120,26 @@ async fn device(
             }
             continue;
         };
+        if since_save(&shared).is_some() {
+            // Fixed header (type byte and remaining length) and the topic's length prefix, then topic and payload.
+            seen.bytes += 2 + varint_len(p.payload.len() + p.topic.len() + 2) + p.topic.len() + p.payload.len();
+        }
         if p.topic == manifest {
             let Some(rev) = revision_of(&p.payload) else { continue };
             match &held {
                 None => {
                     shared.first.lock().unwrap().get_or_insert(rev.clone());
                     held = Some(rev);
+                    have = held_hashes(&p.payload);
                     shared.ready.fetch_add(1, Ordering::SeqCst);
                 }
                 Some(old) if *old != rev && seen.manifest_ms.is_none() => {
                     seen.manifest_ms = since_save(&shared);
                     let mut data = data.clone();
                     data["revision"] = serde_json::Value::String(old.clone());
+                    if fetch != "full" {
+                        data["have"] = have.clone();
+                    }
                     let env = serde_json::json!({"pattern": "getConnectors", "data": data, "id": format!("{i}")});
                     let _ = client.publish(&topic, QoS::AtMostOnce, false, env.to_string()).await;
                 }
@@ -320,6 +357,8 @@ async fn run(args: Vec<String>) {
         .filter(|s| s.error.as_deref().is_some_and(|e| e != "RATE_LIMITED" && e != "notModified"))
         .count();
     let full = (updated.len() == n).then(|| updated.last().copied()).flatten();
+    let bytes: Vec<usize> = results.iter().filter(|s| s.updated_ms.is_some()).map(|s| s.bytes).collect();
+    let bytes_per_device = (!bytes.is_empty()).then(|| bytes.iter().sum::<usize>() as f64 / bytes.len() as f64);
     println!(
         "{}",
         serde_json::json!({
@@ -329,7 +368,8 @@ async fn run(args: Vec<String>) {
             "manifest_p100_ms": manifest.last(),
             "updated_p50_ms": percentile(&updated, 50.0), "updated_p99_ms": percentile(&updated, 99.0),
             "updated_p100_ms": full, "rate_limited": errors("RATE_LIMITED"), "not_modified": errors("notModified"),
-            "errors": other_errors, "herd_cpu_ms": herd_cpu,
+            "errors": other_errors, "herd_cpu_ms": herd_cpu, "fetch": arg(&args, "--fetch", "full"),
+            "bytes_per_device": bytes_per_device,
         })
     );
     std::process::exit(0);

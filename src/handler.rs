@@ -3,7 +3,7 @@
 //!
 //! Replies are spliced from each bundle's pre-serialized bytes.
 
-use crate::catalog::{AppVersion, Catalog, ResolveError};
+use crate::catalog::{AppVersion, Catalog, ResolveError, Selection};
 use crate::metrics::{request_key, Counted, RequestLabels, NOT_MODIFIED};
 use crate::ratelimit::{Admission, RateLimits, Scope};
 use crate::wire::topics::{self, Topics};
@@ -141,6 +141,30 @@ impl Handler {
     }
 }
 
+/// The `accept` entry for gzipped code fields.
+const GZIP: &str = "gzip";
+
+/// The indices of the connectors `names` asks for, each once, or `UNKNOWN_CONNECTOR` with the known ones.
+fn subset(bundle: &crate::catalog::Bundle, names: &[String]) -> Result<Vec<usize>, WireError> {
+    let mut idx = Vec::with_capacity(names.len());
+    for name in names {
+        let i = bundle.script_index(name).ok_or_else(|| WireError {
+            code: ErrorCode::UnknownConnector,
+            message: format!(
+                "variant {:?} of {} has no connector {:?}",
+                bundle.variant,
+                bundle.platform,
+                name.chars().take(64).collect::<String>()
+            ),
+            known: Some(bundle.scripts.iter().map(|s| s.name.clone()).collect()),
+        })?;
+        if !idx.contains(&i) {
+            idx.push(i);
+        }
+    }
+    Ok(idx)
+}
+
 /// The error a rate-limited request gets, saying which limit it met.
 fn rate_limited(scope: Scope) -> WireError {
     let message = match scope {
@@ -204,29 +228,24 @@ fn answer(
     }
     let only = match &req.connectors {
         None => None,
-        Some(names) => {
-            let mut idx = Vec::with_capacity(names.len());
-            for name in names {
-                let i = bundle.script_index(name).ok_or_else(|| WireError {
-                    code: ErrorCode::UnknownConnector,
-                    message: format!(
-                        "variant {:?} of {} has no connector {:?}",
-                        bundle.variant,
-                        bundle.platform,
-                        name.chars().take(64).collect::<String>()
-                    ),
-                    known: Some(bundle.scripts.iter().map(|s| s.name.clone()).collect()),
-                })?;
-                if !idx.contains(&i) {
-                    idx.push(i);
-                }
-            }
-            Some(idx)
-        }
+        Some(names) => Some(subset(bundle, names)?),
+    };
+    // A delta only for requests that name what they hold and did not ask for a subset: old clients get the full
+    // bundle, byte for byte.
+    let delta = match (&req.have, &only) {
+        (Some(have), None) => Some(bundle.delta(have)),
+        _ => None,
+    };
+    // Nothing to leave out: the full reply, as an old client would get it.
+    let delta = delta.filter(|(changed, removed)| changed.len() < bundle.scripts.len() || !removed.is_empty());
+    let selection = Selection {
+        only: only.as_deref().or(delta.as_ref().map(|(changed, _)| changed.as_slice())),
+        removed: delta.as_ref().map(|(_, removed)| removed.as_slice()),
+        gzip: req.accept.as_ref().is_some_and(|a| a.iter().any(|e| e == GZIP)),
     };
     out.reserve(bundle.reply_len_hint() + 64);
     let version = version.to_string();
-    wire::frame_with(framing, out, |out| bundle.write_reply(&version, only.as_deref(), out));
+    wire::frame_with(framing, out, |out| bundle.write_selection(&version, selection, out));
     Ok(())
 }
 

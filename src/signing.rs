@@ -371,7 +371,9 @@ pub fn verify_reply(reply: &serde_json::Value, keys: &TrustedKeys) -> Result<Ver
     let scripts = reply["connectors"].as_array().map(Vec::as_slice).unwrap_or_default();
     for script in scripts {
         let name = script["name"].as_str().unwrap_or_default();
-        let code = script["code"].as_str().unwrap_or_default();
+        // Gzipped code (`accept: ["gzip"]`) is checked as what it decodes to: the signature covers plain code.
+        let code = crate::catalog::bundle::code_of(script).unwrap_or_default();
+        let code = code.as_str();
         let entry = manifest
             .connectors
             .iter()

@@ -51,6 +51,62 @@ pub struct Bundle {
     script_json: Vec<Vec<u8>>,
     /// All script objects joined by commas.
     all_scripts: Vec<u8>,
+    /// Each script's JSON object with its code (and source map) gzipped and in base64, built once per revision.
+    script_gzip: Vec<Vec<u8>>,
+}
+
+/// How much of a bundle a reply carries, and in which encoding.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Selection<'a> {
+    /// Only these scripts (indices into `scripts`); `None`: all of them.
+    pub only: Option<&'a [usize]>,
+    /// A delta: the reply says so and lists the connectors the device holds that are gone.
+    pub removed: Option<&'a [&'a str]>,
+    /// Code and source maps gzipped, in base64 (`codeGz`, `sourceMapGz`).
+    pub gzip: bool,
+}
+
+/// One script with its code gzipped, as the `accept: ["gzip"]` replies carry it.
+#[derive(Serialize)]
+struct GzipScript<'a> {
+    name: &'a str,
+    sha256: &'a str,
+    #[serde(rename = "codeGz")]
+    code_gz: String,
+    #[serde(rename = "sourceMapGz", skip_serializing_if = "Option::is_none")]
+    source_map_gz: Option<String>,
+}
+
+/// `text` gzipped (level 9: built once per revision, sent to every device), in base64.
+fn gzip_base64(text: &str) -> String {
+    use base64::Engine;
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(text.len() / 3), flate2::Compression::best());
+    // Writing to a Vec cannot fail.
+    let _ = enc.write_all(text.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(enc.finish().unwrap_or_default())
+}
+
+/// The code of one script object of a reply, plain (`code`) or gzipped (`codeGz`); `None` when neither decodes.
+pub fn code_of(script: &serde_json::Value) -> Option<String> {
+    use base64::Engine;
+    if let Some(code) = script["code"].as_str() {
+        return Some(code.to_string());
+    }
+    let gz = base64::engine::general_purpose::STANDARD.decode(script["codeGz"].as_str()?).ok()?;
+    let mut code = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut code).ok()?;
+    Some(code)
+}
+
+fn gzip_json(s: &Script) -> Vec<u8> {
+    let g = GzipScript {
+        name: &s.name,
+        sha256: &s.sha256,
+        code_gz: gzip_base64(&s.code),
+        source_map_gz: s.source_map.as_deref().map(gzip_base64),
+    };
+    serde_json::to_vec(&g).unwrap_or_default()
 }
 
 /// A source map for the same code with `lines` lines put in front (the polyfills): each line is one `;` more at
@@ -63,6 +119,16 @@ pub fn shift_source_map(map: &str, lines: usize) -> String {
         m.insert_str(0, &";".repeat(lines));
     }
     doc.to_string()
+}
+
+/// `parts` joined by commas, appended to `out`.
+fn join_into<'a>(out: &mut Vec<u8>, parts: impl Iterator<Item = &'a Vec<u8>>) {
+    for (n, part) in parts.enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(part);
+    }
 }
 
 fn json(v: &str) -> String {
@@ -129,6 +195,7 @@ impl Bundle {
         let middle = middle(variant, &revision, None, None);
         let script_json: Vec<Vec<u8>> = scripts.iter().map(|s| serde_json::to_vec(s).unwrap_or_default()).collect();
         let all_scripts = script_json.join(&b","[..]);
+        let script_gzip = scripts.iter().map(gzip_json).collect();
         Bundle {
             platform: platform.to_string(),
             variant: variant.to_string(),
@@ -143,6 +210,7 @@ impl Bundle {
             middle,
             script_json,
             all_scripts,
+            script_gzip,
         }
     }
 
@@ -183,25 +251,43 @@ impl Bundle {
     /// Appends the reply object `{platform, version, variant, revision, connectors}` to `out`, with every script
     /// or only those at `only` (indices into `scripts`). `version` is the normalized app version.
     pub fn write_reply(&self, version: &str, only: Option<&[usize]>, out: &mut Vec<u8>) {
+        self.write_selection(version, Selection { only, ..Selection::default() }, out);
+    }
+
+    /// Appends the reply object for `selection`: [`Bundle::write_reply`], plus `"delta":true` and `removed` for a
+    /// delta, and gzipped code fields when asked for. Every part is pre-serialized: a memcpy per script.
+    pub fn write_selection(&self, version: &str, selection: Selection<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.head);
         // A normalized semver string holds only [0-9A-Za-z.+-]: no escaping needed, but stay safe.
         out.extend_from_slice(serde_json::to_string(version).unwrap_or_default().as_bytes());
         out.extend_from_slice(&self.middle);
-        match only {
-            None => out.extend_from_slice(&self.all_scripts),
-            Some(indices) => {
-                for (n, &i) in indices.iter().enumerate() {
-                    if n > 0 {
-                        out.push(b',');
-                    }
-                    out.extend_from_slice(&self.script_json[i]);
-                }
-            }
+        let parts = if selection.gzip { &self.script_gzip } else { &self.script_json };
+        match selection.only {
+            None if !selection.gzip => out.extend_from_slice(&self.all_scripts),
+            None => join_into(out, parts.iter()),
+            Some(indices) => join_into(out, indices.iter().map(|&i| &parts[i])),
         }
-        out.extend_from_slice(b"]}");
+        out.push(b']');
+        if let Some(removed) = selection.removed {
+            out.extend_from_slice(b",\"delta\":true,\"removed\":");
+            out.extend_from_slice(serde_json::to_string(removed).unwrap_or_default().as_bytes());
+        }
+        out.push(b'}');
+    }
+
+    /// What a device holding `have` (connector name → hex SHA-256) lacks: the indices of the scripts it does not
+    /// have in this exact form, and the names it holds that this revision no longer has.
+    pub fn delta<'h>(&self, have: &'h std::collections::BTreeMap<String, String>) -> (Vec<usize>, Vec<&'h str>) {
+        let changed = (0..self.scripts.len())
+            .filter(|&i| have.get(&self.scripts[i].name) != Some(&self.scripts[i].sha256))
+            .collect();
+        let removed = have.keys().filter(|name| self.script_index(name).is_none()).map(String::as_str).collect();
+        (changed, removed)
     }
 
     /// Size of the full reply, for capacity hints.
+    ///
+    /// Gzipped or partial replies are smaller.
     pub fn reply_len_hint(&self) -> usize {
         self.head.len() + self.middle.len() + self.all_scripts.len() + 64
     }
@@ -238,6 +324,33 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&only).unwrap();
         assert_eq!(v["connectors"].as_array().unwrap().len(), 1);
         assert_eq!(v["connectors"][0]["name"], "b");
+    }
+
+    #[test]
+    fn a_delta_carries_what_changed_and_names_what_went_and_gzip_round_trips() {
+        let b = Bundle::new("ios", "v", "*", OPTS, vec![script("a", "1"), script("b", &"x".repeat(2000))]);
+        let have: std::collections::BTreeMap<String, String> = [
+            ("a".to_string(), sha256_hex(b"1")),
+            ("b".to_string(), "0".repeat(64)),
+            ("gone".to_string(), "f".repeat(64)),
+        ]
+        .into();
+        let (changed, removed) = b.delta(&have);
+        assert_eq!((changed.clone(), removed.clone()), (vec![1], vec!["gone"]));
+        let mut out = Vec::new();
+        b.write_selection("1.0.0", Selection { only: Some(&changed), removed: Some(&removed), gzip: true }, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!((v["delta"].clone(), v["removed"].clone()), (serde_json::json!(true), serde_json::json!(["gone"])));
+        let only = &v["connectors"].as_array().unwrap()[..];
+        assert_eq!((only.len(), only[0]["name"].as_str()), (1, Some("b")));
+        assert!(only[0].get("code").is_none());
+        assert_eq!(code_of(&only[0]).as_deref(), Some("x".repeat(2000).as_str()));
+        assert!(only[0]["codeGz"].as_str().unwrap().len() < 100, "2000 repeated bytes gzip to less");
+        // Without a selection the reply is exactly the full one.
+        let (mut full, mut plain) = (Vec::new(), Vec::new());
+        b.write_reply("1.0.0", None, &mut full);
+        b.write_selection("1.0.0", Selection::default(), &mut plain);
+        assert_eq!(full, plain);
     }
 
     #[test]

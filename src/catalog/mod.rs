@@ -21,7 +21,7 @@ pub mod platforms;
 pub mod transpile;
 pub mod version;
 
-pub use bundle::{Bundle, Script};
+pub use bundle::{Bundle, Script, Selection};
 pub use cache::CompileCache;
 pub use diagnostic::{Diagnostic, Severity};
 pub use platforms::{CompileOptions, ModuleFormat, Platform, Target, VariantSpec};

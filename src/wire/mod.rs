@@ -105,7 +105,17 @@ pub struct RequestData {
     /// The device, when the request topic does not name it (picks the release channel in manual mode).
     #[serde(default, rename = "deviceId")]
     pub device_id: Option<String>,
+    /// What the device holds, connector name → hex SHA-256: the reply carries only the connectors that differ or
+    /// are new, the names removed, and the full signed manifest (a delta). Absent: the full bundle, as always.
+    #[serde(default)]
+    pub have: Option<std::collections::BTreeMap<String, String>>,
+    /// Encodings the device can decode for code fields, best first (`gzip`). Absent or unknown: plain code.
+    #[serde(default)]
+    pub accept: Option<Vec<String>>,
 }
+
+/// Most entries of `accept`.
+pub const MAX_ACCEPT: usize = 8;
 
 /// How the reply must be framed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,6 +291,17 @@ fn parse_data(json: &[u8], limits: &Limits) -> Result<RequestData, WireError> {
     if data.device_id.as_ref().is_some_and(|d| d.len() > max) {
         return Err(long("deviceId"));
     }
+    if let Some(have) = &data.have {
+        if have.len() > limits.max_connectors {
+            return Err(bad(format!("`have` names at most {} connectors", limits.max_connectors)));
+        }
+        if have.iter().any(|(name, hash)| name.len() > max || hash.len() > max) {
+            return Err(long("have"));
+        }
+    }
+    if data.accept.as_ref().is_some_and(|a| a.len() > MAX_ACCEPT || a.iter().any(|e| e.len() > max)) {
+        return Err(bad(format!("`accept` lists at most {MAX_ACCEPT} encodings")));
+    }
     if let Some(c) = &data.connectors {
         if c.len() > limits.max_connectors {
             return Err(bad(format!("at most {} connectors per request", limits.max_connectors)));
@@ -307,6 +328,8 @@ mod tests {
             connectors: None,
             revision: None,
             device_id: None,
+            have: None,
+            accept: None,
         }
     }
 

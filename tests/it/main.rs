@@ -9,6 +9,7 @@ mod catalog;
 mod cluster;
 mod common;
 mod conformance;
+mod delta;
 mod failover;
 mod interop;
 mod mqtt;

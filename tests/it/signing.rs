@@ -13,7 +13,7 @@ use std::time::Instant;
 const CLI: &str = env!("CARGO_BIN_EXE_connector-scripts");
 
 /// A key pair written by the `keygen` command: (private, public, key id).
-fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
+pub(crate) fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
     let out = Command::new(CLI).args(["keygen", "--out"]).arg(dir.join(name)).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
