@@ -33,6 +33,8 @@ LOADED = os.environ.get("LOADED", "2x4" if SMOKE else "4x16")
 # Rounds interleave the responders (A B C, A B C, ...) so slow spells of a shared machine hit all of them; every
 # serving figure is the median over the rounds.
 ROUNDS = int(os.environ.get("ROUNDS", "1" if SMOKE else "3"))
+# Reply-size sweep: generated catalogs of about these many KB of TypeScript (ios 2.4.1 replies of similar size).
+SWEEP = [int(k) for k in os.environ.get("SWEEP", "16" if SMOKE else "4,16,32,64,128").split(",") if k]
 PROFILE = os.environ.get("BENCH_PROFILE", "dev" if SMOKE else "release")
 OUT = os.environ.get("OUT", "" if SMOKE else "docs/BENCHMARKS.md")
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
@@ -138,14 +140,15 @@ def signing_key(paths):
     return _KEY[0]
 
 
-def start_connector_scripts(paths, broker):
+def start_connector_scripts(paths, broker, catalog=ROOT):
     """The service as production runs it: signing every manifest."""
     http = free_port()
     proc = subprocess.Popen([paths["connector-scripts"], "serve", "--broker", broker, "--http-listen",
                              f"127.0.0.1:{http}", "--rate-limit", "0", "--rate-limit-bare", "0",
                              "--rate-limit-global", "0", "--qos-in", "0",
                              "--signing-key", signing_key(paths),
-                             "--snippets", os.path.join(ROOT, "snippets"), "--platforms", os.path.join(ROOT, "platforms")],
+                             "--snippets", os.path.join(catalog, "snippets"),
+                             "--platforms", os.path.join(catalog, "platforms")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait(lambda: readyz(http), 30, "connector-scripts ready")
     return proc
@@ -242,6 +245,76 @@ def startup_to_ready(paths, broker, repeats):
     return times[len(times) // 2]
 
 
+def ideal_cmd(paths, broker, catalog=ROOT):
+    return [paths["loadgen"], "respond", "--broker", broker, "--version", "2.4.1",
+            "--snippets", os.path.join(catalog, "snippets"), "--platforms", os.path.join(catalog, "platforms"),
+            "--signing-key", signing_key(paths)]
+
+
+def sweep_catalog(kb):
+    """The example platforms with generated connectors of ~4 KB of TypeScript each, ~`kb` KB in all."""
+    root = tempfile.mkdtemp()
+    shutil.copytree(os.path.join(ROOT, "platforms"), os.path.join(root, "platforms"))
+    folder = os.path.join(root, "snippets", "sweep")
+    os.makedirs(folder)
+    per, written, i = 4096, 0, 0
+    while written < kb * 1024:
+        lines = [f"// Connector {i} of the reply-size sweep (bench/run.py).", "export interface Reading { at: number; value: number }"]
+        j = 0
+        while sum(len(l) + 1 for l in lines) < min(per, kb * 1024 - written):
+            lines.append(f"export function scale{j}(r: Reading): number {{ return r.value * {j + 1} + {i} - r.at % {j + 7}; }}")
+            j += 1
+        text = "\n".join(lines) + "\n"
+        with open(os.path.join(folder, f"c{i:03}.ts"), "w") as f:
+            f.write(text)
+        written += len(text)
+        i += 1
+    return root
+
+
+def reply_bytes(paths, broker):
+    """Bytes of one reply to ios 2.4.1, as the `request` command receives it."""
+    out = subprocess.run([paths["connector-scripts"], "request", "--broker", broker, "--platform", "ios",
+                          "--version", "2.4.1", "--device", "sweep-probe", "--json"],
+                         check=True, stdout=subprocess.PIPE, text=True).stdout
+    return len(out.strip().splitlines()[0].encode())
+
+
+def reply_size_sweep(paths, broker):
+    """At each size of SWEEP (KB): the service and the ideal responder, interleaved over ROUNDS, same bytes."""
+    rows = []
+    for kb in SWEEP:
+        catalog = sweep_catalog(kb)
+        targets = [("connector-scripts", lambda: start_connector_scripts(paths, broker.url, catalog)),
+                   ("ideal responder", lambda: start_printing_ready(ideal_cmd(paths, broker.url, catalog)))]
+        rounds, size = {}, None
+        try:
+            for n in range(ROUNDS):
+                for label, start in targets:
+                    log(f"== reply-size sweep {kb} KB, round {n + 1}/{ROUNDS}: {label}")
+                    proc = start()
+                    try:
+                        if size is None:
+                            size = reply_bytes(paths, broker.url)
+                        c, w = (int(x) for x in LOADED.split("x"))
+                        rounds.setdefault(label, []).append(run_load(paths, broker.url, label, c, w))
+                    finally:
+                        proc.terminate()
+                        proc.wait()
+        finally:
+            shutil.rmtree(catalog, ignore_errors=True)
+        cs, ideal = rounds["connector-scripts"], rounds["ideal responder"]
+        pair = lambda k: statistics.median(a[k] / b[k] if b[k] else float("nan") for a, b in zip(cs, ideal))
+        rows.append({"kb": kb, "reply_bytes": size, "p99_ratio": pair("p99_us"), "rps_ratio": pair("rps"),
+                     "cs_p99_us": statistics.median(r["p99_us"] for r in cs),
+                     "ideal_p99_us": statistics.median(r["p99_us"] for r in ideal),
+                     "cs_rps": statistics.median(r["rps"] for r in cs),
+                     "ideal_rps": statistics.median(r["rps"] for r in ideal),
+                     "errors": sum(r["errors"] + r["timeouts"] for r in cs + ideal)})
+        log(json.dumps(rows[-1]))
+    return rows
+
+
 def main():
     paths = cargo_artifacts()
     broker = Mosquitto()
@@ -250,9 +323,7 @@ def main():
         targets = [
             ("connector-scripts", lambda: start_connector_scripts(paths, broker.url)),
             ("NestJS peer", lambda: start_printing_ready(nest_peer_cmd(broker.url))),
-            ("ideal responder", lambda: start_printing_ready([paths["loadgen"], "respond", "--broker", broker.url, "--version", "2.4.1",
-                                                              "--snippets", "snippets", "--platforms", "platforms",
-                                                              "--signing-key", signing_key(paths)])),
+            ("ideal responder", lambda: start_printing_ready(ideal_cmd(paths, broker.url))),
             # The write-coalescing experiment: the same bytes, every reply of one socket read in one write.
             ("ideal, coalesced writes", lambda: start_printing_ready([paths["loadgen"], "respond", "--coalesce",
                                                                       "--broker", broker.url, "--version", "2.4.1",
@@ -270,6 +341,7 @@ def main():
                     proc.wait()
                 log(json.dumps(rounds[label][-1]))
         results = [median_of_rounds(rounds[label]) for label, _ in targets]
+        sweep = reply_size_sweep(paths, broker)
         ready_ms = startup_to_ready(paths, broker.url, 3 if SMOKE else 7)
     finally:
         broker.stop()
@@ -280,7 +352,7 @@ def main():
     log("== bench/compile.sh")
     compile_out = subprocess.run(["bash", "bench/compile.sh"], cwd=ROOT, env=compile_env, check=True,
                                  stdout=subprocess.PIPE, text=True).stdout
-    report = render(results, ready_ms, reload_out, compile_out)
+    report = render(results, ready_ms, reload_out, compile_out, sweep)
     print(report)
     if OUT:
         with open(os.path.join(ROOT, OUT), "w") as f:
@@ -288,7 +360,7 @@ def main():
         log(f"wrote {OUT}")
 
 
-def render(results, ready_ms, reload_out, compile_out):
+def render(results, ready_ms, reload_out, compile_out, sweep=()):
     by = {r["label"]: r for r in results}
     ideal, peer, cs = by["ideal responder"], by["NestJS peer"], by["connector-scripts"]
     cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -361,6 +433,17 @@ def render(results, ready_ms, reload_out, compile_out):
               f" (1 s ÷ its CPU per request): connector-scripts {1e6 / cs['cpu_us']:.0f} req/s, NestJS peer"
               f" {1e6 / peer['cpu_us']:.0f} req/s ({ratio(peer['cpu_us'], cs['cpu_us']):.2f} ×), ideal responder"
               f" {1e6 / ideal['cpu_us']:.0f} req/s. Analysis and profiles: docs/PERFORMANCE.md."]
+    if sweep:
+        lines += ["", f"## Reply-size sweep (ios 2.4.1 on generated catalogs; loaded {LOADED}, QoS 0, {ROUNDS} round(s))",
+                  "", "connector-scripts against the ideal responder sending the same bytes, paired round by round "
+                  "(median of the ratios). Target at every size: loaded p99 ≤ 1.2 × and throughput ≥ 0.95 ×.", "",
+                  "| catalog | reply bytes | p99 µs (service / ideal) | p99 ratio | req/s (service / ideal) "
+                  "| throughput ratio | errors | within target |", "|---|---:|---|---:|---|---:|---:|---|"]
+        for r in sweep:
+            ok = r["p99_ratio"] <= 1.2 and r["rps_ratio"] >= 0.95 and r["errors"] == 0
+            lines.append(f"| ~{r['kb']} KB | {r['reply_bytes']:,} | {r['cs_p99_us']:.0f} / {r['ideal_p99_us']:.0f} "
+                         f"| {r['p99_ratio']:.2f} × | {r['cs_rps']:.0f} / {r['ideal_rps']:.0f} | {r['rps_ratio']:.2f} × "
+                         f"| {r['errors']} | {'yes' if ok else '**no**'} |")
     herd = os.path.join(ROOT, "docs/BENCH-herd.md")
     if os.path.exists(herd):
         # The herd runs on its own (`python3 bench/herd.py`, minutes of 10 000 connections); its last table here,
