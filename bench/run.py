@@ -34,6 +34,8 @@ LOADED = os.environ.get("LOADED", "2x4" if SMOKE else "4x16")
 # serving figure is the median over the rounds.
 ROUNDS = int(os.environ.get("ROUNDS", "1" if SMOKE else "3"))
 # Reply-size sweep: generated catalogs whose ios 2.4.1 replies are about these many KB.
+# Another build of the service (a path), measured in the same rounds: "unchanged within noise" as a ratio.
+BASELINE = os.environ.get("BASELINE", "")
 SWEEP = [int(k) for k in os.environ.get("SWEEP", "16" if SMOKE else "4,16,32,64,128").split(",") if k]
 PROFILE = os.environ.get("BENCH_PROFILE", "dev" if SMOKE else "release")
 OUT = os.environ.get("OUT", "" if SMOKE else "docs/BENCHMARKS.md")
@@ -140,12 +142,14 @@ def signing_key(paths):
     return _KEY[0]
 
 
-def start_connector_scripts(paths, broker, catalog=ROOT):
-    """The service as production runs it: signing every manifest."""
+def start_connector_scripts(paths, broker, catalog=ROOT, binary=None):
+    """The service as production runs it: signing every manifest. `binary`: another build (BASELINE), given only
+    the flags every build has."""
     http = free_port()
-    proc = subprocess.Popen([paths["connector-scripts"], "serve", "--broker", broker, "--http-listen",
-                             f"127.0.0.1:{http}", "--rate-limit", "0", "--rate-limit-bare", "0",
-                             "--rate-limit-global", "0", "--qos-in", "0",
+    limits = ["--rate-limit", "0"] if binary else ["--rate-limit", "0", "--rate-limit-bare", "0",
+                                                   "--rate-limit-global", "0"]
+    proc = subprocess.Popen([binary or paths["connector-scripts"], "serve", "--broker", broker, "--http-listen",
+                             f"127.0.0.1:{http}", *limits, "--qos-in", "0",
                              "--signing-key", signing_key(paths),
                              "--snippets", os.path.join(catalog, "snippets"),
                              "--platforms", os.path.join(catalog, "platforms")],
@@ -327,6 +331,8 @@ def main():
             ("connector-scripts", lambda: start_connector_scripts(paths, broker.url)),
             ("NestJS peer", lambda: start_printing_ready(nest_peer_cmd(broker.url))),
             ("ideal responder", lambda: start_printing_ready(ideal_cmd(paths, broker.url))),
+            *([("baseline build", lambda: start_connector_scripts(paths, broker.url, binary=BASELINE))]
+              if BASELINE else []),
             # The write-coalescing experiment: the same bytes, every reply of one socket read in one write.
             ("ideal, coalesced writes", lambda: start_printing_ready([paths["loadgen"], "respond", "--coalesce",
                                                                       "--broker", broker.url, "--version", "2.4.1",
@@ -419,6 +425,13 @@ def render(results, ready_ms, reload_out, compile_out, sweep=()):
     lines += ["", f"Ratios round by round: loaded throughput to the ideal {fmt(to_ideal_rounds)}; to the NestJS peer"
               f" {fmt(to_peer_rounds)}; serial p50 to the ideal {fmt(p50_rounds)}; loaded p99 to the ideal"
               f" {fmt(p99_rounds)}."]
+    base = by.get("baseline build")
+    if base:
+        rps, rps_rounds = paired(cs, base, ("loaded", "rps"))
+        p99, p99_b_rounds = paired(cs, base, ("loaded", "p99_us"))
+        lines += ["", f"Against the baseline build (`BASELINE={BASELINE}`), same rounds: loaded throughput {rps:.2f} ×"
+                  f" (rounds {fmt(rps_rounds)}), loaded p99 {p99:.2f} × (rounds {fmt(p99_b_rounds)}), CPU per request"
+                  f" {cs['cpu_us']:.1f} against {base['cpu_us']:.1f} µs ({ratio(cs['cpu_us'], base['cpu_us']):.2f} ×)."]
     co = by.get("ideal, coalesced writes")
     if co:
         lines += ["", "Write coalescing (docs/PERFORMANCE.md): broker CPU per reply, same reply bytes —"
