@@ -101,7 +101,11 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
         }
     };
     let releases = match &cfg.releases {
-        Some(rc) => Some(Arc::new(Releases::open(rc.clone())?)),
+        Some(rc) => {
+            let own = signer.as_ref().map(|s| s.public_key());
+            let trust = crate::release::trust::Trust::load(&rc.operator_keys, &rc.trusted_keys, own)?;
+            Some(Arc::new(Releases::open(rc.clone(), trust)?))
+        }
         None => None,
     };
     let state = Arc::new(

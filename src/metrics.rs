@@ -82,6 +82,15 @@ pub struct RevisionLabels {
     pub outcome: String,
 }
 
+/// Labels of `connector_scripts_bus_rejected_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BusRejectLabels {
+    /// What was refused: `state` or `bundle`.
+    pub kind: String,
+    /// Why ([`crate::release::trust::Rejected::reason`]).
+    pub reason: String,
+}
+
 /// What one handled message adds to the counters (built by the handler, recorded by the transport).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Counted {
@@ -165,6 +174,8 @@ pub struct Metrics {
     pub reports: Family<RevisionLabels, Counter>,
     /// Candidates rolled back by `--auto-halt`.
     pub auto_halts: Counter,
+    /// Documents from the bus refused (unsigned, untrusted, not for their topic), by kind and reason.
+    pub bus_rejected: Family<BusRejectLabels, Counter>,
     /// Error replies per code, indexed like [`ErrorCode::ALL`] (the request family cannot be read back).
     errors: [Counter; ErrorCode::ALL.len()],
     window: Mutex<DuplicateWindow>,
@@ -208,6 +219,7 @@ impl Default for Metrics {
             release_requests: Family::default(),
             reports: Family::default(),
             auto_halts: Counter::default(),
+            bus_rejected: Family::default(),
             errors: Default::default(),
             window: Mutex::new(DuplicateWindow::new(Duration::from_secs(60), 200_000)),
             per_platform: Mutex::new(BTreeMap::new()),
@@ -257,6 +269,11 @@ impl Metrics {
         );
         r.register("reports", "App reports per revision, channel and outcome (manual mode)", self.reports.clone());
         r.register("auto_halts", "Candidates rolled back by --auto-halt", self.auto_halts.clone());
+        r.register(
+            "bus_rejected",
+            "Documents from the broker refused: unsigned, signed by an untrusted key, or not for their topic",
+            self.bus_rejected.clone(),
+        );
         self
     }
 

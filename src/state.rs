@@ -259,6 +259,11 @@ impl State {
         self.signer.as_deref()
     }
 
+    /// The signing key, shared (tasks that sign for as long as they run).
+    pub fn signer_arc(&self) -> Option<Arc<Signer>> {
+        self.signer.clone()
+    }
+
     /// The current catalog; `None` until the first build finishes. A reader sees one whole catalog, old or new,
     /// never a mix, and reading costs no lock.
     pub fn catalog(&self) -> Option<Arc<Catalog>> {

@@ -202,7 +202,8 @@ impl ServeConfig {
         if !topics::valid_level(&instance) {
             return Err(flag_error("--instance", "must be a plain name without '/', '+' or '#'"));
         }
-        let releases = release_config(args, &instance)?;
+        let signing_key = args.signing_key.clone().or_else(systemd_signing_key);
+        let releases = release_config(args, &instance, signing_key.is_some())?;
         mqtt.topics.releases = releases.as_ref().map(|r| topics::ReleaseTopics {
             prefix: r.topic_prefix.clone(),
             probe: format!("{}/{instance}/sync", mqtt.topics.status_prefix),
@@ -222,16 +223,28 @@ impl ServeConfig {
                 rate_limit: (args.rate_limit > 0.0)
                     .then_some(RateLimit { per_second: args.rate_limit, burst: args.rate_burst.max(1.0) }),
             },
-            signing_key: args.signing_key.clone().or_else(systemd_signing_key),
+            signing_key,
             releases,
         })
     }
 }
 
 /// Manual mode: the state directory (the flag, else systemd's `$STATE_DIRECTORY`) and the topics.
-fn release_config(args: &ServeArgs, instance: &str) -> Result<Option<crate::release::ReleaseConfig>, ConfigError> {
+fn release_config(
+    args: &ServeArgs,
+    instance: &str,
+    signs: bool,
+) -> Result<Option<crate::release::ReleaseConfig>, ConfigError> {
     if args.release_mode == crate::release::ReleaseMode::Auto {
         return Ok(None);
+    }
+    // Without them anyone who can publish to the broker could change what phones get.
+    if !signs || args.operator_key.is_empty() {
+        return Err(flag_error(
+            if signs { "--operator-key" } else { "--signing-key" },
+            "manual release mode applies only signed release states: give --signing-key and at least one \
+             --operator-key (public keys from `connector-scripts keygen`)",
+        ));
     }
     let state_dir =
         args.state_dir.clone().or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from)).ok_or_else(|| {
@@ -245,6 +258,8 @@ fn release_config(args: &ServeArgs, instance: &str) -> Result<Option<crate::rele
         topic_prefix: args.release_topic.clone(),
         instance: instance.to_string(),
         auto_halt: args.auto_halt.then_some(crate::release::HaltPolicy::default()),
+        operator_keys: args.operator_key.clone(),
+        trusted_keys: args.trusted_key.clone(),
     }))
 }
 
@@ -374,5 +389,20 @@ mod tests {
         let c = parse(&["--broker", "mqtt://h:1?client_id=from-url", "--client-id", "flag"]).unwrap();
         assert_eq!(c.mqtt.client_id, "from-url");
         assert_eq!(c.ops.instance, "from-url");
+    }
+
+    #[test]
+    fn manual_mode_refuses_to_start_without_a_signing_key_and_an_operator_key() {
+        let base = ["--release-mode", "manual", "--state-dir", "/var/lib/cs"];
+        for (extra, flag) in [
+            (&[][..], "--signing-key"),
+            (&["--signing-key", "k.key"], "--operator-key"),
+            (&["--operator-key", "op.pub"], "--signing-key"),
+        ] {
+            let e = parse(&[&base[..], extra].concat()).unwrap_err().to_string();
+            assert!(e.starts_with(flag) && e.contains("signed release states") && !e.contains('\n'), "{extra:?}: {e}");
+        }
+        let ok = parse(&[&base[..], &["--signing-key", "k.key", "--operator-key", "op.pub"]].concat()).unwrap();
+        assert_eq!(ok.releases.map(|r| r.operator_keys), Some(vec![PathBuf::from("op.pub")]));
     }
 }

@@ -107,7 +107,8 @@ impl Operator {
         Ok(())
     }
 
-    /// Waits until every online instance under `status_prefix` reports `want` (`platform/variant` → seq) applied.
+    /// Waits until every online instance under `status_prefix` reports exactly `want` (`platform/variant` → seq)
+    /// applied (a higher seq is someone else's state, not this change).
     /// Returns (instances that applied, instances that did not) when all did or at the deadline.
     pub async fn wait_applied(
         &mut self,
@@ -137,7 +138,7 @@ impl Operator {
                         instances.remove(&instance);
                         continue;
                     }
-                    let done = want.iter().all(|(k, seq)| doc["releases"][k].as_u64().is_some_and(|s| s >= *seq));
+                    let done = want.iter().all(|(k, seq)| doc["releases"][k].as_u64().is_some_and(|s| s == *seq));
                     instances.insert(instance, done);
                 }
             }

@@ -4,7 +4,7 @@
 //! `seq` of each variant it applies — what the operator commands wait for.
 
 use super::announce::{Liveness, Seen};
-use crate::release::state::ReleaseState;
+use crate::release::trust::{seal_state, Rejected};
 use crate::state::State;
 use crate::wire::topics::{ReleaseTopic, ReleaseTopics};
 use rumqttc::v5::mqttbytes::QoS;
@@ -41,6 +41,19 @@ fn count_report(state: &State, r: &crate::release::Reported) {
     state.metrics.note_revision(&r.key.0, &r.key.1, &r.revision, if r.ok { 1 } else { 2 });
 }
 
+/// Topics whose refusal was logged: at most this many remembered (the counter keeps counting past it).
+const LOGGED_TOPICS: usize = 1024;
+
+/// Counts a refused document and logs it once per topic, so a flood of forgeries cannot flood the log.
+fn rejected(state: &State, logged: &mut BTreeSet<String>, topic: &str, kind: &str, why: &Rejected) {
+    let labels = crate::metrics::BusRejectLabels { kind: kind.to_string(), reason: why.reason().to_string() };
+    state.metrics.bus_rejected.get_or_create(&labels).inc();
+    if logged.len() < LOGGED_TOPICS && logged.insert(topic.to_string()) {
+        tracing::warn!(topic = %topic.escape_debug(), reason = why.reason(), error = %why,
+            "a {kind} on the broker is not signed by a trusted key: refused, not applied, not stored");
+    }
+}
+
 /// Runs until cancelled: `seen` carries every message under the release prefix and the probe.
 pub async fn run(
     client: AsyncClient,
@@ -51,6 +64,13 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let Some(releases) = state.releases().cloned() else { return };
+    // Configuration refuses manual mode without a signing key: every state and bundle this instance publishes
+    // is signed.
+    let Some(signer) = state.signer_arc() else {
+        tracing::error!("manual release mode without a signing key: release states are not published");
+        return;
+    };
+    let mut logged: BTreeSet<String> = BTreeSet::new();
     // Bundles published on this connection (`platform/variant/revision`).
     let mut shared: BTreeSet<String> = BTreeSet::new();
     let mut applied = None;
@@ -77,16 +97,24 @@ pub async fn run(
                 let Some(msg) = msg else { return };
                 let served = match topics.classify(&msg.topic) {
                     Some(ReleaseTopic::Probe) => releases.on_synced(),
-                    Some(ReleaseTopic::State(p, v)) => match serde_json::from_slice::<ReleaseState>(&msg.payload) {
-                        Ok(s) => releases.on_state((p.to_string(), v.to_string()), s),
-                        Err(e) => {
-                            if !msg.payload.is_empty() {
-                                tracing::warn!(topic = %msg.topic, error = %e, "not a release state: ignored");
+                    Some(ReleaseTopic::State(p, v)) if !msg.payload.is_empty() => {
+                        match releases.on_state((p.to_string(), v.to_string()), &msg.payload) {
+                            Ok(served) => served,
+                            Err(why) => {
+                                rejected(&state, &mut logged, &msg.topic, "state", &why);
+                                None
                             }
-                            None
                         }
-                    },
-                    Some(ReleaseTopic::Bundle(..)) if !msg.payload.is_empty() => releases.on_bundle(&msg.payload),
+                    }
+                    Some(ReleaseTopic::Bundle(p, v, rev)) if !msg.payload.is_empty() => {
+                        match releases.on_bundle(&(p.to_string(), v.to_string()), rev, &msg.payload) {
+                            Ok(served) => served,
+                            Err(why) => {
+                                rejected(&state, &mut logged, &msg.topic, "bundle", &why);
+                                None
+                            }
+                        }
+                    }
                     Some(ReleaseTopic::Report) => {
                         let (reported, served) = releases.on_report(&msg.payload);
                         if let Some(r) = reported {
@@ -108,7 +136,7 @@ pub async fn run(
             continue;
         }
         for ((p, v), s) in releases.take_outbox() {
-            let body = serde_json::to_vec(&s).unwrap_or_default();
+            let body = seal_state(&(p.clone(), v.clone()), &s, &signer);
             let _ = client.publish(topics.state(&p, &v), QoS::AtLeastOnce, true, body).await;
             tracing::info!(platform = %p, variant = %v, seq = s.seq, stable = %s.stable, candidate = ?s.candidate,
                 percent = s.percent(), "release state published");
@@ -120,7 +148,7 @@ pub async fn run(
                 if shared.contains(&id) {
                     continue;
                 }
-                if let Some(bytes) = releases.store().bytes(&(p.clone(), v.clone()), rev) {
+                if let Some(bytes) = releases.publishable(&(p.clone(), v.clone()), rev, &signer) {
                     let _ = client.publish(topics.bundle(&p, &v, rev), QoS::AtLeastOnce, true, bytes).await;
                     shared.insert(id);
                 }

@@ -12,6 +12,7 @@
 
 pub mod state;
 pub mod store;
+pub mod trust;
 
 use crate::catalog::{Bundle, Candidate, Catalog};
 use state::ReleaseState;
@@ -20,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use store::Store;
+use trust::{Rejected, Trust};
 
 /// `--release-mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -45,6 +47,10 @@ pub struct ReleaseConfig {
     pub instance: String,
     /// `--auto-halt`: when to roll a candidate back by itself.
     pub auto_halt: Option<HaltPolicy>,
+    /// `--operator-key`: public keys whose signed states this instance applies.
+    pub operator_keys: Vec<PathBuf>,
+    /// `--trusted-key`: other instances' signing keys (key rotation); this instance's own is always trusted.
+    pub trusted_keys: Vec<PathBuf>,
 }
 
 /// When a candidate is worse enough than stable to halt it.
@@ -131,6 +137,7 @@ fn named(inner: &Inner, key: &VariantKey) -> std::collections::BTreeSet<String> 
 /// The release engine of one instance.
 pub struct Releases {
     cfg: ReleaseConfig,
+    trust: Trust,
     store: Store,
     inner: Mutex<Inner>,
 }
@@ -142,11 +149,12 @@ impl std::fmt::Debug for Releases {
 }
 
 impl Releases {
-    /// Opens the store under `cfg.state_dir` and loads the states it kept.
-    pub fn open(cfg: ReleaseConfig) -> Result<Releases, store::StoreError> {
+    /// Opens the store under `cfg.state_dir` and loads the states it kept; `trust` says whose states and bundles
+    /// from the broker are applied.
+    pub fn open(cfg: ReleaseConfig, trust: Trust) -> Result<Releases, store::StoreError> {
         let store = Store::open(&cfg.state_dir)?;
         let states = store.states()?;
-        Ok(Releases { cfg, store, inner: Mutex::new(Inner { states, ..Inner::default() }) })
+        Ok(Releases { cfg, trust, store, inner: Mutex::new(Inner { states, ..Inner::default() }) })
     }
 
     /// The store.
@@ -198,30 +206,39 @@ impl Releases {
         inner.built.is_some().then(|| self.serve(&mut inner))
     }
 
-    /// A state seen on the broker; returns the catalog to serve when it changed what is served.
-    pub fn on_state(&self, key: VariantKey, state: ReleaseState) -> Option<Catalog> {
+    /// A state published on the broker for `key`: applied (and stored) only when [`Trust::state`] verifies it;
+    /// returns the catalog to serve when it changed what is served.
+    pub fn on_state(&self, key: VariantKey, payload: &[u8]) -> Result<Option<Catalog>, Rejected> {
+        let state = self.trust.state(&key, payload)?;
         let mut inner = self.lock();
         if inner.states.get(&key).is_some_and(|current| !state.supersedes(current)) {
             inner.outbox.retain(|(k, s)| *k != key || s.supersedes(&state));
-            return None;
+            return Ok(None);
         }
         self.apply(&mut inner, &key, state, false);
-        (inner.synced && inner.built.is_some()).then(|| self.serve(&mut inner))
+        Ok((inner.synced && inner.built.is_some()).then(|| self.serve(&mut inner)))
     }
 
-    /// A bundle another instance published: kept when it verifies, and served if a state names it.
-    pub fn on_bundle(&self, stored: &[u8]) -> Option<Catalog> {
+    /// A bundle another instance published for `key` and `revision`: kept only when its signed manifest verifies
+    /// ([`Trust::bundle`]), and served if a state names it.
+    pub fn on_bundle(&self, key: &VariantKey, revision: &str, payload: &[u8]) -> Result<Option<Catalog>, Rejected> {
+        let bundle = self.trust.bundle(key, revision, payload)?;
         let mut inner = self.lock();
-        match self.store.put_bytes(stored, |key| named(&inner, key)) {
+        match self.store.put(&bundle, &named(&inner, key)) {
             Ok(true) => {
-                (inner.synced && inner.built.is_some() && !inner.missing.is_empty()).then(|| self.serve(&mut inner))
+                Ok((inner.synced && inner.built.is_some() && !inner.missing.is_empty()).then(|| self.serve(&mut inner)))
             }
-            Ok(false) => None,
+            Ok(false) => Ok(None),
             Err(e) => {
-                tracing::warn!(error = %e, "a bundle published under the release prefix does not verify: ignored");
-                None
+                tracing::warn!(error = %e, "could not keep a revision in the release store");
+                Ok(None)
             }
         }
+    }
+
+    /// A stored revision as published to other instances: its manifest signed by `signer`.
+    pub fn publishable(&self, key: &VariantKey, revision: &str, signer: &crate::signing::Signer) -> Option<Vec<u8>> {
+        self.store.get(key, revision).map(|b| trust::seal_bundle(&b, signer))
     }
 
     /// The latest build (what the next build is compared with).

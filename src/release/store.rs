@@ -4,7 +4,8 @@
 //! truncated file is reported and never served. History is bounded per variant.
 //!
 //! Layout: `bundles/<platform>/<variant>/<revision>.json` and `states/<platform>/<variant>.json`. The bundle
-//! format is also what instances publish to each other on the broker.
+//! format, with its signed manifest next to it ([`super::trust::seal_bundle`]), is what instances publish to each
+//! other.
 
 use super::state::ReleaseState;
 use super::VariantKey;
@@ -173,13 +174,6 @@ impl Store {
         Ok(true)
     }
 
-    /// Keeps a bundle published by another instance, after checking it. `Ok(true)` when it was new.
-    pub fn put_bytes(&self, bytes: &[u8], keep: impl Fn(&VariantKey) -> BTreeSet<String>) -> Result<bool, StoreError> {
-        let b = decode(bytes)
-            .map_err(|reason| StoreError::Corrupt { path: PathBuf::from("(published bundle)"), reason })?;
-        self.put(&b, &keep(&(b.platform.clone(), b.variant.clone())))
-    }
-
     /// Revision `rev` of a variant, verified; a corrupt file is reported (warning) and not returned.
     pub fn get(&self, key: &VariantKey, rev: &str) -> Option<Bundle> {
         let path = self.bundle_path(key, rev)?;
@@ -195,11 +189,6 @@ impl Store {
                 None
             }
         }
-    }
-
-    /// The stored bytes of a revision (to publish to other instances).
-    pub fn bytes(&self, key: &VariantKey, rev: &str) -> Option<Vec<u8>> {
-        std::fs::read(self.bundle_path(key, rev)?).ok()
     }
 
     /// The revisions kept for a variant.

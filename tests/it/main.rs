@@ -12,6 +12,7 @@ mod failover;
 mod interop;
 mod mqtt;
 mod ops;
+mod release_attacks;
 mod releases;
 mod reliability;
 mod reload;

@@ -1,0 +1,148 @@
+//! The release plane attacked from the broker (issue #23): whoever can publish under the release prefix must not
+//! change what phones get. Forged states and bundles are refused, counted and never stored; a `seq` that cannot
+//! grow is refused.
+
+use crate::common::mqtt::{Client, TIMEOUT};
+use crate::common::release::{rejected, serve_embedded_manual, ReleaseKeys};
+use crate::common::{eventually, Mosquitto, TempCatalog};
+use crate::releases::{ask, manual, ok, operator, state_where};
+use connector_scripts::catalog::{Bundle, Script};
+use connector_scripts::release::state::ReleaseState;
+use connector_scripts::release::{store, trust};
+use connector_scripts::signing::{verify_reply, Signer, TrustedKeys};
+
+const STATE: &str = "connector-scripts/releases/ios/next";
+
+fn ios_next() -> (String, String) {
+    ("ios".to_string(), "next".to_string())
+}
+
+/// A bundle of the attacker's code in the genuine format of `genuine`'s variant: its hashes and revision only
+/// prove it is consistent with itself.
+fn evil_bundle(genuine: &Bundle) -> Bundle {
+    let code = "globalThis.pwned = true;";
+    let script = Script {
+        name: genuine.scripts[0].name.clone(),
+        code: code.into(),
+        sha256: connector_scripts::catalog::bundle::sha256_hex(code.as_bytes()),
+        source_map: None,
+    };
+    Bundle::new("ios", "next", &genuine.versions, genuine.options, vec![script])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_forged_state_and_bundle_on_the_embedded_broker_change_nothing() {
+    let keys = ReleaseKeys::new();
+    let catalog = TempCatalog::examples();
+    let dir = tempfile::tempdir().unwrap();
+    let (service, port) = serve_embedded_manual(&keys, &catalog, dir.path(), &[]).await;
+    let genuine = ask(port, "dev-a").await;
+    let r1 = genuine["revision"].as_str().unwrap().to_string();
+    let before = state_where(port, "s1", |s| s.stable == r1).await;
+    let built =
+        service.state.catalog().unwrap().bundles().find(|b| b.variant == "next" && b.platform == "ios").cloned();
+    let evil = evil_bundle(&built.unwrap());
+
+    // An anonymous client publishes the bundle in the store format, then with a manifest signed by its own key,
+    // and a state naming it far ahead with the signedAt it chose: unsigned, then signed by its own key.
+    let attacker = Client::v4(port, "anonymous").await;
+    let stranger = Signer::from_bytes(&[42; 32]);
+    let bundle_topic = format!("{STATE}/bundles/{}", evil.revision);
+    attacker.publish_retained(&bundle_topic, store::encode(&evil)).await;
+    attacker.publish_retained(&bundle_topic, trust::seal_bundle(&evil, &stranger)).await;
+    let forged = ReleaseState {
+        stable: evil.revision.clone(),
+        latest: evil.revision.clone(),
+        seq: before.seq + 1_000,
+        updated_at: "2030-01-01T00:00:00.000Z".into(),
+        by: "attacker".into(),
+        ..before.clone()
+    };
+    attacker.publish_retained(STATE, serde_json::to_vec(&forged).unwrap()).await;
+    attacker.publish_retained(STATE, trust::seal_state(&ios_next(), &forged, &stranger)).await;
+    eventually(TIMEOUT, "the forged states and bundles refused and counted", || {
+        let s = &service.state;
+        (rejected(s, "kind=\"state\"") == 2 && rejected(s, "kind=\"bundle\"") == 2).then_some(())
+    })
+    .await;
+    assert_eq!(rejected(&service.state, "reason=\"unknown_key\""), 2, "signed by a stranger's key");
+
+    // Not applied, not stored; phones keep the genuine signed revision.
+    assert_eq!(service.state.releases().unwrap().states()[&ios_next()], before);
+    assert!(
+        !dir.path().join(format!("bundles/ios/next/{}.json", evil.revision)).exists(),
+        "the forged bundle was stored"
+    );
+    let kept: ReleaseState =
+        serde_json::from_slice(&std::fs::read(dir.path().join("states/ios/next.json")).unwrap()).unwrap();
+    assert_eq!(kept, before, "the forged state was stored");
+    let body = ask(port, "dev-b").await;
+    assert_eq!(body["revision"], r1.as_str());
+    let trusted = TrustedKeys::load(std::slice::from_ref(&keys.signing.1)).unwrap();
+    let verified = verify_reply(&body, &trusted).unwrap();
+    assert_eq!(
+        verified.manifest.signed_at,
+        genuine["manifest"]
+            .as_str()
+            .map(|m| {
+                serde_json::from_str::<serde_json::Value>(m).unwrap()["signedAt"].as_str().unwrap().to_string()
+            })
+            .unwrap()
+    );
+    service.shutdown().await.unwrap();
+
+    // A restart against an empty broker republishes the genuine state, not the forged one.
+    let (again, port) = serve_embedded_manual(&keys, &catalog, dir.path(), &[]).await;
+    let republished = state_where(port, "s2", |_| true).await;
+    assert_eq!(republished, before);
+    again.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_whose_seq_cannot_grow_is_refused_and_never_wraps() {
+    let keys = ReleaseKeys::new();
+    let catalog = TempCatalog::examples();
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start().await;
+    let url = mosquitto.url();
+    let service = serve_with_manual(&keys, &catalog, &url, dir.path()).await;
+    let r1 = ask(mosquitto.port, "dev-a").await["revision"].as_str().unwrap().to_string();
+    let before = state_where(mosquitto.port, "s1", |s| s.stable == r1).await;
+
+    // Even signed by a trusted operator key: no change could ever follow it.
+    let operator_key = Signer::load(&keys.operator.0).unwrap().0;
+    let last = ReleaseState { seq: u64::MAX, by: "operator".into(), ..before.clone() };
+    let client = Client::v4(mosquitto.port, "publisher").await;
+    client.publish_retained(STATE, trust::seal_state(&ios_next(), &last, &operator_key)).await;
+    eventually(TIMEOUT, "the state refused", || {
+        (rejected(&service.state, "reason=\"seq_exhausted\"") == 1).then_some(())
+    })
+    .await;
+    assert_eq!(service.state.releases().unwrap().states()[&ios_next()], before);
+
+    // The operator command does not build on it either: no wrapped seq 0, no "applied by".
+    let out = operator(&url, &keys, &["rollback", "--platform", "ios", "--variant", "next"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && !stdout.contains("applied by"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("seq 18446744073709551615"), "{out:?}");
+    // A genuine change still applies, with exactly its seq.
+    let genuine = before.switch("fleet/tracking", false, "operator", std::time::SystemTime::now()).unwrap();
+    client.publish_retained(STATE, trust::seal_state(&ios_next(), &genuine, &operator_key)).await;
+    eventually(TIMEOUT, "the genuine change applied", || {
+        let s = service.state.releases().unwrap().states()[&ios_next()].clone();
+        (s == genuine).then_some(())
+    })
+    .await;
+    let listed = ok(operator(&url, &keys, &["releases", "--platform", "ios"]));
+    assert!(listed.contains("disabled   fleet/tracking"), "{listed}");
+    service.shutdown().await.unwrap();
+}
+
+async fn serve_with_manual(
+    keys: &ReleaseKeys,
+    catalog: &TempCatalog,
+    url: &str,
+    dir: &std::path::Path,
+) -> connector_scripts::app::Running {
+    crate::common::mqtt::serve_with(manual(keys, catalog, url, dir, &[])).await
+}
