@@ -135,6 +135,20 @@ pub fn sign_catalog(catalog: &mut Catalog, previous: Option<&Catalog>, signer: &
             let signed = reused.unwrap_or_else(|| signer.sign_bundle(bundle, bundle.issued_at));
             *bundle = Arc::new(bundle.with_signature(signed));
         }
+        // Candidates are replies too: an app that verifies must be able to accept one.
+        let before = before.map(|p| &p.candidates[..]).unwrap_or_default();
+        for candidate in platform.candidates.iter_mut().flatten() {
+            let b = &candidate.bundle;
+            let reused = before
+                .iter()
+                .flatten()
+                .map(|c| &c.bundle)
+                .find(|p| p.variant == b.variant && p.revision == b.revision && p.issued_at == b.issued_at)
+                .and_then(|p| p.signed.clone())
+                .filter(|s| s.key_id == signer.key_id);
+            let signed = reused.unwrap_or_else(|| signer.sign_bundle(b, b.issued_at));
+            candidate.bundle = Arc::new(b.with_signature(signed));
+        }
     }
 }
 

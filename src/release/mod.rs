@@ -391,13 +391,28 @@ impl Releases {
         }
     }
 
-    /// Revision `rev` of a variant, minus the disabled connectors.
+    /// Revision `rev` of a variant, minus the disabled connectors, issued (its manifest's `signedAt`) at the later
+    /// of its build and the state's change: a rollback or a promote is a fresh signature, newer than whatever a
+    /// device accepted before, so the apps' replay rule accepts it. Every instance computes the same time from the
+    /// same state, so they sign the same bytes.
     fn bundle(&self, key: &VariantKey, rev: &str, s: &ReleaseState, built: &Arc<Bundle>) -> Option<Bundle> {
-        let base = if built.revision == rev { Some((**built).clone()) } else { self.store.get(key, rev) }?;
+        let stored = self.store.get(key, rev);
+        let mut base = match stored {
+            // The store keeps the time a revision was first built, across restarts: the same `signedAt` as before.
+            Some(b) if built.revision == rev => {
+                let mut own = (**built).clone();
+                own.issued_at = b.issued_at.min(built.issued_at);
+                own
+            }
+            Some(b) => b,
+            None if built.revision == rev => (**built).clone(),
+            None => return None,
+        };
+        let at = humantime::parse_rfc3339(&s.updated_at).map_or(base.issued_at, |t| t.max(base.issued_at));
         if s.disabled.is_empty() {
+            base.issued_at = at;
             return Some(base);
         }
-        let at = humantime::parse_rfc3339(&s.updated_at).map_or(base.issued_at, |t| t.max(base.issued_at));
         Some(base.without(&s.disabled, at))
     }
 }

@@ -4,12 +4,13 @@
 
 use crate::common::mqtt::{Client, TIMEOUT};
 use crate::common::release::{rejected, serve_embedded_manual, ReleaseKeys};
-use crate::common::{eventually, Mosquitto, TempCatalog};
-use crate::releases::{ask, manual, ok, operator, state_where};
+use crate::common::{eventually, node_json, Mosquitto, TempCatalog};
+use crate::releases::{ask, manual, ok, on_broker, operator, state_where, touch};
 use connector_scripts::catalog::{Bundle, Script};
 use connector_scripts::release::state::ReleaseState;
 use connector_scripts::release::{store, trust};
 use connector_scripts::signing::{verify_reply, Signer, TrustedKeys};
+use serde_json::json;
 
 const STATE: &str = "connector-scripts/releases/ios/next";
 
@@ -145,4 +146,67 @@ async fn serve_with_manual(
     dir: &std::path::Path,
 ) -> connector_scripts::app::Running {
     crate::common::mqtt::serve_with(manual(keys, catalog, url, dir, &[])).await
+}
+
+/// `request --device DEVICE --verify-key` against `url`: the CLI's own verification of what that device gets.
+fn verified_by_request(url: &str, keys: &ReleaseKeys, device: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_connector-scripts"))
+        .args(["request", "--platform", "ios", "--version", "3.1.0", "--device", device, "--broker", url])
+        .arg("--verify-key")
+        .arg(&keys.signing.1)
+        .output()
+        .unwrap();
+    ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidates_rollbacks_and_promotes_are_signed_and_pass_the_apps_replay_rule() {
+    let keys = ReleaseKeys::new();
+    let catalog = TempCatalog::examples();
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start().await;
+    let (url, port) = (mosquitto.url(), mosquitto.port);
+    let service = serve_with_manual(&keys, &catalog, &url, dir.path()).await;
+    let states = || service.state.releases().unwrap().states()[&ios_next()].clone();
+    let stage = |marker: &'static str| {
+        touch(&catalog, marker);
+        let previous = states().latest;
+        async move {
+            let c = eventually(TIMEOUT, "a new candidate", || states().candidate.filter(|c| *c != previous)).await;
+            on_broker(port, &c).await;
+            c
+        }
+    };
+    let mut replies = vec![ask(port, "walker").await];
+    // Rollout: the candidate reply is signed; the CLI and clients/js verify it.
+    let first = stage("v2").await;
+    ok(operator(&url, &keys, &["rollout", "--platform", "ios", "--variant", "next", "--percent", "100"]));
+    let candidate = ask(port, "walker").await;
+    assert_eq!((candidate["channel"].as_str(), candidate["revision"].as_str()), (Some("candidate"), Some(&*first)));
+    let said = verified_by_request(&url, &keys, "walker");
+    assert!(said.contains("signature ok"), "{said}");
+    replies.push(candidate.clone());
+    // Rollback: the old stable, freshly signed.
+    ok(operator(&url, &keys, &["rollback", "--platform", "ios", "--variant", "next"]));
+    replies.push(ask(port, "walker").await);
+    // A new candidate, then promote.
+    let second = stage("v3").await;
+    ok(operator(&url, &keys, &["rollout", "--platform", "ios", "--variant", "next", "--percent", "100"]));
+    replies.push(ask(port, "walker").await);
+    ok(operator(&url, &keys, &["promote", "--platform", "ios", "--variant", "next"]));
+    let promoted = ask(port, "walker").await;
+    assert_eq!((promoted["channel"].as_str(), promoted["revision"].as_str()), (Some("stable"), Some(&*second)));
+    replies.push(promoted);
+    // Replays of older replies: the first candidate, the first stable.
+    replies.push(candidate);
+    replies.push(replies[0].clone());
+
+    let pem = std::fs::read_to_string(&keys.signing.1).unwrap();
+    let walk = node_json("accept_walk.mjs", &json!({"replies": replies, "keys": [pem]}));
+    let steps: Vec<(bool, Option<&str>)> =
+        walk["steps"].as_array().unwrap().iter().map(|s| (s["ok"] == true, s["code"].as_str())).collect();
+    let accepted = (true, None);
+    let replayed = (false, Some("replayed"));
+    assert_eq!(steps, [accepted, accepted, accepted, accepted, accepted, replayed, replayed], "{walk}");
+    service.shutdown().await.unwrap();
 }
