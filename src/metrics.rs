@@ -174,6 +174,8 @@ pub struct Metrics {
     pub reports: Family<RevisionLabels, Counter>,
     /// Candidates rolled back by `--auto-halt`.
     pub auto_halts: Counter,
+    /// App reports that did not become a vote, by reason (`unattributed`, `repeated`, `rate_limited`, …).
+    pub reports_ignored: Family<ReasonLabels, Counter>,
     /// Documents from the bus refused (unsigned, untrusted, not for their topic), by kind and reason.
     pub bus_rejected: Family<BusRejectLabels, Counter>,
     /// Error replies per code, indexed like [`ErrorCode::ALL`] (the request family cannot be read back).
@@ -219,6 +221,7 @@ impl Default for Metrics {
             release_requests: Family::default(),
             reports: Family::default(),
             auto_halts: Counter::default(),
+            reports_ignored: Family::default(),
             bus_rejected: Family::default(),
             errors: Default::default(),
             window: Mutex::new(DuplicateWindow::new(Duration::from_secs(60), 200_000)),
@@ -269,6 +272,11 @@ impl Metrics {
         );
         r.register("reports", "App reports per revision, channel and outcome (manual mode)", self.reports.clone());
         r.register("auto_halts", "Candidates rolled back by --auto-halt", self.auto_halts.clone());
+        r.register(
+            "reports_ignored",
+            "App reports that are not a vote: unattributed (bare topic), repeated, rate limited, wrong channel, …",
+            self.reports_ignored.clone(),
+        );
         r.register(
             "bus_rejected",
             "Documents from the broker refused: unsigned, signed by an untrusted key, or not for their topic",

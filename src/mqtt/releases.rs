@@ -41,6 +41,29 @@ fn count_report(state: &State, r: &crate::release::Reported) {
     state.metrics.note_revision(&r.key.0, &r.key.1, &r.revision, if r.ok { 1 } else { 2 });
 }
 
+fn ignored(state: &State, why: crate::release::reports::Outcome) {
+    let labels = crate::metrics::ReasonLabels { reason: why.reason().to_string() };
+    state.metrics.reports_ignored.get_or_create(&labels).inc();
+}
+
+/// One app report: a vote counted, or the reason it is not one; an auto-halt returns the catalog to serve.
+fn report(
+    state: &State,
+    releases: &crate::release::Releases,
+    device: Option<&str>,
+    payload: &[u8],
+) -> Option<crate::catalog::Catalog> {
+    let (outcome, reported, served) = releases.on_report(device, payload);
+    match reported {
+        Some(r) => count_report(state, &r),
+        None => ignored(state, outcome),
+    }
+    if served.is_some() {
+        state.metrics.auto_halts.inc();
+    }
+    served
+}
+
 /// Topics whose refusal was logged: at most this many remembered (the counter keeps counting past it).
 const LOGGED_TOPICS: usize = 1024;
 
@@ -115,15 +138,11 @@ pub async fn run(
                             }
                         }
                     }
-                    Some(ReleaseTopic::Report) => {
-                        let (reported, served) = releases.on_report(&msg.payload);
-                        if let Some(r) = reported {
-                            count_report(&state, &r);
-                        }
-                        if served.is_some() {
-                            state.metrics.auto_halts.inc();
-                        }
-                        served
+                    Some(ReleaseTopic::Report) => report(&state, &releases, None, &msg.payload),
+                    Some(ReleaseTopic::DeviceReport(device)) => report(&state, &releases, Some(device), &msg.payload),
+                    Some(ReleaseTopic::BadReport) => {
+                        ignored(&state, crate::release::reports::Outcome::Unknown);
+                        None
                     }
                     _ => None,
                 };

@@ -10,12 +10,13 @@
 //! retained on the broker have been read ([`Releases::on_synced`]) it serves nothing new and publishes nothing, so
 //! that a fresh instance never overwrites the group's state with its own.
 
+pub mod reports;
 pub mod state;
 pub mod store;
 pub mod trust;
 
 use crate::catalog::{Bundle, Candidate, Catalog};
-use state::ReleaseState;
+use state::{Channel, ReleaseState};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -56,7 +57,7 @@ pub struct ReleaseConfig {
 /// When a candidate is worse enough than stable to halt it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HaltPolicy {
-    /// Reports needed on each channel before anything is decided.
+    /// Distinct reporting devices needed on each channel before anything is decided.
     pub min_reports: u64,
     /// How much higher the candidate's failure rate must be (0.05: five percentage points).
     pub margin: f64,
@@ -100,14 +101,6 @@ pub struct Reported {
     pub ok: bool,
 }
 
-/// Report tallies of one variant: (ok, failed) per channel, for the current candidate.
-#[derive(Debug, Clone, Default)]
-struct Tally {
-    candidate: String,
-    stable: (u64, u64),
-    on_candidate: (u64, u64),
-}
-
 #[derive(Default)]
 struct Inner {
     states: BTreeMap<VariantKey, ReleaseState>,
@@ -121,8 +114,8 @@ struct Inner {
     missing: BTreeMap<VariantKey, String>,
     /// The revisions served per variant (stable, candidate), as devices report them.
     served: BTreeMap<VariantKey, (String, Option<String>)>,
-    /// Reports since the current candidate was staged.
-    tallies: BTreeMap<VariantKey, Tally>,
+    /// Votes of distinct devices since the current candidate was staged.
+    tallies: BTreeMap<VariantKey, reports::Tally>,
 }
 
 /// The revisions a variant's state names (never pruned from the store).
@@ -138,6 +131,7 @@ fn named(inner: &Inner, key: &VariantKey) -> std::collections::BTreeSet<String> 
 pub struct Releases {
     cfg: ReleaseConfig,
     trust: Trust,
+    ballot: reports::Ballot,
     store: Store,
     inner: Mutex<Inner>,
 }
@@ -154,7 +148,13 @@ impl Releases {
     pub fn open(cfg: ReleaseConfig, trust: Trust) -> Result<Releases, store::StoreError> {
         let store = Store::open(&cfg.state_dir)?;
         let states = store.states()?;
-        Ok(Releases { cfg, trust, store, inner: Mutex::new(Inner { states, ..Inner::default() }) })
+        Ok(Releases {
+            cfg,
+            trust,
+            ballot: reports::Ballot::default(),
+            store,
+            inner: Mutex::new(Inner { states, ..Inner::default() }),
+        })
     }
 
     /// The store.
@@ -246,56 +246,54 @@ impl Releases {
         self.lock().built.clone()
     }
 
-    /// Counts an app's report; with `--auto-halt`, rolls back a candidate that fails significantly more than
-    /// stable (returns the catalog to serve then). `None` for a report on a revision this instance does not serve.
-    pub fn on_report(&self, payload: &[u8]) -> (Option<Reported>, Option<Catalog>) {
-        let doc: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
-        let data = if doc.get("data").is_some() { &doc["data"] } else { &doc };
-        let (Some(platform), Some(revision), Some(ok)) =
-            (data["platform"].as_str(), data["revision"].as_str(), data["ok"].as_bool())
-        else {
-            return (None, None);
-        };
+    /// Counts an app's report from `device` (`None`: the bare topic, unattributed, never counted as a vote); with
+    /// `--auto-halt`, rolls back a candidate that distinct devices find significantly worse than stable (returns
+    /// the catalog to serve then). The [`Reported`] is there when the report became a vote.
+    pub fn on_report(
+        &self,
+        device: Option<&str>,
+        payload: &[u8],
+    ) -> (reports::Outcome, Option<Reported>, Option<Catalog>) {
+        use reports::Outcome;
+        let Some(report) = crate::wire::bus::Report::parse(payload) else { return (Outcome::Unknown, None, None) };
         let mut inner = self.lock();
         let found = inner.served.iter().find_map(|(k, (stable, candidate))| {
-            (k.0 == platform).then_some(())?;
-            if stable == revision {
-                Some((k.clone(), "stable"))
-            } else if candidate.as_deref() == Some(revision) {
-                Some((k.clone(), "candidate"))
+            (k.0 == report.platform).then_some(())?;
+            if *stable == report.revision {
+                Some((k.clone(), Channel::Stable))
+            } else if candidate.as_deref() == Some(report.revision.as_str()) {
+                Some((k.clone(), Channel::Candidate))
             } else {
                 None
             }
         });
-        let Some((key, channel)) = found else { return (None, None) };
-        let candidate = inner.served[&key].1.clone().unwrap_or_default();
+        let (Some((key, channel)), Some(device)) = (found, device) else {
+            let why = if device.is_none() { Outcome::Unattributed } else { Outcome::Unknown };
+            return (why, None, None);
+        };
+        let Some(current) = inner.states.get(&key).cloned() else { return (Outcome::Unknown, None, None) };
         let tally = inner.tallies.entry(key.clone()).or_default();
-        if tally.candidate != candidate {
-            *tally = Tally { candidate, ..Tally::default() };
+        let outcome = self.ballot.count(tally, &current, device, channel, report.ok, std::time::Instant::now());
+        if outcome != Outcome::Counted {
+            return (outcome, None, None);
         }
-        let slot = if channel == "candidate" { &mut tally.on_candidate } else { &mut tally.stable };
-        if ok {
-            slot.0 += 1;
-        } else {
-            slot.1 += 1;
-        }
-        let reported = Reported { key: key.clone(), revision: revision.to_string(), channel, ok };
-        let (stable, on_candidate) = (tally.stable, tally.on_candidate);
+        let reported =
+            Reported { key: key.clone(), revision: report.revision, channel: channel.as_str(), ok: report.ok };
+        let (stable, on_candidate) = (tally.stable, tally.candidate);
         let halt = self.cfg.auto_halt.is_some_and(|p| p.halts(stable, on_candidate));
         if !halt || !inner.synced {
-            return (Some(reported), None);
+            return (outcome, Some(reported), None);
         }
-        let Some(current) = inner.states.get(&key).cloned() else { return (Some(reported), None) };
         let Ok(next) = current.rollback(None, &Default::default(), "auto-halt", SystemTime::now()) else {
-            return (Some(reported), None);
+            return (outcome, Some(reported), None);
         };
         tracing::warn!(platform = %key.0, variant = %key.1, candidate = ?current.candidate,
-            stable_reports = ?stable, candidate_reports = ?on_candidate,
-            "auto-halt: the candidate fails significantly more than stable; rolled back");
+            stable_devices = ?stable, candidate_devices = ?on_candidate,
+            "auto-halt: distinct devices find the candidate significantly worse than stable; rolled back");
         inner.tallies.remove(&key);
         self.apply(&mut inner, &key, next, true);
         let served = inner.built.is_some().then(|| self.serve(&mut inner));
-        (Some(reported), served)
+        (outcome, Some(reported), served)
     }
 
     /// States to publish (retained), each once.

@@ -44,3 +44,25 @@ pub struct SignedBundle {
     /// The signing key.
     pub key_id: String,
 }
+
+/// An app's outcome report (`connectorsReport`), a NestJS event `{"pattern", "data": {…}}` or the bare data.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Report {
+    /// The platform of the reported revision.
+    pub platform: String,
+    /// The revision the app ran.
+    pub revision: String,
+    /// Worked?
+    pub ok: bool,
+}
+
+impl Report {
+    /// Parses a report payload; `None` for anything that is not one.
+    pub fn parse(payload: &[u8]) -> Option<Report> {
+        #[derive(Deserialize)]
+        struct Event {
+            data: Report,
+        }
+        serde_json::from_slice::<Event>(payload).map(|e| e.data).or_else(|_| serde_json::from_slice(payload)).ok()
+    }
+}

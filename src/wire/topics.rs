@@ -39,8 +39,12 @@ pub enum ReleaseTopic<'t> {
     Bundle(&'t str, &'t str, &'t str),
     /// Our sync probe came back.
     Probe,
-    /// An app's outcome report.
+    /// An app's outcome report on the bare topic: no device identity, counted as unattributed.
     Report,
+    /// An app's outcome report on `<reports>/<device>` (the broker's ACL ties the topic to the device).
+    DeviceReport(&'t str),
+    /// Under the report topic, but not one device segment.
+    BadReport,
 }
 
 impl ReleaseTopics {
@@ -61,6 +65,13 @@ impl ReleaseTopics {
         }
         if topic == self.reports {
             return Some(ReleaseTopic::Report);
+        }
+        if let Some(device) = topic.strip_prefix(self.reports.as_str()).and_then(|t| t.strip_prefix('/')) {
+            return Some(if valid_device(device) {
+                ReleaseTopic::DeviceReport(device)
+            } else {
+                ReleaseTopic::BadReport
+            });
         }
         let rest = topic.strip_prefix(self.prefix.as_str())?.strip_prefix('/')?;
         let parts: Vec<&str> = rest.split('/').collect();
@@ -113,8 +124,14 @@ impl Topics {
         });
         let manifests = Subscription { filter: self.manifest_filter(), no_local: true, requests: false };
         let releases = self.releases.iter().flat_map(|r| {
-            [format!("{}/+/+", r.prefix), format!("{}/+/+/bundles/+", r.prefix), r.probe.clone(), r.reports.clone()]
-                .map(|filter| Subscription { filter, no_local: false, requests: false })
+            [
+                format!("{}/+/+", r.prefix),
+                format!("{}/+/+/bundles/+", r.prefix),
+                r.probe.clone(),
+                r.reports.clone(),
+                format!("{}/+", r.reports),
+            ]
+            .map(|filter| Subscription { filter, no_local: false, requests: false })
         });
         requests.chain([manifests]).chain(releases).collect()
     }

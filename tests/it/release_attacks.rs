@@ -1,13 +1,15 @@
 //! The release plane attacked from the broker (issue #23): whoever can publish under the release prefix must not
 //! change what phones get. Forged states and bundles are refused, counted and never stored; a `seq` that cannot
-//! grow is refused.
+//! grow is refused; candidates and rollbacks verify in an app; one device cannot move an auto-halt.
 
 use crate::common::mqtt::{Client, TIMEOUT};
 use crate::common::release::{rejected, serve_embedded_manual, ReleaseKeys};
 use crate::common::{eventually, node_json, Mosquitto, TempCatalog};
-use crate::releases::{ask, manual, ok, on_broker, operator, state_where, touch};
+use crate::releases::{
+    ask, devices_on, manual, ok, on_broker, operator, report, report_on, reports_counted, state_where, touch,
+};
 use connector_scripts::catalog::{Bundle, Script};
-use connector_scripts::release::state::ReleaseState;
+use connector_scripts::release::state::{Channel, ReleaseState};
 use connector_scripts::release::{store, trust};
 use connector_scripts::signing::{verify_reply, Signer, TrustedKeys};
 use serde_json::json;
@@ -208,5 +210,60 @@ async fn candidates_rollbacks_and_promotes_are_signed_and_pass_the_apps_replay_r
     let accepted = (true, None);
     let replayed = (false, Some("replayed"));
     assert_eq!(steps, [accepted, accepted, accepted, accepted, accepted, replayed, replayed], "{walk}");
+    service.shutdown().await.unwrap();
+}
+
+/// `connector_scripts_reports_ignored_total{reason}`.
+fn ignored(r: &connector_scripts::app::Running, reason: &str) -> u64 {
+    let text = connector_scripts::ops::metrics_text(&r.state);
+    let label = format!("reason=\"{reason}\"");
+    text.lines()
+        .filter(|l| l.starts_with("connector_scripts_reports_ignored_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_device_cannot_halt_a_rollout_and_sixty_distinct_failing_devices_do() {
+    let keys = ReleaseKeys::new();
+    let catalog = TempCatalog::examples();
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start().await;
+    let (url, port) = (mosquitto.url(), mosquitto.port);
+    let service = crate::common::mqtt::serve_with(manual(&keys, &catalog, &url, dir.path(), &["--auto-halt"])).await;
+    let stable = ask(port, "dev-h").await["revision"].as_str().unwrap().to_string();
+    touch(&catalog, "v2");
+    let candidate = eventually(TIMEOUT, "a candidate", || {
+        service.state.releases().unwrap().states()[&ios_next()].candidate.clone()
+    })
+    .await;
+    on_broker(port, &candidate).await;
+    ok(operator(&url, &keys, &["rollout", "--platform", "ios", "--variant", "next", "--percent", "50"]));
+    let half = state_where(port, "s-half", |s| s.basis_points == 5_000).await;
+    let app = Client::v4(port, "reporter").await;
+    report(&app, &devices_on(&half, Channel::Stable, 0, 60), &stable, 60, 0).await;
+
+    // One candidate device: 10 000 failures on its own topic, 10 000 on the bare topic (no identity).
+    let flooder = &devices_on(&half, Channel::Candidate, 0, 1)[0];
+    for _ in 0..10_000 {
+        report_on(&app, &format!("connectorsReport/{flooder}"), &candidate, false).await;
+        report_on(&app, "connectorsReport", &candidate, false).await;
+    }
+    // A last report from another device: counted once everything before it on this connection was handled.
+    let last = &devices_on(&half, Channel::Candidate, 1, 1)[0];
+    report_on(&app, &format!("connectorsReport/{last}"), &candidate, true).await;
+    eventually(TIMEOUT, "the flood handled", || (reports_counted(&service) == 62).then_some(())).await;
+    assert_eq!(service.state.releases().unwrap().states()[&ios_next()].candidate.as_deref(), Some(&*candidate));
+    assert_eq!(service.state.metrics.auto_halts.get(), 0);
+    assert!(ignored(&service, "unattributed") > 0 && ignored(&service, "rate_limited") > 0);
+
+    // 60 distinct candidate devices failing: halted.
+    report(&app, &devices_on(&half, Channel::Candidate, 2, 60), &candidate, 0, 60).await;
+    let halted = eventually(TIMEOUT, "the candidate halted", || {
+        let s = service.state.releases().unwrap().states()[&ios_next()].clone();
+        s.candidate.is_none().then_some(s)
+    })
+    .await;
+    assert_eq!(halted.by, "auto-halt");
     service.shutdown().await.unwrap();
 }

@@ -6,7 +6,7 @@ use crate::common::mqtt::{config, nest, serve_with, Client, TIMEOUT};
 use crate::common::release::{parse_state, ReleaseKeys};
 use crate::common::{eventually, Mosquitto, TempCatalog};
 use connector_scripts::app::Running;
-use connector_scripts::release::state::{bucket, ReleaseState};
+use connector_scripts::release::state::{bucket, Channel, ReleaseState};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -255,16 +255,27 @@ async fn restarts_keep_the_state_and_a_new_instance_serves_the_same_bytes() {
     b.shutdown().await.unwrap();
 }
 
-/// Publishes `ok` then `failed` outcome reports for `revision`, as apps would (NestJS events, QoS 0).
-async fn report(app: &Client, revision: &str, ok: usize, failed: usize) {
-    for i in 0..ok + failed {
-        let data = json!({"platform": "ios", "version": "3.1.0", "revision": revision, "connector": "fleet/tracking",
-                          "ok": i < ok, "error": if i < ok { Value::Null } else { "TypeError: x is undefined".into() }});
-        app.publish_qos0("connectorsReport", json!({"pattern": "connectorsReport", "data": data}).to_string()).await;
+/// The `n` devices after the first `skip` whose bucket puts them on `channel` of `state`.
+pub fn devices_on(state: &ReleaseState, channel: Channel, skip: usize, n: usize) -> Vec<String> {
+    (0..).map(|i| format!("rep-{i}")).filter(|d| state.channel(Some(d)) == channel).skip(skip).take(n).collect()
+}
+
+/// One outcome report for `revision` as an app would send it (a NestJS event, QoS 0) on `topic`.
+pub async fn report_on(app: &Client, topic: &str, revision: &str, ok: bool) {
+    let data = json!({"platform": "ios", "version": "3.1.0", "revision": revision, "connector": "fleet/tracking",
+                      "ok": ok, "error": if ok { Value::Null } else { "TypeError: x is undefined".into() }});
+    app.publish_qos0(topic, json!({"pattern": "connectorsReport", "data": data}).to_string()).await;
+}
+
+/// `ok` then `failed` reports for `revision`, each from another device of `devices` on its own topic.
+pub async fn report(app: &Client, devices: &[String], revision: &str, ok: usize, failed: usize) {
+    assert_eq!(devices.len(), ok + failed);
+    for (i, device) in devices.iter().enumerate() {
+        report_on(app, &format!("connectorsReport/{device}"), revision, i < ok).await;
     }
 }
 
-fn reports_counted(r: &Running) -> u64 {
+pub fn reports_counted(r: &Running) -> u64 {
     let text = connector_scripts::ops::metrics_text(&r.state);
     text.lines()
         .filter(|l| l.starts_with("connector_scripts_reports_total{"))
@@ -297,14 +308,15 @@ async fn auto_halt_rolls_back_a_failing_candidate_and_leaves_an_equal_one() {
     let candidate = staged("v2").await;
     on_broker(mosquitto.port, &candidate).await;
     ok(operator(&url, &keys, &["rollout", "--platform", "ios", "--variant", "next", "--percent", "50"]));
-    report(&app, &stable, 90, 10).await;
-    report(&app, &candidate, 90, 10).await;
+    let half = state_where(mosquitto.port, "s-half", |s| s.basis_points == 5_000).await;
+    report(&app, &devices_on(&half, Channel::Stable, 0, 100), &stable, 90, 10).await;
+    report(&app, &devices_on(&half, Channel::Candidate, 0, 100), &candidate, 90, 10).await;
     eventually(TIMEOUT, "200 reports counted", || (reports_counted(&service) == 200).then_some(())).await;
     assert_eq!(service.state.releases().unwrap().states()[&key].candidate.as_deref(), Some(candidate.as_str()));
     assert_eq!(service.state.metrics.auto_halts.get(), 0);
 
     // The candidate fails far more often: rolled back by itself, on the broker too.
-    report(&app, &candidate, 40, 60).await;
+    report(&app, &devices_on(&half, Channel::Candidate, 100, 100), &candidate, 40, 60).await;
     let halted = eventually(TIMEOUT, "the candidate halted", || {
         let s = service.state.releases().unwrap().states()[&key].clone();
         s.candidate.is_none().then_some(s)
