@@ -77,13 +77,75 @@ fn rejected(state: &State, logged: &mut BTreeSet<String>, topic: &str, kind: &st
     }
 }
 
-/// Runs until cancelled: `seen` carries every message under the release prefix and the probe.
+/// One message under the release prefix, a report or the probe; returns the catalog to serve when it changed.
+fn on_message(
+    state: &State,
+    releases: &crate::release::Releases,
+    topics: &ReleaseTopics,
+    logged: &mut BTreeSet<String>,
+    msg: &Seen,
+) -> Option<crate::catalog::Catalog> {
+    match topics.classify(&msg.topic) {
+        Some(ReleaseTopic::Probe) => releases.on_synced(),
+        Some(ReleaseTopic::State(p, v)) if !msg.payload.is_empty() => {
+            releases.on_state((p.to_string(), v.to_string()), &msg.payload).unwrap_or_else(|why| {
+                rejected(state, logged, &msg.topic, "state", &why);
+                None
+            })
+        }
+        Some(ReleaseTopic::Bundle(p, v, rev)) if !msg.payload.is_empty() => {
+            releases.on_bundle(&(p.to_string(), v.to_string()), rev, &msg.payload).unwrap_or_else(|why| {
+                rejected(state, logged, &msg.topic, "bundle", &why);
+                None
+            })
+        }
+        Some(ReleaseTopic::Report) => report(state, releases, None, &msg.payload),
+        Some(ReleaseTopic::DeviceReport(device)) => report(state, releases, Some(device), &msg.payload),
+        Some(ReleaseTopic::BadReport) => {
+            ignored(state, crate::release::reports::Outcome::Unknown);
+            None
+        }
+        _ => None,
+    }
+}
+
+/// Publishes the states this instance changed (signed) and every revision a state names that this connection has
+/// not shared yet (with its signed manifest), so an instance that never built it can serve it.
+async fn publish_changes(
+    client: &AsyncClient,
+    releases: &crate::release::Releases,
+    topics: &ReleaseTopics,
+    signer: &crate::signing::Signer,
+    shared: &mut BTreeSet<String>,
+) {
+    for ((p, v), s) in releases.take_outbox() {
+        let body = seal_state(&(p.clone(), v.clone()), &s, signer);
+        let _ = client.publish(topics.state(&p, &v), QoS::AtLeastOnce, true, body).await;
+        tracing::info!(platform = %p, variant = %v, seq = s.seq, stable = %s.stable, candidate = ?s.candidate,
+            percent = s.percent(), "release state published");
+    }
+    for ((p, v), s) in releases.states() {
+        for rev in std::iter::once(s.stable.as_str()).chain(s.candidate.as_deref()) {
+            let id = format!("{p}/{v}/{rev}");
+            if shared.contains(&id) {
+                continue;
+            }
+            if let Some(bytes) = releases.publishable(&(p.clone(), v.clone()), rev, signer) {
+                let _ = client.publish(topics.bundle(&p, &v, rev), QoS::AtLeastOnce, true, bytes).await;
+                shared.insert(id);
+            }
+        }
+    }
+}
+
+/// Runs until cancelled: `seen` carries every message under the release prefix and the probe (and QoS 1
+/// reports), `reports` the QoS 0 reports, polled after everything else so that a flood of them delays nothing.
 pub async fn run(
     client: AsyncClient,
     state: Arc<State>,
     topics: ReleaseTopics,
     liveness: Liveness,
-    (mut subscribed, mut seen): (watch::Receiver<bool>, mpsc::Receiver<Seen>),
+    (mut subscribed, mut seen, mut reports): (watch::Receiver<bool>, mpsc::Receiver<Seen>, mpsc::Receiver<Seen>),
     cancel: CancellationToken,
 ) {
     let Some(releases) = state.releases().cloned() else { return };
@@ -98,15 +160,17 @@ pub async fn run(
     let mut shared: BTreeSet<String> = BTreeSet::new();
     let mut applied = None;
     let mut changes = state.catalog_changes();
-    // Requests and reports per revision ride on the liveness message, refreshed at most this often.
+    // Requests and reports per revision ride on the liveness message, refreshed at most this often (an applied
+    // `seq`, which operators wait for, goes out at once).
     let mut refresh = tokio::time::interval(STATS_EVERY);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stats = BTreeMap::new();
     loop {
-        tokio::select! {
+        let msg = tokio::select! {
+            biased;
             _ = cancel.cancelled() => return,
             // A build in manual mode changes the states (a new candidate) before it changes what is served.
-            r = changes.changed() => if r.is_err() { return },
-            _ = refresh.tick() => {}
+            r = changes.changed() => if r.is_err() { return } else { None },
             r = subscribed.changed() => {
                 if r.is_err() { return }
                 if *subscribed.borrow_and_update() {
@@ -115,65 +179,28 @@ pub async fn run(
                     // Comes back after every retained message of our subscriptions: then we know the group's state.
                     let _ = client.publish(topics.probe.as_str(), QoS::AtLeastOnce, false, Vec::new()).await;
                 }
+                None
             }
-            msg = seen.recv() => {
-                let Some(msg) = msg else { return };
-                let served = match topics.classify(&msg.topic) {
-                    Some(ReleaseTopic::Probe) => releases.on_synced(),
-                    Some(ReleaseTopic::State(p, v)) if !msg.payload.is_empty() => {
-                        match releases.on_state((p.to_string(), v.to_string()), &msg.payload) {
-                            Ok(served) => served,
-                            Err(why) => {
-                                rejected(&state, &mut logged, &msg.topic, "state", &why);
-                                None
-                            }
-                        }
-                    }
-                    Some(ReleaseTopic::Bundle(p, v, rev)) if !msg.payload.is_empty() => {
-                        match releases.on_bundle(&(p.to_string(), v.to_string()), rev, &msg.payload) {
-                            Ok(served) => served,
-                            Err(why) => {
-                                rejected(&state, &mut logged, &msg.topic, "bundle", &why);
-                                None
-                            }
-                        }
-                    }
-                    Some(ReleaseTopic::Report) => report(&state, &releases, None, &msg.payload),
-                    Some(ReleaseTopic::DeviceReport(device)) => report(&state, &releases, Some(device), &msg.payload),
-                    Some(ReleaseTopic::BadReport) => {
-                        ignored(&state, crate::release::reports::Outcome::Unknown);
-                        None
-                    }
-                    _ => None,
-                };
-                if let Some(served) = served {
-                    state.swap_catalog(Arc::new(served));
-                }
+            msg = seen.recv() => match msg { Some(m) => Some(m), None => return },
+            _ = refresh.tick() => {
+                stats = state.metrics.per_revision();
+                None
+            }
+            msg = reports.recv() => match msg { Some(m) => Some(m), None => return },
+        };
+        if let Some(msg) = msg {
+            match on_message(&state, &releases, &topics, &mut logged, &msg) {
+                Some(served) => state.swap_catalog(Arc::new(served)),
+                // Nothing changed (every report that is not a halt): nothing to publish.
+                None if topics.classify(&msg.topic).is_some_and(|t| t.is_report()) => continue,
+                None => {}
             }
         }
         if !*subscribed.borrow() {
             continue;
         }
-        for ((p, v), s) in releases.take_outbox() {
-            let body = seal_state(&(p.clone(), v.clone()), &s, &signer);
-            let _ = client.publish(topics.state(&p, &v), QoS::AtLeastOnce, true, body).await;
-            tracing::info!(platform = %p, variant = %v, seq = s.seq, stable = %s.stable, candidate = ?s.candidate,
-                percent = s.percent(), "release state published");
-        }
-        // Every revision a state names goes on the broker, so an instance that never built it can serve it.
-        for ((p, v), s) in releases.states() {
-            for rev in std::iter::once(s.stable.as_str()).chain(s.candidate.as_deref()) {
-                let id = format!("{p}/{v}/{rev}");
-                if shared.contains(&id) {
-                    continue;
-                }
-                if let Some(bytes) = releases.publishable(&(p.clone(), v.clone()), rev, &signer) {
-                    let _ = client.publish(topics.bundle(&p, &v, rev), QoS::AtLeastOnce, true, bytes).await;
-                    shared.insert(id);
-                }
-            }
-        }
-        let now: Applied = (releases.applied(), state.metrics.per_revision());
+        publish_changes(&client, &releases, &topics, &signer, &mut shared).await;
+        let now: Applied = (releases.applied(), stats.clone());
         if applied.as_ref() != Some(&now) {
             let body = online_with(&liveness, &now);
             let _ = client.publish(liveness.topic.as_str(), QoS::AtLeastOnce, true, body).await;

@@ -209,6 +209,7 @@ impl Releases {
     /// A state published on the broker for `key`: applied (and stored) only when [`Trust::state`] verifies it;
     /// returns the catalog to serve when it changed what is served.
     pub fn on_state(&self, key: VariantKey, payload: &[u8]) -> Result<Option<Catalog>, Rejected> {
+        self.known(&key)?;
         let state = self.trust.state(&key, payload)?;
         let mut inner = self.lock();
         if inner.states.get(&key).is_some_and(|current| !state.supersedes(current)) {
@@ -222,6 +223,10 @@ impl Releases {
     /// A bundle another instance published for `key` and `revision`: kept only when its signed manifest verifies
     /// ([`Trust::bundle`]), and served if a state names it.
     pub fn on_bundle(&self, key: &VariantKey, revision: &str, payload: &[u8]) -> Result<Option<Catalog>, Rejected> {
+        self.known(key)?;
+        if !store::component(revision) {
+            return Err(Rejected::UnknownVariant(format!("{}/{}/bundles/{revision:?}", key.0, key.1)));
+        }
         let bundle = self.trust.bundle(key, revision, payload)?;
         let mut inner = self.lock();
         match self.store.put(&bundle, &named(&inner, key)) {
@@ -236,9 +241,29 @@ impl Releases {
         }
     }
 
+    /// Refuses a topic whose platform or variant is no plain path segment or (once built) not in the catalog:
+    /// states and bundles can neither be written outside the store nor grow it, memory and liveness with variants
+    /// nobody serves. Before the first build every plain name passes (retained states arrive first).
+    fn known(&self, (p, v): &VariantKey) -> Result<(), Rejected> {
+        let plain = |s: &str| store::component(s) && crate::wire::topics::valid_level(s);
+        let unknown = || Rejected::UnknownVariant(format!("{p:?}/{v:?}"));
+        if !plain(p) || !plain(v) {
+            return Err(unknown());
+        }
+        match self.lock().built.as_ref() {
+            Some(c) if !c.bundles().any(|b| b.platform == *p && b.variant == *v) => Err(unknown()),
+            _ => Ok(()),
+        }
+    }
+
     /// A stored revision as published to other instances: its manifest signed by `signer`.
     pub fn publishable(&self, key: &VariantKey, revision: &str, signer: &crate::signing::Signer) -> Option<Vec<u8>> {
         self.store.get(key, revision).map(|b| trust::seal_bundle(&b, signer))
+    }
+
+    /// The states retained on the broker have all been read (until then nothing is served).
+    pub fn synced(&self) -> bool {
+        self.lock().synced
     }
 
     /// The latest build (what the next build is compared with).

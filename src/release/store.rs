@@ -136,7 +136,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 }
 
 /// A name usable as one path component (platform and variant names already are; revisions are hex).
-fn component(s: &str) -> bool {
+pub fn component(s: &str) -> bool {
     !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\', '\0'])
 }
 
@@ -216,9 +216,13 @@ impl Store {
         }
     }
 
-    /// Keeps a variant's state.
+    /// Keeps a variant's state (never outside `states/`: a name that is no plain component is refused).
     pub fn put_state(&self, key: &VariantKey, s: &ReleaseState) -> Result<(), StoreError> {
-        write_atomic(&self.state_path(key), &serde_json::to_vec_pretty(s).unwrap_or_default())
+        let path = self.state_path(key);
+        if !component(&key.0) || !component(&key.1) {
+            return Err(StoreError::Corrupt { path, reason: "not a plain platform/variant name".into() });
+        }
+        write_atomic(&path, &serde_json::to_vec_pretty(s).unwrap_or_default())
     }
 
     /// Every kept state; a corrupt one is reported and skipped (the broker's retained state then applies).

@@ -35,6 +35,9 @@ pub enum Rejected {
     /// A state whose `seq` cannot grow: applying it would lock every operator out.
     #[error("seq {0} is the largest there is: no change could follow it")]
     SeqExhausted(u64),
+    /// A topic naming a platform or variant the catalog does not have, or a segment that is no plain name.
+    #[error("{0}: not a platform/variant of the catalog")]
+    UnknownVariant(String),
     /// A bundle whose scripts are not the ones its signed manifest lists.
     #[error("the bundle's scripts are not the ones its signed manifest lists: {0}")]
     NotAsSigned(String),
@@ -51,6 +54,7 @@ impl Rejected {
             Rejected::Signature(_) => "bad_manifest",
             Rejected::Mismatch { .. } => "mismatch",
             Rejected::SeqExhausted(_) => "seq_exhausted",
+            Rejected::UnknownVariant(_) => "unknown_variant",
             Rejected::NotAsSigned(_) => "not_as_signed",
         }
     }

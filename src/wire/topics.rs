@@ -47,6 +47,13 @@ pub enum ReleaseTopic<'t> {
     BadReport,
 }
 
+impl ReleaseTopic<'_> {
+    /// An app's outcome report, attributed or not.
+    pub fn is_report(&self) -> bool {
+        matches!(self, ReleaseTopic::Report | ReleaseTopic::DeviceReport(_) | ReleaseTopic::BadReport)
+    }
+}
+
 impl ReleaseTopics {
     /// The state topic of one variant.
     pub fn state(&self, platform: &str, variant: &str) -> String {
@@ -154,6 +161,11 @@ impl Topics {
     /// True for a topic under the release prefix, or the sync probe.
     pub fn is_release(&self, topic: &str) -> bool {
         self.releases.as_ref().is_some_and(|r| r.classify(topic).is_some())
+    }
+
+    /// An app's outcome report (bare or per device), with managed releases.
+    pub fn is_report(&self, topic: &str) -> bool {
+        self.releases.as_ref().is_some_and(|r| r.classify(topic).is_some_and(|t| t.is_report()))
     }
 
     /// The liveness topic of one instance.
