@@ -84,6 +84,8 @@ pub struct ServeConfig {
     pub limits: LimitsConfig,
     /// The key that signs manifests (`--signing-key`, or the systemd credential `signing-key`).
     pub signing_key: Option<PathBuf>,
+    /// `--trusted-key`: other instances' signing public keys, trusted next to our own (key rotation).
+    pub trusted_keys: Vec<PathBuf>,
     /// Managed releases (`--release-mode manual`).
     pub releases: Option<crate::release::ReleaseConfig>,
 }
@@ -224,6 +226,7 @@ impl ServeConfig {
                     .then_some(RateLimit { per_second: args.rate_limit, burst: args.rate_burst.max(1.0) }),
             },
             signing_key,
+            trusted_keys: args.trusted_key.clone(),
             releases,
         })
     }
@@ -259,7 +262,6 @@ fn release_config(
         instance: instance.to_string(),
         auto_halt: args.auto_halt.then_some(crate::release::HaltPolicy::default()),
         operator_keys: args.operator_key.clone(),
-        trusted_keys: args.trusted_key.clone(),
     }))
 }
 

@@ -142,7 +142,7 @@ pub async fn run(
     mut seen: mpsc::Receiver<Seen>,
     cancel: CancellationToken,
 ) {
-    let keys = state.signer().map(|s| TrustedKeys::of(s.public_key()));
+    let keys = state.trusted_keys().cloned();
     let mut changes = state.catalog_changes();
     // What this connection has published (cleared on reconnect) and the last revisions seen (for events).
     let mut published: BTreeMap<Key, String> = BTreeMap::new();

@@ -50,8 +50,6 @@ pub struct ReleaseConfig {
     pub auto_halt: Option<HaltPolicy>,
     /// `--operator-key`: public keys whose signed states this instance applies.
     pub operator_keys: Vec<PathBuf>,
-    /// `--trusted-key`: other instances' signing keys (key rotation); this instance's own is always trusted.
-    pub trusted_keys: Vec<PathBuf>,
 }
 
 /// When a candidate is worse enough than stable to halt it.

@@ -76,16 +76,6 @@ impl Trust {
         Trust { states, signers: signers.clone() }
     }
 
-    /// Reads `--operator-key` and `--trusted-key` files; `own` is this instance's signing key.
-    pub fn load(
-        operators: &[std::path::PathBuf],
-        trusted: &[std::path::PathBuf],
-        own: Option<ed25519_dalek::VerifyingKey>,
-    ) -> Result<Trust, crate::signing::KeyError> {
-        let signers = own.into_iter().fold(TrustedKeys::load(trusted)?, TrustedKeys::with);
-        Ok(Trust::new(&TrustedKeys::load(operators)?, &signers))
-    }
-
     /// The state published on `key`'s topic, verified. The one check before a state may be applied.
     pub fn state(&self, key: &VariantKey, payload: &[u8]) -> Result<ReleaseState, Rejected> {
         open_state(&self.states, key, payload)
