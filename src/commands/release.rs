@@ -105,10 +105,11 @@ pub fn releases(args: &ReleasesArgs, out: &mut dyn Write) -> anyhow::Result<Exit
         // Summed over the live instances (each counts what it answered and the reports it saw).
         let mut served: BTreeMap<String, [u64; 3]> = BTreeMap::new();
         for doc in &instances {
-            for (rev, c) in doc["served"][format!("{p}/{v}")].as_object().into_iter().flatten() {
-                let sum = served.entry(rev.clone()).or_default();
-                for (i, n) in c.as_array().into_iter().flatten().enumerate().take(3) {
-                    sum[i] += n.as_u64().unwrap_or(0);
+            let counts = doc.served.as_ref().and_then(|s| s.get(&format!("{p}/{v}")));
+            for (rev, c) in counts.into_iter().flatten() {
+                let sum = served.entry(printable(rev)).or_default();
+                for (total, n) in sum.iter_mut().zip(c) {
+                    *total = total.saturating_add(*n);
                 }
             }
         }

@@ -6,6 +6,7 @@
 use super::announce::{Liveness, Seen};
 use crate::release::trust::{seal_state, Rejected};
 use crate::state::State;
+use crate::wire::bus::LivenessDoc;
 use crate::wire::topics::{ReleaseTopic, ReleaseTopics};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::AsyncClient;
@@ -23,10 +24,8 @@ type Applied = (BTreeMap<String, u64>, BTreeMap<String, BTreeMap<String, [u64; 3
 
 /// The liveness body with `releases` and `served`.
 fn online_with(liveness: &Liveness, (releases, served): &Applied) -> Vec<u8> {
-    let mut doc: serde_json::Value = serde_json::from_slice(&liveness.online).unwrap_or_default();
-    doc["releases"] = serde_json::json!(releases);
-    doc["served"] = serde_json::json!(served);
-    doc.to_string().into_bytes()
+    let doc = LivenessDoc { releases: Some(releases.clone()), served: Some(served.clone()), ..liveness.doc.clone() };
+    doc.to_bytes()
 }
 
 fn count_report(state: &State, r: &crate::release::Reported) {
