@@ -13,6 +13,7 @@ mod interop;
 mod mqtt;
 mod ops;
 mod release_attacks;
+mod release_stalls;
 mod releases;
 mod reliability;
 mod reload;

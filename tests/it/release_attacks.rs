@@ -321,36 +321,6 @@ async fn state_topics_are_bounded_to_the_catalog_and_free_text_prints_terminal_s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reports_neither_republish_the_liveness_message_nor_delay_requests() {
-    let keys = ReleaseKeys::new();
-    let catalog = TempCatalog::examples();
-    let dir = tempfile::tempdir().unwrap();
-    let mosquitto = Mosquitto::start().await;
-    let (url, port) = (mosquitto.url(), mosquitto.port);
-    let service = serve_with_manual(&keys, &catalog, &url, dir.path()).await;
-    let stable = ask(port, "dev-a").await["revision"].as_str().unwrap().to_string();
-    let state = state_where(port, "s1", |s| s.stable == stable).await;
-    let mut status = Client::v4(port, "watcher").await;
-    status.subscribe("connector-scripts/status/+").await;
-    let _retained = status.recv().await;
-
-    // 120 reports from 120 devices, each a vote; then requests (QoS 1) still answered at once.
-    let app = Client::v4(port, "reporter").await;
-    let started = std::time::Instant::now();
-    report(&app, &devices_on(&state, Channel::Stable, 0, 120), &stable, 120, 0).await;
-    eventually(TIMEOUT, "120 votes", || (reports_counted(&service) == 120).then_some(())).await;
-    assert_eq!(ask(port, "dev-b").await["revision"], stable.as_str());
-    // Watched for as long again as the reports took: at most one refresh of the per-revision figures per 5 s.
-    let mut liveness = 0;
-    while status.try_recv_within(std::time::Duration::from_millis(300)).await.is_some() {
-        liveness += 1;
-    }
-    let periods = 1 + started.elapsed().as_secs() / 5;
-    assert!(liveness as u64 <= periods, "{liveness} liveness messages in {:?} for 120 reports", started.elapsed());
-    service.shutdown().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_with_two_trusted_keys_converge_instead_of_fighting() {
     let (old, new) = (ReleaseKeys::new(), ReleaseKeys::new());
     let mosquitto = Mosquitto::start().await;
