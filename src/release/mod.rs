@@ -16,13 +16,15 @@ pub mod store;
 pub mod trust;
 
 use crate::catalog::{Bundle, Candidate, Catalog};
-use state::{Channel, ReleaseState};
+use state::ReleaseState;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use store::Store;
 use trust::{Rejected, Trust};
+
+pub use reports::HaltPolicy;
 
 /// `--release-mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -50,40 +52,6 @@ pub struct ReleaseConfig {
     pub auto_halt: Option<HaltPolicy>,
     /// `--operator-key`: public keys whose signed states this instance applies.
     pub operator_keys: Vec<PathBuf>,
-}
-
-/// When a candidate is worse enough than stable to halt it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HaltPolicy {
-    /// Distinct reporting devices needed on each channel before anything is decided.
-    pub min_reports: u64,
-    /// How much higher the candidate's failure rate must be (0.05: five percentage points).
-    pub margin: f64,
-    /// Two-proportion z score the difference must reach.
-    pub z: f64,
-}
-
-impl Default for HaltPolicy {
-    fn default() -> Self {
-        HaltPolicy { min_reports: 50, margin: 0.05, z: 3.0 }
-    }
-}
-
-impl HaltPolicy {
-    /// Is `candidate` (ok, failed) significantly worse than `stable` (ok, failed)?
-    pub fn halts(&self, stable: (u64, u64), candidate: (u64, u64)) -> bool {
-        let (ns, nc) = (stable.0 + stable.1, candidate.0 + candidate.1);
-        if ns < self.min_reports || nc < self.min_reports {
-            return false;
-        }
-        let (ps, pc) = (stable.1 as f64 / ns as f64, candidate.1 as f64 / nc as f64);
-        if pc < ps + self.margin {
-            return false;
-        }
-        let p = (stable.1 + candidate.1) as f64 / (ns + nc) as f64;
-        let se = (p * (1.0 - p) * (1.0 / ns as f64 + 1.0 / nc as f64)).sqrt();
-        se == 0.0 || (pc - ps) / se >= self.z
-    }
 }
 
 /// An app's outcome report (`connectorsReport`), as counted.
@@ -269,56 +237,6 @@ impl Releases {
         self.lock().built.clone()
     }
 
-    /// Counts an app's report from `device` (`None`: the bare topic, unattributed, never counted as a vote); with
-    /// `--auto-halt`, rolls back a candidate that distinct devices find significantly worse than stable (returns
-    /// the catalog to serve then). The [`Reported`] is there when the report became a vote.
-    pub fn on_report(
-        &self,
-        device: Option<&str>,
-        payload: &[u8],
-    ) -> (reports::Outcome, Option<Reported>, Option<Catalog>) {
-        use reports::Outcome;
-        let Some(report) = crate::wire::bus::Report::parse(payload) else { return (Outcome::Unknown, None, None) };
-        let mut inner = self.lock();
-        let found = inner.served.iter().find_map(|(k, (stable, candidate))| {
-            (k.0 == report.platform).then_some(())?;
-            if *stable == report.revision {
-                Some((k.clone(), Channel::Stable))
-            } else if candidate.as_deref() == Some(report.revision.as_str()) {
-                Some((k.clone(), Channel::Candidate))
-            } else {
-                None
-            }
-        });
-        let (Some((key, channel)), Some(device)) = (found, device) else {
-            let why = if device.is_none() { Outcome::Unattributed } else { Outcome::Unknown };
-            return (why, None, None);
-        };
-        let Some(current) = inner.states.get(&key).cloned() else { return (Outcome::Unknown, None, None) };
-        let tally = inner.tallies.entry(key.clone()).or_default();
-        let outcome = self.ballot.count(tally, &current, device, channel, report.ok, std::time::Instant::now());
-        if outcome != Outcome::Counted {
-            return (outcome, None, None);
-        }
-        let reported =
-            Reported { key: key.clone(), revision: report.revision, channel: channel.as_str(), ok: report.ok };
-        let (stable, on_candidate) = (tally.stable, tally.candidate);
-        let halt = self.cfg.auto_halt.is_some_and(|p| p.halts(stable, on_candidate));
-        if !halt || !inner.synced {
-            return (outcome, Some(reported), None);
-        }
-        let Ok(next) = current.rollback(None, &Default::default(), "auto-halt", SystemTime::now()) else {
-            return (outcome, Some(reported), None);
-        };
-        tracing::warn!(platform = %key.0, variant = %key.1, candidate = ?current.candidate,
-            stable_devices = ?stable, candidate_devices = ?on_candidate,
-            "auto-halt: distinct devices find the candidate significantly worse than stable; rolled back");
-        inner.tallies.remove(&key);
-        self.apply(&mut inner, &key, next, true);
-        let served = inner.built.is_some().then(|| self.serve(&mut inner));
-        (outcome, Some(reported), served)
-    }
-
     /// States to publish (retained), each once.
     pub fn take_outbox(&self) -> Vec<(VariantKey, ReleaseState)> {
         std::mem::take(&mut self.lock().outbox)
@@ -435,20 +353,5 @@ impl Releases {
             return Some(base);
         }
         Some(base.without(&s.disabled, at))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::HaltPolicy;
-
-    #[test]
-    fn halts_only_a_candidate_significantly_worse_than_stable() {
-        let p = HaltPolicy::default();
-        assert!(p.halts((950, 50), (70, 30)), "30 % failing against 5 %");
-        assert!(!p.halts((95, 5), (95, 5)), "equal rates");
-        assert!(!p.halts((950, 50), (28, 2)), "too few candidate reports");
-        assert!(!p.halts((900, 100), (85, 15)), "15 % against 10 %: not significant");
-        assert!(!p.halts((0, 0), (0, 100)), "no stable reports to compare with");
     }
 }
