@@ -66,11 +66,22 @@ fn report(
 /// Topics whose refusal was logged: at most this many remembered (the counter keeps counting past it).
 const LOGGED_TOPICS: usize = 1024;
 
-/// Counts a refused document and logs it once per topic, so a flood of forgeries cannot flood the log.
-fn rejected(state: &State, logged: &mut BTreeSet<String>, topic: &str, kind: &str, why: &Rejected) {
+/// The topics whose refusal was logged: a flood of forgeries cannot flood the log (the counter keeps counting).
+#[derive(Debug, Default)]
+struct LoggedOnce(BTreeSet<String>);
+
+impl LoggedOnce {
+    /// True the first time `topic` is seen, while fewer than [`LOGGED_TOPICS`] are remembered.
+    fn first(&mut self, topic: &str) -> bool {
+        self.0.len() < LOGGED_TOPICS && self.0.insert(topic.to_string())
+    }
+}
+
+/// Counts a refused document and logs it once per topic.
+fn rejected(state: &State, logged: &mut LoggedOnce, topic: &str, kind: &str, why: &Rejected) {
     let labels = crate::metrics::BusRejectLabels { kind: kind.to_string(), reason: why.reason().to_string() };
     state.metrics.bus_rejected.get_or_create(&labels).inc();
-    if logged.len() < LOGGED_TOPICS && logged.insert(topic.to_string()) {
+    if logged.first(topic) {
         tracing::warn!(topic = %topic.escape_debug(), reason = why.reason(), error = %why,
             "a {kind} on the broker is not signed by a trusted key: refused, not applied, not stored");
     }
@@ -81,7 +92,7 @@ fn on_message(
     state: &State,
     releases: &crate::release::Releases,
     topics: &ReleaseTopics,
-    logged: &mut BTreeSet<String>,
+    logged: &mut LoggedOnce,
     msg: &Seen,
 ) -> Option<crate::catalog::Catalog> {
     match topics.classify(&msg.topic) {
@@ -154,7 +165,7 @@ pub async fn run(
         tracing::error!("manual release mode without a signing key: release states are not published");
         return;
     };
-    let mut logged: BTreeSet<String> = BTreeSet::new();
+    let mut logged = LoggedOnce::default();
     // Bundles published on this connection (`platform/variant/revision`).
     let mut shared: BTreeSet<String> = BTreeSet::new();
     let mut applied = None;
@@ -205,5 +216,22 @@ pub async fn run(
             let _ = client.publish(liveness.topic.as_str(), QoS::AtLeastOnce, true, body).await;
             applied = Some(now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LoggedOnce, LOGGED_TOPICS};
+
+    #[test]
+    fn a_refusal_is_logged_once_per_topic_and_the_memory_is_bounded() {
+        let mut logged = LoggedOnce::default();
+        assert!(logged.first("connector-scripts/releases/ios/next"));
+        assert!(!logged.first("connector-scripts/releases/ios/next"), "logged twice");
+        for i in 1..LOGGED_TOPICS {
+            assert!(logged.first(&format!("forged/{i}")));
+        }
+        assert!(!logged.first("forged/one-more"), "unbounded");
+        assert_eq!(logged.0.len(), LOGGED_TOPICS);
     }
 }
