@@ -178,16 +178,18 @@ impl Poller {
     fn on_publish(&mut self, publish: Publish) -> Option<Pending> {
         let received = Instant::now();
         let topic = String::from_utf8_lossy(&publish.topic);
-        if publish.qos == QoS::AtMostOnce && self.cfg.topics.is_report(&topic) {
+        // Classified once: this is the path of every request.
+        let release = self.cfg.topics.release_topic(&topic);
+        if publish.qos == QoS::AtMostOnce && release.as_ref().is_some_and(|t| t.is_report()) {
             // Nothing to acknowledge: straight to the release task's report queue, shed (and counted) when full.
-            let seen = announce::Seen { topic: topic.into_owned(), payload: publish.payload, retained: publish.retain };
+            let seen = announce::Seen { topic: topic.to_string(), payload: publish.payload, retained: publish.retain };
             if self.reports.try_send(seen).is_err() {
                 let labels = crate::metrics::ReasonLabels { reason: "shed".into() };
                 self.state.metrics.reports_ignored.get_or_create(&labels).inc();
             }
             return None;
         }
-        let control = self.cfg.topics.is_manifest(&topic) || self.cfg.topics.is_release(&topic);
+        let control = release.is_some() || self.cfg.topics.is_manifest(&topic);
         if publish.qos == QoS::AtMostOnce && !control && self.state.has_catalog() {
             // Nothing to acknowledge, so no order to keep: answered here, without a hop to the worker.
             return replies::answer_inline(&self.replies, &self.state, &publish, self.cfg.qos_out, received);

@@ -163,9 +163,9 @@ impl Topics {
         self.releases.as_ref().is_some_and(|r| r.classify(topic).is_some())
     }
 
-    /// An app's outcome report (bare or per device), with managed releases.
-    pub fn is_report(&self, topic: &str) -> bool {
-        self.releases.as_ref().is_some_and(|r| r.classify(topic).is_some_and(|t| t.is_report()))
+    /// What a topic under the release prefix (or a report, or our probe) is, with managed releases.
+    pub fn release_topic<'t>(&self, topic: &'t str) -> Option<ReleaseTopic<'t>> {
+        self.releases.as_ref()?.classify(topic)
     }
 
     /// The liveness topic of one instance.
