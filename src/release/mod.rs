@@ -178,8 +178,13 @@ impl Releases {
         self.known(&key)?;
         let state = self.trust.state(&key, payload)?;
         let mut inner = self.lock();
-        if inner.states.get(&key).is_some_and(|current| !state.supersedes(current)) {
+        if let Some(current) = inner.states.get(&key).filter(|current| !state.supersedes(current)).cloned() {
             inner.outbox.retain(|(k, s)| *k != key || s.supersedes(&state));
+            // An older state retained over ours (a replay): ours goes back, so that an instance starting now
+            // reads the group's state and not the replayed one.
+            if inner.synced && state.seq < current.seq && !inner.outbox.iter().any(|(k, _)| *k == key) {
+                inner.outbox.push((key, current));
+            }
             return Ok(None);
         }
         self.apply(&mut inner, &key, state, false);

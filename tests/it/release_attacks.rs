@@ -374,3 +374,38 @@ async fn two_instances_with_two_trusted_keys_converge_instead_of_fighting() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_older_signed_state_is_put_right_for_the_next_instance() {
+    let keys = ReleaseKeys::new();
+    let catalog = TempCatalog::examples();
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start().await;
+    let (url, port) = (mosquitto.url(), mosquitto.port);
+    let service = serve_with_manual(&keys, &catalog, &url, dir.path()).await;
+    let r1 = ask(port, "dev-a").await["revision"].as_str().unwrap().to_string();
+    // The genuine first state, exactly as it was retained: anyone could have kept a copy.
+    let mut sub = Client::v4(port, "recorder").await;
+    sub.subscribe(STATE).await;
+    let old = sub.recv().await.payload;
+    ok(operator(&url, &keys, &["disable", "--connector", "fleet/tracking", "--platform", "ios"]));
+    let current = state_where(port, "s2", |s| !s.disabled.is_empty()).await;
+    assert_eq!(crate::common::release::parse_state(&old).stable, r1);
+
+    // Replayed over the retained state: the instance keeps its state and puts it back on the broker.
+    // (`sub` sees every publish on the topic in order: the change, the replay, then the instance's answer.)
+    let parse = crate::common::release::parse_state;
+    while parse(&sub.recv().await.payload) != current {}
+    let attacker = Client::v4(port, "replayer").await;
+    attacker.publish_retained(STATE, old.to_vec()).await;
+    while parse(&sub.recv().await.payload).seq >= current.seq {}
+    assert_eq!(parse(&sub.recv().await.payload), current, "the instance did not put its state back");
+    assert_eq!(service.state.releases().unwrap().states()[&ios_next()], current);
+    // A new instance with nothing on disk applies the group's state, not the replayed one.
+    let fresh = tempfile::tempdir().unwrap();
+    let other = TempCatalog::examples();
+    let b = serve_with_manual(&keys, &other, &url, fresh.path()).await;
+    assert_eq!(b.state.releases().unwrap().states()[&ios_next()], current);
+    b.shutdown().await.unwrap();
+    service.shutdown().await.unwrap();
+}
