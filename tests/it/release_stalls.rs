@@ -1,11 +1,13 @@
-//! Managed releases under load and at start (issue #23): reports neither republish the liveness message nor delay
-//! requests, and requests queued before the release sync do not stall a starting instance.
+//! The release plane under load, at start and across a key rotation (issue #23): reports neither republish the
+//! liveness message nor delay requests, requests queued before the release sync do not stall a starting instance,
+//! and instances with an old and a new signing key converge instead of fighting.
 
 use crate::common::mqtt::{nest, serve_with, Client, TIMEOUT};
 use crate::common::release::ReleaseKeys;
 use crate::common::{eventually, Mosquitto, TempCatalog};
 use crate::releases::{ask, devices_on, manual, report, reports_counted, state_where};
 use connector_scripts::release::state::Channel;
+use connector_scripts::signing::TrustedKeys;
 use serde_json::json;
 
 async fn serve_with_manual(
@@ -77,4 +79,59 @@ async fn requests_queued_before_the_release_sync_do_not_stall_a_manual_start() {
     }
     assert_eq!(ask(mosquitto.port, "after-start").await["channel"], "stable");
     service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_with_two_trusted_keys_converge_instead_of_fighting() {
+    let (old, new) = (ReleaseKeys::new(), ReleaseKeys::new());
+    let mosquitto = Mosquitto::start().await;
+    let url = mosquitto.url();
+    // Rotation as the README documents it: the instance with the new key and the one still on the old key each
+    // trust the other's public key.
+    let flags = |own: &ReleaseKeys, other: &ReleaseKeys| {
+        let path = |p: &std::path::PathBuf| p.display().to_string();
+        vec!["--signing-key".to_string(), path(&own.signing.0), "--trusted-key".into(), path(&other.signing.1)]
+    };
+    let (ca, cb) = (TempCatalog::examples(), TempCatalog::examples());
+    let mut phone = Client::v4(mosquitto.port, "rotation-phone").await;
+    phone.subscribe("connectors/#").await;
+    let fa = flags(&old, &new);
+    let a = crate::common::mqtt::serve_with(crate::common::mqtt::config(
+        &ca,
+        &url,
+        &fa.iter().map(String::as_str).collect::<Vec<_>>(),
+    ))
+    .await;
+    let fb = flags(&new, &old);
+    let b = crate::common::mqtt::serve_with(crate::common::mqtt::config(
+        &cb,
+        &url,
+        &fb.iter().map(String::as_str).collect::<Vec<_>>(),
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let mut received = 0;
+    while started.elapsed() < std::time::Duration::from_secs(5) {
+        if phone.try_recv_within(std::time::Duration::from_millis(200)).await.is_some() {
+            received += 1;
+        }
+    }
+    // Each instance publishes each variant's manifest once (6 variants) and an event or two: a handful.
+    assert!(received <= 40, "{received} messages to one phone in 5 s");
+    let healed = |r: &connector_scripts::app::Running| {
+        connector_scripts::ops::metrics_text(&r.state)
+            .lines()
+            .filter(|l| l.starts_with("connector_scripts_manifests_healed_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    assert_eq!((healed(&a), healed(&b)), (0, 0), "the instances rewrote each other's manifests");
+    // Whoever wrote last, the retained manifest verifies against the keys apps ship (old and new).
+    let mut late = Client::v4(mosquitto.port, "late-phone").await;
+    late.subscribe("connectors/ios/next").await;
+    let doc = late.recv().await.json();
+    let trusted = TrustedKeys::load(&[old.signing.1.clone(), new.signing.1.clone()]).unwrap();
+    connector_scripts::signing::verify_manifest(&doc, &trusted).unwrap();
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
