@@ -81,6 +81,10 @@ pub fn releases(args: &ReleasesArgs, out: &mut dyn Write) -> anyhow::Result<Exit
         let r = read(&mut op, &topics, &args.op, args.platform.as_deref(), keys.as_ref()).await?;
         let instances = op.instances(&args.op.status_topic, args.op.timeout.0).await?;
         op.close().await;
+        if keys.is_none() {
+            // Shown as retained: anyone who can publish could have written them.
+            writeln!(out, "(signatures not checked: give --verify-key or --key to list only trusted states)")?;
+        }
         anyhow::Ok((r, instances))
     })?;
     if retained.states.is_empty() {
