@@ -215,6 +215,34 @@ mod tests {
     }
 
     #[test]
+    fn release_topics_and_reports_with_and_without_a_device() {
+        let releases = ReleaseTopics {
+            prefix: "connector-scripts/releases".into(),
+            probe: "connector-scripts/status/i/sync".into(),
+            reports: "connectorsReport".into(),
+        };
+        let t = Topics { releases: Some(releases), ..topics() };
+        let filters: Vec<String> = t.subscriptions(None).into_iter().map(|s| s.filter).collect();
+        assert!(
+            filters.contains(&"connectorsReport".to_string()) && filters.contains(&"connectorsReport/+".to_string())
+        );
+        for (topic, want) in [
+            ("connectorsReport", Some(ReleaseTopic::Report)),
+            ("connectorsReport/dev-1", Some(ReleaseTopic::DeviceReport("dev-1"))),
+            ("connectorsReport/a/b", Some(ReleaseTopic::BadReport)),
+            ("connectorsReport/+", Some(ReleaseTopic::BadReport)),
+            ("connector-scripts/releases/ios/next", Some(ReleaseTopic::State("ios", "next"))),
+            ("connector-scripts/releases/../x", Some(ReleaseTopic::State("..", "x"))),
+            ("connector-scripts/releases/ios/next/bundles/r1", Some(ReleaseTopic::Bundle("ios", "next", "r1"))),
+            ("connector-scripts/status/i/sync", Some(ReleaseTopic::Probe)),
+            ("getConnectors/dev-1", None),
+        ] {
+            assert_eq!(t.release_topic(topic), want, "{topic}");
+        }
+        assert!(t.release_topic("connectorsReport/+").is_some_and(|r| r.is_report()), "subscribed at QoS 0");
+    }
+
+    #[test]
     fn topics_we_answer() {
         let t = topics();
         for (topic, ok) in [
