@@ -109,27 +109,25 @@ impl Trust {
 /// Verifies a published state against `keys`: the signature over the exact text, the variant it was signed for,
 /// and a `seq` that can still grow.
 pub fn open_state(keys: &TrustedKeys, key: &VariantKey, payload: &[u8]) -> Result<ReleaseState, Rejected> {
-    let malformed = |reason: String| Rejected::Malformed { kind: "release state", reason };
-    let doc: SignedState = serde_json::from_slice(payload).map_err(|e| malformed(e.to_string()))?;
-    keys.verify(&doc.key_id, &doc.state, &doc.signature)?;
-    let claim: StateClaim = serde_json::from_str(&doc.state).map_err(|e| malformed(e.to_string()))?;
-    if (claim.platform.as_str(), claim.variant.as_str()) != (key.0.as_str(), key.1.as_str()) {
-        return Err(Rejected::Mismatch {
-            signed: format!("{}/{}", claim.platform, claim.variant),
-            topic: format!("{}/{}", key.0, key.1),
-        });
+    let state = claim(Some(keys), key, payload)?;
+    if state.seq == u64::MAX {
+        return Err(Rejected::SeqExhausted(state.seq));
     }
-    if claim.release.seq == u64::MAX {
-        return Err(Rejected::SeqExhausted(claim.release.seq));
-    }
-    Ok(claim.release)
+    Ok(state)
 }
 
-/// Reads a published state without checking who signed it (the operator commands, to show and to build on; the
-/// instances verify what the commands publish).
+/// Reads a published state without checking who signed it (the operator commands without keys, to show it).
 pub fn read_state(key: &VariantKey, payload: &[u8]) -> Result<ReleaseState, Rejected> {
+    claim(None, key, payload)
+}
+
+/// The state a published envelope claims for `key`, its signature checked against `keys` when given.
+fn claim(keys: Option<&TrustedKeys>, key: &VariantKey, payload: &[u8]) -> Result<ReleaseState, Rejected> {
     let malformed = |reason: String| Rejected::Malformed { kind: "release state", reason };
     let doc: SignedState = serde_json::from_slice(payload).map_err(|e| malformed(e.to_string()))?;
+    if let Some(keys) = keys {
+        keys.verify(&doc.key_id, &doc.state, &doc.signature)?;
+    }
     let claim: StateClaim = serde_json::from_str(&doc.state).map_err(|e| malformed(e.to_string()))?;
     if (claim.platform.as_str(), claim.variant.as_str()) != (key.0.as_str(), key.1.as_str()) {
         return Err(Rejected::Mismatch {
