@@ -12,7 +12,7 @@ use crate::mqtt::event_loop::{self, Session};
 use crate::ops::{self, systemd};
 use crate::release::Releases;
 use crate::reload;
-use crate::signing::Signer;
+use crate::signing::{Signer, TrustedKeys};
 use crate::state::State;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -118,13 +118,19 @@ pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Running> {
             None
         }
     };
+    // The instances' signing keys this one trusts (its own and --trusted-key): peers' manifests and bundles.
+    let own = signer.as_ref().map(|s| s.public_key());
+    let signers = own.into_iter().fold(TrustedKeys::load(&cfg.trusted_keys)?, TrustedKeys::with);
     let releases = match &cfg.releases {
-        Some(rc) => Some(Arc::new(Releases::open(rc.clone())?)),
+        Some(rc) => {
+            let trust = crate::release::trust::Trust::new(&TrustedKeys::load(&rc.operator_keys)?, &signers);
+            Some(Arc::new(Releases::open(rc.clone(), trust)?))
+        }
         None => None,
     };
     let state = Arc::new(
         State::new(handler, cfg.ops.instance.clone(), brokers.iter().map(ToString::to_string).collect())
-            .with_signer(signer)
+            .with_signer(signer, signers)
             .with_releases(releases),
     );
     let session = Session {

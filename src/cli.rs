@@ -67,6 +67,15 @@ pub struct OperatorArgs {
     /// Seconds to wait for every live instance to apply a change.
     #[arg(long, default_value_t = d::OPERATOR_TIMEOUT)]
     pub timeout: Seconds,
+    /// The operator's Ed25519 private key (PKCS#8 PEM from `keygen`; its .pub is among the instances'
+    /// --operator-key): every change is signed with it. Required by the commands that change a release.
+    #[arg(long, env = "CONNECTOR_SCRIPTS_OPERATOR_KEY")]
+    pub key: Option<PathBuf>,
+    /// Public keys whose signed states a change may build on (repeatable): the instances' signing .pub (they sign
+    /// the first stable, new candidates and auto-halts) and other operators'. The --key's own is always trusted;
+    /// a retained state no trusted key signed is ignored (and overwritten by the change).
+    #[arg(long = "verify-key")]
+    pub verify_key: Vec<PathBuf>,
 }
 
 /// `releases` flags.
@@ -283,6 +292,14 @@ pub struct ServeArgs {
     /// Where apps report outcomes: NestJS events {platform, version, revision, connector, ok, error?}.
     #[arg(long, default_value = d::REPORT_TOPIC)]
     pub report_topic: String,
+    /// Manual mode: an operator's Ed25519 public key (SPKI PEM, the .pub from `keygen`) whose signed release states
+    /// this instance applies (repeatable; required in manual mode). States signed by no trusted key are refused.
+    #[arg(long = "operator-key")]
+    pub operator_key: Vec<PathBuf>,
+    /// Another instance's signing public key to trust next to this instance's own (repeatable): key rotation,
+    /// where instances with the old and the new key run side by side.
+    #[arg(long = "trusted-key")]
+    pub trusted_key: Vec<PathBuf>,
     /// Manual mode: roll a candidate back by itself when its failure rate in the reports is significantly worse
     /// than stable's (at least 50 reports each, 5 percentage points worse, z ≥ 3).
     #[arg(long)]

@@ -96,6 +96,15 @@ pub struct ScopeLabels {
     pub scope: &'static str,
 }
 
+/// Labels of `connector_scripts_bus_rejected_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BusRejectLabels {
+    /// What was refused: `state` or `bundle`.
+    pub kind: String,
+    /// Why ([`crate::release::trust::Rejected::reason`]).
+    pub reason: String,
+}
+
 /// What one handled message adds to the counters (built by the handler, recorded by the transport).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Counted {
@@ -187,6 +196,10 @@ pub struct Metrics {
     pub reports: Family<RevisionLabels, Counter>,
     /// Candidates rolled back by `--auto-halt`.
     pub auto_halts: Counter,
+    /// App reports that did not become a vote, by reason (`unattributed`, `repeated`, `rate_limited`, …).
+    pub reports_ignored: Family<ReasonLabels, Counter>,
+    /// Documents from the bus refused (unsigned, untrusted, not for their topic), by kind and reason.
+    pub bus_rejected: Family<BusRejectLabels, Counter>,
     /// Error replies per code, indexed like [`ErrorCode::ALL`] (the request family cannot be read back).
     errors: [Counter; ErrorCode::ALL.len()],
     window: Mutex<DuplicateWindow>,
@@ -232,6 +245,8 @@ impl Default for Metrics {
             release_requests: Family::default(),
             reports: Family::default(),
             auto_halts: Counter::default(),
+            reports_ignored: Family::default(),
+            bus_rejected: Family::default(),
             errors: Default::default(),
             window: Mutex::new(DuplicateWindow::new(Duration::from_secs(60), 200_000)),
             per_platform: Mutex::new(BTreeMap::new()),
@@ -290,6 +305,16 @@ impl Metrics {
         );
         r.register("reports", "App reports per revision, channel and outcome (manual mode)", self.reports.clone());
         r.register("auto_halts", "Candidates rolled back by --auto-halt", self.auto_halts.clone());
+        r.register(
+            "reports_ignored",
+            "App reports that are not a vote: unattributed (bare topic), repeated, rate limited, wrong channel, …",
+            self.reports_ignored.clone(),
+        );
+        r.register(
+            "bus_rejected",
+            "Documents from the broker refused: unsigned, signed by an untrusted key, or not for their topic",
+            self.bus_rejected.clone(),
+        );
         self
     }
 

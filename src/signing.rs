@@ -106,8 +106,13 @@ impl Signer {
     pub fn sign_bundle(&self, bundle: &Bundle, signed_at: SystemTime) -> Signed {
         let manifest = Manifest::of(bundle, signed_at);
         let text = serde_json::to_string(&manifest).unwrap_or_default();
-        let signature = BASE64.encode(self.key.sign(text.as_bytes()).to_bytes());
+        let signature = self.sign_text(&text);
         Signed { manifest: text, signature, key_id: self.key_id.clone() }
+    }
+
+    /// The base64 Ed25519 signature of `text` (a release state, a manifest: always the exact bytes shipped).
+    pub fn sign_text(&self, text: &str) -> String {
+        BASE64.encode(self.key.sign(text.as_bytes()).to_bytes())
     }
 }
 
@@ -148,6 +153,20 @@ pub fn sign_catalog(catalog: &mut Catalog, previous: Option<&Catalog>, signer: &
                 .filter(|s| s.key_id == signer.key_id);
             let signed = reused.unwrap_or_else(|| signer.sign_bundle(bundle, bundle.issued_at));
             *bundle = Arc::new(bundle.with_signature(signed));
+        }
+        // Candidates are replies too: an app that verifies must be able to accept one.
+        let before = before.map(|p| &p.candidates[..]).unwrap_or_default();
+        for candidate in platform.candidates.iter_mut().flatten() {
+            let b = &candidate.bundle;
+            let reused = before
+                .iter()
+                .flatten()
+                .map(|c| &c.bundle)
+                .find(|p| p.variant == b.variant && p.revision == b.revision && p.issued_at == b.issued_at)
+                .and_then(|p| p.signed.clone())
+                .filter(|s| s.key_id == signer.key_id);
+            let signed = reused.unwrap_or_else(|| signer.sign_bundle(b, b.issued_at));
+            candidate.bundle = Arc::new(b.with_signature(signed));
         }
     }
 }
@@ -229,6 +248,35 @@ impl TrustedKeys {
     /// Trusts one key (tests, and the service checking its peers' manifests).
     pub fn of(key: VerifyingKey) -> TrustedKeys {
         TrustedKeys(vec![(key_id(&key), key)])
+    }
+
+    /// Adds a key (the service trusts its own signing key next to `--trusted-key`).
+    pub fn with(mut self, key: VerifyingKey) -> TrustedKeys {
+        let id = key_id(&key);
+        if self.get(&id).is_none() {
+            self.0.push((id, key));
+        }
+        self
+    }
+
+    /// The public keys.
+    pub fn keys(&self) -> impl Iterator<Item = VerifyingKey> + '_ {
+        self.0.iter().map(|(_, k)| *k)
+    }
+
+    /// No key at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Checks a base64 signature by key `key_id` over `text`.
+    pub fn verify(&self, key_id: &str, text: &str, signature: &str) -> Result<(), VerifyError> {
+        let key = self
+            .get(key_id)
+            .ok_or_else(|| VerifyError::UnknownKey { key_id: key_id.to_string(), trusted: self.ids() })?;
+        let bad = || VerifyError::BadSignature { key_id: key_id.to_string() };
+        let bytes: [u8; 64] = BASE64.decode(signature).map_err(|_| bad())?.try_into().map_err(|_| bad())?;
+        key.verify(text.as_bytes(), &Signature::from_bytes(&bytes)).map_err(|_| bad())
     }
 
     fn get(&self, id: &str) -> Option<&VerifyingKey> {
@@ -345,11 +393,7 @@ pub fn verify_manifest(doc: &serde_json::Value, keys: &TrustedKeys) -> Result<(S
     else {
         return Err(VerifyError::Unsigned);
     };
-    let key =
-        keys.get(key_id).ok_or_else(|| VerifyError::UnknownKey { key_id: key_id.to_string(), trusted: keys.ids() })?;
-    let bad = || VerifyError::BadSignature { key_id: key_id.to_string() };
-    let bytes: [u8; 64] = BASE64.decode(signature).map_err(|_| bad())?.try_into().map_err(|_| bad())?;
-    key.verify(text.as_bytes(), &Signature::from_bytes(&bytes)).map_err(|_| bad())?;
+    keys.verify(key_id, text, signature)?;
     let manifest: Manifest = serde_json::from_str(text).map_err(|e| VerifyError::BadManifest(e.to_string()))?;
     Ok((key_id.to_string(), manifest))
 }

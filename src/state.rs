@@ -216,6 +216,8 @@ pub struct State {
     held: Mutex<Option<String>>,
     /// Signs each catalog as it is swapped in (`serve --signing-key`).
     signer: Option<Arc<Signer>>,
+    /// The instances' signing keys trusted for peers' manifests: our own and `--trusted-key`.
+    trusted: crate::signing::TrustedKeys,
     /// Managed releases (`--release-mode manual`).
     releases: Option<Arc<Releases>>,
 }
@@ -233,6 +235,7 @@ impl State {
             identity: Identity { instance, brokers, started_at: SystemTime::now(), started: Instant::now() },
             held: Mutex::new(None),
             signer: None,
+            trusted: Default::default(),
             releases: None,
         }
     }
@@ -248,15 +251,27 @@ impl State {
         self.releases.as_ref()
     }
 
-    /// Signs every catalog swapped in from now on with `signer`.
-    pub fn with_signer(mut self, signer: Option<Arc<Signer>>) -> State {
+    /// Signs every catalog swapped in from now on with `signer`; `trusted` are the signing keys of the instances
+    /// whose manifests are peers' (ours among them), so that instances with an old and a new key converge.
+    pub fn with_signer(mut self, signer: Option<Arc<Signer>>, trusted: crate::signing::TrustedKeys) -> State {
         self.signer = signer;
+        self.trusted = trusted;
         self
+    }
+
+    /// The trusted instance signing keys (`None` when this instance does not sign).
+    pub fn trusted_keys(&self) -> Option<&crate::signing::TrustedKeys> {
+        self.signer.as_ref().map(|_| &self.trusted)
     }
 
     /// The signing key, when the service signs.
     pub fn signer(&self) -> Option<&Signer> {
         self.signer.as_deref()
+    }
+
+    /// The signing key, shared (tasks that sign for as long as they run).
+    pub fn signer_arc(&self) -> Option<Arc<Signer>> {
+        self.signer.clone()
     }
 
     /// The current catalog; `None` until the first build finishes. A reader sees one whole catalog, old or new,

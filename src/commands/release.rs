@@ -6,6 +6,8 @@ use crate::cli::{OperatorArgs, ReleasesArgs, RollbackArgs, RolloutArgs, SwitchAr
 use crate::config::BrokerList;
 use crate::mqtt::operator::{Operator, Target};
 use crate::release::state::{ChangeError, ReleaseState};
+use crate::release::trust::{open_state, read_state, seal_state};
+use crate::signing::{Signer, TrustedKeys};
 use crate::wire::topics::{ReleaseTopic, ReleaseTopics};
 use anyhow::{bail, Context};
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,11 +36,14 @@ async fn open(args: &OperatorArgs) -> anyhow::Result<(Operator, ReleaseTopics)> 
     Ok((Operator::open(&target).await?, topics))
 }
 
+/// Reads the retained states and the revisions published next to them. With `keys`, a state no trusted key signed
+/// is left out (named on stderr): a change never builds on, and never signs, what someone else put on the broker.
 async fn read(
     op: &mut Operator,
     topics: &ReleaseTopics,
     args: &OperatorArgs,
     platform: Option<&str>,
+    keys: Option<&TrustedKeys>,
 ) -> anyhow::Result<Retained> {
     let p = platform.unwrap_or("+");
     let filters = [format!("{}/{p}/+", topics.prefix), format!("{}/{p}/+/bundles/+", topics.prefix)];
@@ -46,9 +51,17 @@ async fn read(
     for (topic, payload) in op.retained(&filters, args.timeout.0).await? {
         match topics.classify(&topic) {
             Some(ReleaseTopic::State(p, v)) => {
-                let s: ReleaseState =
-                    serde_json::from_slice(&payload).with_context(|| format!("{topic} holds no release state"))?;
-                r.states.insert((p.into(), v.into()), s);
+                let key = (p.to_string(), v.to_string());
+                let state = match keys {
+                    Some(keys) => open_state(keys, &key, &payload),
+                    None => read_state(&key, &payload),
+                };
+                match state {
+                    Ok(s) => {
+                        r.states.insert(key, s);
+                    }
+                    Err(e) => eprintln!("ignored: {}: {e}", printable(&topic)),
+                }
             }
             Some(ReleaseTopic::Bundle(p, v, rev)) => {
                 r.revisions.entry((p.into(), v.into())).or_default().insert(rev.into());
@@ -63,9 +76,15 @@ async fn read(
 pub fn releases(args: &ReleasesArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let (retained, instances) = runtime()?.block_on(async {
         let (mut op, topics) = open(&args.op).await?;
-        let r = read(&mut op, &topics, &args.op, args.platform.as_deref()).await?;
+        let own = args.op.key.as_ref().map(|_| operator_key(&args.op)).transpose()?;
+        let keys = trusted(&args.op, own.as_ref())?;
+        let r = read(&mut op, &topics, &args.op, args.platform.as_deref(), keys.as_ref()).await?;
         let instances = op.instances(&args.op.status_topic, args.op.timeout.0).await?;
         op.close().await;
+        if keys.is_none() {
+            // Shown as retained: anyone who can publish could have written them.
+            writeln!(out, "(signatures not checked: give --verify-key or --key to list only trusted states)")?;
+        }
         anyhow::Ok((r, instances))
     })?;
     if retained.states.is_empty() {
@@ -75,24 +94,26 @@ pub fn releases(args: &ReleasesArgs, out: &mut dyn Write) -> anyhow::Result<Exit
         );
     }
     for ((p, v), s) in &retained.states {
-        writeln!(out, "{p}/{v}  (seq {}, {} by {})", s.seq, s.updated_at, s.by)?;
-        writeln!(out, "  stable     {}", s.stable)?;
+        writeln!(out, "{p}/{v}  (seq {}, {} by {})", s.seq, printable(&s.updated_at), printable(&s.by))?;
+        writeln!(out, "  stable     {}", printable(&s.stable))?;
         match &s.candidate {
-            Some(c) => writeln!(out, "  candidate  {c} at {} %", s.percent())?,
+            Some(c) => writeln!(out, "  candidate  {} at {} %", printable(c), s.percent())?,
             None => writeln!(out, "  candidate  none")?,
         }
         if !s.disabled.is_empty() {
-            writeln!(out, "  disabled   {}", s.disabled.iter().cloned().collect::<Vec<_>>().join(", "))?;
+            let names: Vec<String> = s.disabled.iter().map(|d| printable(d)).collect();
+            writeln!(out, "  disabled   {}", names.join(", "))?;
         }
         let stored = retained.revisions.get(&(p.clone(), v.clone())).cloned().unwrap_or_default();
         writeln!(out, "  revisions  {}", stored.into_iter().collect::<Vec<_>>().join(", "))?;
         // Summed over the live instances (each counts what it answered and the reports it saw).
         let mut served: BTreeMap<String, [u64; 3]> = BTreeMap::new();
         for doc in &instances {
-            for (rev, c) in doc["served"][format!("{p}/{v}")].as_object().into_iter().flatten() {
-                let sum = served.entry(rev.clone()).or_default();
-                for (i, n) in c.as_array().into_iter().flatten().enumerate().take(3) {
-                    sum[i] += n.as_u64().unwrap_or(0);
+            let counts = doc.served.as_ref().and_then(|s| s.get(&format!("{p}/{v}")));
+            for (rev, c) in counts.into_iter().flatten() {
+                let sum = served.entry(printable(rev)).or_default();
+                for (total, n) in sum.iter_mut().zip(c) {
+                    *total = total.saturating_add(*n);
                 }
             }
         }
@@ -102,6 +123,30 @@ pub fn releases(args: &ReleasesArgs, out: &mut dyn Write) -> anyhow::Result<Exit
     }
     writeln!(out, "({} instance(s) online)", instances.len())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Free text from the broker made safe for a terminal: control characters (escape sequences) are escaped.
+pub fn printable(s: &str) -> String {
+    s.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+}
+
+/// The keys whose states a command trusts: `--verify-key` and the operator's own (`signer`). `None` when none are
+/// given (`releases` then shows what is retained, unverified).
+fn trusted(args: &OperatorArgs, signer: Option<&Signer>) -> anyhow::Result<Option<TrustedKeys>> {
+    let keys = TrustedKeys::load(&args.verify_key)?;
+    let keys = signer.map(Signer::public_key).into_iter().fold(keys, TrustedKeys::with);
+    Ok((!keys.is_empty()).then_some(keys))
+}
+
+/// The operator key every change is signed with.
+fn operator_key(args: &OperatorArgs) -> anyhow::Result<Signer> {
+    let Some(path) = &args.key else {
+        bail!(
+            "changes are signed: give --key FILE (an operator private key from `connector-scripts keygen` whose .pub \
+             the instances list with --operator-key)"
+        );
+    };
+    Ok(Signer::load(path)?)
 }
 
 /// Who makes the change.
@@ -120,9 +165,11 @@ fn change(
 ) -> anyhow::Result<ExitCode> {
     let (platform, variant) = select;
     let by = operator();
+    let signer = operator_key(args)?;
+    let keys = trusted(args, Some(&signer))?;
     runtime()?.block_on(async {
         let (mut op, topics) = open(args).await?;
-        let retained = read(&mut op, &topics, args, platform).await?;
+        let retained = read(&mut op, &topics, args, platform, keys.as_ref()).await?;
         let chosen: Vec<(&Key, &ReleaseState)> =
             retained.states.iter().filter(|((_, v), _)| variant.is_none_or(|want| want == v)).collect();
         if chosen.is_empty() {
@@ -139,7 +186,7 @@ fn change(
             let next = change(s, &stored).with_context(|| format!("{p}/{v}"))?;
             let next =
                 ReleaseState { by: by.clone(), updated_at: crate::release::state::stamp(SystemTime::now()), ..next };
-            op.publish_retained(&topics.state(p, v), serde_json::to_vec(&next)?).await?;
+            op.publish_retained(&topics.state(p, v), seal_state(&(p.clone(), v.clone()), &next, &signer)).await?;
             let candidate = next
                 .candidate
                 .as_deref()
@@ -187,5 +234,5 @@ pub fn rollback(args: &RollbackArgs, out: &mut dyn Write) -> anyhow::Result<Exit
 /// `disable` (`on` false) and `enable`.
 pub fn switch(args: &SwitchArgs, on: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let name = args.connector.as_str();
-    change(&args.op, (args.platform.as_deref(), None), |s, _| Ok(s.switch(name, on, "", SystemTime::now())), out)
+    change(&args.op, (args.platform.as_deref(), None), |s, _| s.switch(name, on, "", SystemTime::now()), out)
 }

@@ -114,10 +114,15 @@ fn print_summary(samples: &Samples<'_>, out: &mut dyn Write) -> anyhow::Result<(
         None => writeln!(out, "catalog  not loaded")?,
     }
     for (variant, s) in &doc.releases {
-        let candidate =
-            s.candidate.as_deref().map_or("no candidate".into(), |c| format!("candidate {c} at {} %", s.percent()));
+        // Every field came from the broker: printed terminal-safe.
+        let p = super::release::printable;
+        let candidate = s
+            .candidate
+            .as_deref()
+            .map_or("no candidate".into(), |c| format!("candidate {} at {} %", p(c), s.percent()));
         let disabled = if s.disabled.is_empty() { String::new() } else { format!("  disabled {:?}", s.disabled) };
-        writeln!(out, "release  {variant}: stable {}, {candidate} (seq {}){disabled}", s.stable, s.seq)?;
+        let (variant, stable, by) = (p(variant), p(&s.stable), p(&s.by));
+        writeln!(out, "release  {variant}: stable {stable}, {candidate} (seq {}, by {by}){disabled}", s.seq)?;
     }
     print_requests(samples, out)
 }

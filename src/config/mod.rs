@@ -84,6 +84,8 @@ pub struct ServeConfig {
     pub limits: LimitsConfig,
     /// The key that signs manifests (`--signing-key`, or the systemd credential `signing-key`).
     pub signing_key: Option<PathBuf>,
+    /// `--trusted-key`: other instances' signing public keys, trusted next to our own (key rotation).
+    pub trusted_keys: Vec<PathBuf>,
     /// Managed releases (`--release-mode manual`).
     pub releases: Option<crate::release::ReleaseConfig>,
 }
@@ -202,7 +204,8 @@ impl ServeConfig {
         if !topics::valid_level(&instance) {
             return Err(flag_error("--instance", "must be a plain name without '/', '+' or '#'"));
         }
-        let releases = release_config(args, &instance)?;
+        let signing_key = args.signing_key.clone().or_else(systemd_signing_key);
+        let releases = release_config(args, &instance, signing_key.is_some())?;
         mqtt.topics.releases = releases.as_ref().map(|r| topics::ReleaseTopics {
             prefix: r.topic_prefix.clone(),
             probe: format!("{}/{instance}/sync", mqtt.topics.status_prefix),
@@ -232,16 +235,29 @@ impl ServeConfig {
                     }),
                 },
             },
-            signing_key: args.signing_key.clone().or_else(systemd_signing_key),
+            signing_key,
+            trusted_keys: args.trusted_key.clone(),
             releases,
         })
     }
 }
 
 /// Manual mode: the state directory (the flag, else systemd's `$STATE_DIRECTORY`) and the topics.
-fn release_config(args: &ServeArgs, instance: &str) -> Result<Option<crate::release::ReleaseConfig>, ConfigError> {
+fn release_config(
+    args: &ServeArgs,
+    instance: &str,
+    signs: bool,
+) -> Result<Option<crate::release::ReleaseConfig>, ConfigError> {
     if args.release_mode == crate::release::ReleaseMode::Auto {
         return Ok(None);
+    }
+    // Without them anyone who can publish to the broker could change what phones get.
+    if !signs || args.operator_key.is_empty() {
+        return Err(flag_error(
+            if signs { "--operator-key" } else { "--signing-key" },
+            "manual release mode applies only signed release states: give --signing-key and at least one \
+             --operator-key (public keys from `connector-scripts keygen`)",
+        ));
     }
     let state_dir =
         args.state_dir.clone().or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from)).ok_or_else(|| {
@@ -255,6 +271,7 @@ fn release_config(args: &ServeArgs, instance: &str) -> Result<Option<crate::rele
         topic_prefix: args.release_topic.clone(),
         instance: instance.to_string(),
         auto_halt: args.auto_halt.then_some(crate::release::HaltPolicy::default()),
+        operator_keys: args.operator_key.clone(),
     }))
 }
 
@@ -404,5 +421,20 @@ mod tests {
         let c = parse(&["--broker", "mqtt://h:1?client_id=from-url", "--client-id", "flag"]).unwrap();
         assert_eq!(c.mqtt.client_id, "from-url");
         assert_eq!(c.ops.instance, "from-url");
+    }
+
+    #[test]
+    fn manual_mode_refuses_to_start_without_a_signing_key_and_an_operator_key() {
+        let base = ["--release-mode", "manual", "--state-dir", "/var/lib/cs"];
+        for (extra, flag) in [
+            (&[][..], "--signing-key"),
+            (&["--signing-key", "k.key"], "--operator-key"),
+            (&["--operator-key", "op.pub"], "--signing-key"),
+        ] {
+            let e = parse(&[&base[..], extra].concat()).unwrap_err().to_string();
+            assert!(e.starts_with(flag) && e.contains("signed release states") && !e.contains('\n'), "{extra:?}: {e}");
+        }
+        let ok = parse(&[&base[..], &["--signing-key", "k.key", "--operator-key", "op.pub"]].concat()).unwrap();
+        assert_eq!(ok.releases.map(|r| r.operator_keys), Some(vec![PathBuf::from("op.pub")]));
     }
 }

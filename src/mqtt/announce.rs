@@ -14,6 +14,7 @@ use crate::catalog::Catalog;
 use crate::metrics::HealLabels;
 use crate::signing::{verify_manifest, TrustedKeys};
 use crate::state::{Identity, State};
+use crate::wire::bus::{ChangeEvent, Changed, LivenessDoc, ManifestEntry, RetainedManifest};
 use crate::wire::topics::Topics;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::AsyncClient;
@@ -31,22 +32,24 @@ pub struct Liveness {
     pub online: Vec<u8>,
     /// The Last Will (retained), and what a clean shutdown publishes.
     pub offline: Vec<u8>,
+    /// `online` as a document (manual mode adds to it).
+    pub doc: LivenessDoc,
 }
 
 impl Liveness {
     /// `{"state":…, "instance", "version", "startedAt"}` on the instance's status topic.
     pub fn new(topics: &Topics, identity: &Identity) -> Liveness {
-        let body = |state: &str| {
-            serde_json::json!({
-                "state": state,
-                "instance": identity.instance,
-                "version": env!("CARGO_PKG_VERSION"),
-                "startedAt": humantime::format_rfc3339_millis(identity.started_at).to_string(),
-            })
-            .to_string()
-            .into_bytes()
+        let body = |state: &str| LivenessDoc {
+            state: state.to_string(),
+            instance: identity.instance.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: humantime::format_rfc3339_millis(identity.started_at).to_string(),
+            releases: None,
+            served: None,
         };
-        Liveness { topic: topics.status(&identity.instance), online: body("online"), offline: body("offline") }
+        let doc = body("online");
+        let (online, offline) = (doc.to_bytes(), body("offline").to_bytes());
+        Liveness { topic: topics.status(&identity.instance), online, offline, doc }
     }
 }
 
@@ -54,19 +57,17 @@ impl Liveness {
 /// revision was first built, so republishing gives the same bytes), plus `manifest`, `signature` and `keyId` when
 /// the service signs.
 pub fn manifest_json(bundle: &crate::catalog::Bundle) -> Vec<u8> {
-    let connectors: Vec<serde_json::Value> =
-        bundle.scripts.iter().map(|s| serde_json::json!({"name": s.name, "sha256": s.sha256})).collect();
-    let mut doc = serde_json::json!({
-        "revision": bundle.revision,
-        "connectors": connectors,
-        "publishedAt": humantime::format_rfc3339_millis(bundle.issued_at).to_string(),
-    });
-    if let Some(s) = &bundle.signed {
-        doc["manifest"] = s.manifest.clone().into();
-        doc["signature"] = s.signature.clone().into();
-        doc["keyId"] = s.key_id.clone().into();
-    }
-    doc.to_string().into_bytes()
+    let connectors =
+        bundle.scripts.iter().map(|s| ManifestEntry { name: s.name.clone(), sha256: s.sha256.clone() }).collect();
+    let doc = RetainedManifest {
+        revision: bundle.revision.clone(),
+        connectors,
+        published_at: humantime::format_rfc3339_millis(bundle.issued_at).to_string(),
+        manifest: bundle.signed.as_ref().map(|s| s.manifest.clone()),
+        signature: bundle.signed.as_ref().map(|s| s.signature.clone()),
+        key_id: bundle.signed.as_ref().map(|s| s.key_id.clone()),
+    };
+    serde_json::to_vec(&doc).unwrap_or_default()
 }
 
 /// A manifest publish seen under the prefix (never our own: the subscription is No Local).
@@ -118,8 +119,8 @@ fn peer_manifest(payload: &[u8], keys: Option<&TrustedKeys>) -> Option<(String, 
             (m.revision, m.signed_at)
         }
         None => {
-            doc["connectors"].as_array()?;
-            (doc["revision"].as_str()?.to_string(), doc["publishedAt"].as_str()?.to_string())
+            let m: RetainedManifest = serde_json::from_value(doc).ok()?;
+            (m.revision, m.published_at)
         }
     };
     Some((revision, humantime::parse_rfc3339(&at).ok()?))
@@ -142,7 +143,7 @@ pub async fn run(
     mut seen: mpsc::Receiver<Seen>,
     cancel: CancellationToken,
 ) {
-    let keys = state.signer().map(|s| TrustedKeys::of(s.public_key()));
+    let keys = state.trusted_keys().cloned();
     let mut changes = state.catalog_changes();
     // What this connection has published (cleared on reconnect) and the last revisions seen (for events).
     let mut published: BTreeMap<Key, String> = BTreeMap::new();
@@ -199,11 +200,14 @@ pub async fn run(
             published.insert(key.clone(), bundle.revision.clone());
             let changed = last.as_ref().is_some_and(|l| l.get(&key) != Some(&bundle.revision));
             if changed {
-                let event = serde_json::json!({
-                    "pattern": topics.changed,
-                    "data": {"platform": bundle.platform, "variant": bundle.variant, "revision": bundle.revision},
-                });
-                let _ = client.publish(topics.changed.as_str(), QoS::AtLeastOnce, false, event.to_string()).await;
+                let data = Changed {
+                    platform: bundle.platform.clone(),
+                    variant: bundle.variant.clone(),
+                    revision: bundle.revision.clone(),
+                };
+                let event =
+                    serde_json::to_vec(&ChangeEvent { pattern: topics.changed.clone(), data }).unwrap_or_default();
+                let _ = client.publish(topics.changed.as_str(), QoS::AtLeastOnce, false, event).await;
                 tracing::info!(platform = %bundle.platform, variant = %bundle.variant, revision = %bundle.revision, "new revision announced");
             }
         }

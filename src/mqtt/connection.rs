@@ -78,7 +78,15 @@ pub fn filters(cfg: &MqttConfig) -> Vec<Filter> {
         .subscriptions(cfg.share_group.as_deref())
         .into_iter()
         .map(|Subscription { filter, no_local, requests }| {
-            let mut f = Filter::new(filter, if requests { cfg.qos_in } else { QoS::AtLeastOnce });
+            // Reports (`connectorsReport`, `connectorsReport/+`) at QoS 0: whatever QoS a sender uses, they take
+            // the report queue, never the one QoS 1 requests and release states share.
+            let report = cfg.topics.release_topic(&filter).is_some_and(|t| t.is_report());
+            let qos = match (requests, report) {
+                (true, _) => cfg.qos_in,
+                (false, true) => QoS::AtMostOnce,
+                (false, false) => QoS::AtLeastOnce,
+            };
+            let mut f = Filter::new(filter, qos);
             f.nolocal = no_local;
             f
         })

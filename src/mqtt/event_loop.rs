@@ -40,6 +40,9 @@ pub struct Session {
 }
 
 /// The poll task's own state.
+/// QoS 0 app reports waiting for the release task.
+const REPORT_QUEUE: usize = 4096;
+
 struct Poller {
     cfg: MqttConfig,
     session: Session,
@@ -47,6 +50,8 @@ struct Poller {
     client: AsyncClient,
     replies: AsyncClient,
     jobs: mpsc::Sender<Job>,
+    /// QoS 0 app reports, on their own queue: a flood of them sheds reports, never requests or release states.
+    reports: mpsc::Sender<announce::Seen>,
     filters: Vec<Filter>,
     backoff: Backoff,
     /// The connection options for each node of the list, built (and checked) once.
@@ -72,6 +77,7 @@ pub async fn run(
     let progress = Arc::new(AtomicU64::new(0));
     let (retained_tx, retained_rx) = mpsc::channel::<announce::Seen>(1024);
     let (release_tx, release_rx) = mpsc::channel::<announce::Seen>(1024);
+    let (reports, reports_rx) = mpsc::channel::<announce::Seen>(REPORT_QUEUE);
     let worker = tracker.spawn(replies::worker(
         client.clone(),
         state.clone(),
@@ -81,7 +87,7 @@ pub async fn run(
         progress.clone(),
     ));
     if let Some(topics) = cfg.topics.releases.clone() {
-        let channels = (state.link.watch(), release_rx);
+        let channels = (state.link.watch(), release_rx, reports_rx);
         let liveness = session.liveness.clone();
         tracker.spawn(releases::run(client.clone(), state.clone(), topics, liveness, channels, cancel.clone()));
     }
@@ -100,7 +106,7 @@ pub async fn run(
     let filters = filters(&cfg);
     let backoff = Backoff::new(cfg.backoff.0, cfg.backoff.1);
     let replies = reply_link::start(&cfg, &session.brokers, state.clone(), cancel.clone(), &tracker)?;
-    let mut p = Poller { cfg, session, state, client, replies, jobs, filters, backoff, nodes };
+    let mut p = Poller { cfg, session, state, client, replies, jobs, reports, filters, backoff, nodes };
     let mut unsent = Unsent::default();
     loop {
         let event = tokio::select! {
@@ -172,7 +178,18 @@ impl Poller {
     fn on_publish(&mut self, publish: Publish) -> Option<Pending> {
         let received = Instant::now();
         let topic = String::from_utf8_lossy(&publish.topic);
-        let control = self.cfg.topics.is_manifest(&topic) || self.cfg.topics.is_release(&topic);
+        // Classified once: this is the path of every request.
+        let release = self.cfg.topics.release_topic(&topic);
+        if publish.qos == QoS::AtMostOnce && release.as_ref().is_some_and(|t| t.is_report()) {
+            // Nothing to acknowledge: straight to the release task's report queue, shed (and counted) when full.
+            let seen = announce::Seen { topic: topic.to_string(), payload: publish.payload, retained: publish.retain };
+            if self.reports.try_send(seen).is_err() {
+                let labels = crate::metrics::ReasonLabels { reason: "shed".into() };
+                self.state.metrics.reports_ignored.get_or_create(&labels).inc();
+            }
+            return None;
+        }
+        let control = release.is_some() || self.cfg.topics.is_manifest(&topic);
         if publish.qos == QoS::AtMostOnce && !control && self.state.has_catalog() {
             // Nothing to acknowledge, so no order to keep: answered here, without a hop to the worker.
             return replies::answer_inline(&self.replies, &self.state, &publish, self.cfg.qos_out, received);

@@ -3,6 +3,7 @@
 
 use super::tls::tls_config;
 use crate::config::{BrokerList, BrokerUrl, Credentials, Scheme, TlsFiles};
+use crate::wire::bus::LivenessDoc;
 use anyhow::{anyhow, bail};
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::Packet;
@@ -107,7 +108,8 @@ impl Operator {
         Ok(())
     }
 
-    /// Waits until every online instance under `status_prefix` reports `want` (`platform/variant` → seq) applied.
+    /// Waits until every online instance under `status_prefix` reports exactly `want` (`platform/variant` → seq)
+    /// applied (a higher seq is someone else's state, not this change).
     /// Returns (instances that applied, instances that did not) when all did or at the deadline.
     pub async fn wait_applied(
         &mut self,
@@ -132,12 +134,12 @@ impl Operator {
                     let Some(instance) = topic.strip_prefix(&format!("{status_prefix}/")).map(str::to_string) else {
                         continue;
                     };
-                    let doc: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
-                    if doc["state"] != "online" {
+                    let Some(doc) = LivenessDoc::parse(&payload).filter(LivenessDoc::online) else {
                         instances.remove(&instance);
                         continue;
-                    }
-                    let done = want.iter().all(|(k, seq)| doc["releases"][k].as_u64().is_some_and(|s| s >= *seq));
+                    };
+                    let applied = doc.releases.unwrap_or_default();
+                    let done = want.iter().all(|(k, seq)| applied.get(k) == Some(seq));
                     instances.insert(instance, done);
                 }
             }
@@ -153,17 +155,9 @@ impl Operator {
     }
 
     /// The retained liveness documents of the online instances under `status_prefix`.
-    pub async fn instances(
-        &mut self,
-        status_prefix: &str,
-        timeout: Duration,
-    ) -> anyhow::Result<Vec<serde_json::Value>> {
+    pub async fn instances(&mut self, status_prefix: &str, timeout: Duration) -> anyhow::Result<Vec<LivenessDoc>> {
         let docs = self.retained(&[format!("{status_prefix}/+")], timeout).await?;
-        Ok(docs
-            .values()
-            .filter_map(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
-            .filter(|d| d["state"] == "online")
-            .collect())
+        Ok(docs.values().filter_map(|p| LivenessDoc::parse(p)).filter(LivenessDoc::online).collect())
     }
 
     /// Leaves.

@@ -115,7 +115,8 @@ pub async fn worker(
                 let _ = manifests.try_send(seen);
             }
         } else {
-            if !state.has_catalog() {
+            // Not before the release sync (manual mode): its probe may be queued behind this very request.
+            if !state.has_catalog() && state.releases().is_none_or(|r| r.synced()) {
                 let _ = tokio::time::timeout(CATALOG_WAIT, state.wait_catalog()).await;
             }
             if let Some((topic, qos, payload, props)) = reply_for(&state, p, qos_out) {

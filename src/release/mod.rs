@@ -10,8 +10,10 @@
 //! retained on the broker have been read ([`Releases::on_synced`]) it serves nothing new and publishes nothing, so
 //! that a fresh instance never overwrites the group's state with its own.
 
+pub mod reports;
 pub mod state;
 pub mod store;
+pub mod trust;
 
 use crate::catalog::{Bundle, Candidate, Catalog};
 use state::ReleaseState;
@@ -20,6 +22,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use store::Store;
+use trust::{Rejected, Trust};
+
+pub use reports::HaltPolicy;
 
 /// `--release-mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -45,40 +50,8 @@ pub struct ReleaseConfig {
     pub instance: String,
     /// `--auto-halt`: when to roll a candidate back by itself.
     pub auto_halt: Option<HaltPolicy>,
-}
-
-/// When a candidate is worse enough than stable to halt it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HaltPolicy {
-    /// Reports needed on each channel before anything is decided.
-    pub min_reports: u64,
-    /// How much higher the candidate's failure rate must be (0.05: five percentage points).
-    pub margin: f64,
-    /// Two-proportion z score the difference must reach.
-    pub z: f64,
-}
-
-impl Default for HaltPolicy {
-    fn default() -> Self {
-        HaltPolicy { min_reports: 50, margin: 0.05, z: 3.0 }
-    }
-}
-
-impl HaltPolicy {
-    /// Is `candidate` (ok, failed) significantly worse than `stable` (ok, failed)?
-    pub fn halts(&self, stable: (u64, u64), candidate: (u64, u64)) -> bool {
-        let (ns, nc) = (stable.0 + stable.1, candidate.0 + candidate.1);
-        if ns < self.min_reports || nc < self.min_reports {
-            return false;
-        }
-        let (ps, pc) = (stable.1 as f64 / ns as f64, candidate.1 as f64 / nc as f64);
-        if pc < ps + self.margin {
-            return false;
-        }
-        let p = (stable.1 + candidate.1) as f64 / (ns + nc) as f64;
-        let se = (p * (1.0 - p) * (1.0 / ns as f64 + 1.0 / nc as f64)).sqrt();
-        se == 0.0 || (pc - ps) / se >= self.z
-    }
+    /// `--operator-key`: public keys whose signed states this instance applies.
+    pub operator_keys: Vec<PathBuf>,
 }
 
 /// An app's outcome report (`connectorsReport`), as counted.
@@ -94,14 +67,6 @@ pub struct Reported {
     pub ok: bool,
 }
 
-/// Report tallies of one variant: (ok, failed) per channel, for the current candidate.
-#[derive(Debug, Clone, Default)]
-struct Tally {
-    candidate: String,
-    stable: (u64, u64),
-    on_candidate: (u64, u64),
-}
-
 #[derive(Default)]
 struct Inner {
     states: BTreeMap<VariantKey, ReleaseState>,
@@ -115,8 +80,8 @@ struct Inner {
     missing: BTreeMap<VariantKey, String>,
     /// The revisions served per variant (stable, candidate), as devices report them.
     served: BTreeMap<VariantKey, (String, Option<String>)>,
-    /// Reports since the current candidate was staged.
-    tallies: BTreeMap<VariantKey, Tally>,
+    /// Votes of distinct devices since the current candidate was staged.
+    tallies: BTreeMap<VariantKey, reports::Tally>,
 }
 
 /// The revisions a variant's state names (never pruned from the store).
@@ -131,6 +96,8 @@ fn named(inner: &Inner, key: &VariantKey) -> std::collections::BTreeSet<String> 
 /// The release engine of one instance.
 pub struct Releases {
     cfg: ReleaseConfig,
+    trust: Trust,
+    ballot: reports::Ballot,
     store: Store,
     inner: Mutex<Inner>,
 }
@@ -142,11 +109,18 @@ impl std::fmt::Debug for Releases {
 }
 
 impl Releases {
-    /// Opens the store under `cfg.state_dir` and loads the states it kept.
-    pub fn open(cfg: ReleaseConfig) -> Result<Releases, store::StoreError> {
+    /// Opens the store under `cfg.state_dir` and loads the states it kept; `trust` says whose states and bundles
+    /// from the broker are applied.
+    pub fn open(cfg: ReleaseConfig, trust: Trust) -> Result<Releases, store::StoreError> {
         let store = Store::open(&cfg.state_dir)?;
         let states = store.states()?;
-        Ok(Releases { cfg, store, inner: Mutex::new(Inner { states, ..Inner::default() }) })
+        Ok(Releases {
+            cfg,
+            trust,
+            ballot: reports::Ballot::default(),
+            store,
+            inner: Mutex::new(Inner { states, ..Inner::default() }),
+        })
     }
 
     /// The store.
@@ -198,87 +172,74 @@ impl Releases {
         inner.built.is_some().then(|| self.serve(&mut inner))
     }
 
-    /// A state seen on the broker; returns the catalog to serve when it changed what is served.
-    pub fn on_state(&self, key: VariantKey, state: ReleaseState) -> Option<Catalog> {
+    /// A state published on the broker for `key`: applied (and stored) only when [`Trust::state`] verifies it;
+    /// returns the catalog to serve when it changed what is served.
+    pub fn on_state(&self, key: VariantKey, payload: &[u8]) -> Result<Option<Catalog>, Rejected> {
+        self.known(&key)?;
+        let state = self.trust.state(&key, payload)?;
         let mut inner = self.lock();
-        if inner.states.get(&key).is_some_and(|current| !state.supersedes(current)) {
+        if let Some(current) = inner.states.get(&key).filter(|current| !state.supersedes(current)).cloned() {
             inner.outbox.retain(|(k, s)| *k != key || s.supersedes(&state));
-            return None;
+            // An older state retained over ours (a replay): ours goes back, so that an instance starting now
+            // reads the group's state and not the replayed one.
+            if inner.synced && state.seq < current.seq && !inner.outbox.iter().any(|(k, _)| *k == key) {
+                inner.outbox.push((key, current));
+            }
+            return Ok(None);
         }
         self.apply(&mut inner, &key, state, false);
-        (inner.synced && inner.built.is_some()).then(|| self.serve(&mut inner))
+        Ok((inner.synced && inner.built.is_some()).then(|| self.serve(&mut inner)))
     }
 
-    /// A bundle another instance published: kept when it verifies, and served if a state names it.
-    pub fn on_bundle(&self, stored: &[u8]) -> Option<Catalog> {
+    /// A bundle another instance published for `key` and `revision`: kept only when its signed manifest verifies
+    /// ([`Trust::bundle`]), and served if a state names it.
+    pub fn on_bundle(&self, key: &VariantKey, revision: &str, payload: &[u8]) -> Result<Option<Catalog>, Rejected> {
+        self.known(key)?;
+        if !store::component(revision) {
+            return Err(Rejected::UnknownVariant(format!("{}/{}/bundles/{revision:?}", key.0, key.1)));
+        }
+        let bundle = self.trust.bundle(key, revision, payload)?;
         let mut inner = self.lock();
-        match self.store.put_bytes(stored, |key| named(&inner, key)) {
+        match self.store.put(&bundle, &named(&inner, key)) {
             Ok(true) => {
-                (inner.synced && inner.built.is_some() && !inner.missing.is_empty()).then(|| self.serve(&mut inner))
+                Ok((inner.synced && inner.built.is_some() && !inner.missing.is_empty()).then(|| self.serve(&mut inner)))
             }
-            Ok(false) => None,
+            Ok(false) => Ok(None),
             Err(e) => {
-                tracing::warn!(error = %e, "a bundle published under the release prefix does not verify: ignored");
-                None
+                tracing::warn!(error = %e, "could not keep a revision in the release store");
+                Ok(None)
             }
         }
+    }
+
+    /// Refuses a topic whose platform or variant is no plain path segment or (once built) not in the catalog:
+    /// states and bundles can neither be written outside the store nor grow it, memory and liveness with variants
+    /// nobody serves. Before the first build every plain name passes (retained states arrive first).
+    fn known(&self, (p, v): &VariantKey) -> Result<(), Rejected> {
+        let plain = |s: &str| store::component(s) && crate::wire::topics::valid_level(s);
+        let unknown = || Rejected::UnknownVariant(format!("{p:?}/{v:?}"));
+        if !plain(p) || !plain(v) {
+            return Err(unknown());
+        }
+        match self.lock().built.as_ref() {
+            Some(c) if !c.bundles().any(|b| b.platform == *p && b.variant == *v) => Err(unknown()),
+            _ => Ok(()),
+        }
+    }
+
+    /// A stored revision as published to other instances: its manifest signed by `signer`.
+    pub fn publishable(&self, key: &VariantKey, revision: &str, signer: &crate::signing::Signer) -> Option<Vec<u8>> {
+        self.store.get(key, revision).map(|b| trust::seal_bundle(&b, signer))
+    }
+
+    /// The states retained on the broker have all been read (until then nothing is served).
+    pub fn synced(&self) -> bool {
+        self.lock().synced
     }
 
     /// The latest build (what the next build is compared with).
     pub fn built(&self) -> Option<Arc<Catalog>> {
         self.lock().built.clone()
-    }
-
-    /// Counts an app's report; with `--auto-halt`, rolls back a candidate that fails significantly more than
-    /// stable (returns the catalog to serve then). `None` for a report on a revision this instance does not serve.
-    pub fn on_report(&self, payload: &[u8]) -> (Option<Reported>, Option<Catalog>) {
-        let doc: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
-        let data = if doc.get("data").is_some() { &doc["data"] } else { &doc };
-        let (Some(platform), Some(revision), Some(ok)) =
-            (data["platform"].as_str(), data["revision"].as_str(), data["ok"].as_bool())
-        else {
-            return (None, None);
-        };
-        let mut inner = self.lock();
-        let found = inner.served.iter().find_map(|(k, (stable, candidate))| {
-            (k.0 == platform).then_some(())?;
-            if stable == revision {
-                Some((k.clone(), "stable"))
-            } else if candidate.as_deref() == Some(revision) {
-                Some((k.clone(), "candidate"))
-            } else {
-                None
-            }
-        });
-        let Some((key, channel)) = found else { return (None, None) };
-        let candidate = inner.served[&key].1.clone().unwrap_or_default();
-        let tally = inner.tallies.entry(key.clone()).or_default();
-        if tally.candidate != candidate {
-            *tally = Tally { candidate, ..Tally::default() };
-        }
-        let slot = if channel == "candidate" { &mut tally.on_candidate } else { &mut tally.stable };
-        if ok {
-            slot.0 += 1;
-        } else {
-            slot.1 += 1;
-        }
-        let reported = Reported { key: key.clone(), revision: revision.to_string(), channel, ok };
-        let (stable, on_candidate) = (tally.stable, tally.on_candidate);
-        let halt = self.cfg.auto_halt.is_some_and(|p| p.halts(stable, on_candidate));
-        if !halt || !inner.synced {
-            return (Some(reported), None);
-        }
-        let Some(current) = inner.states.get(&key).cloned() else { return (Some(reported), None) };
-        let Ok(next) = current.rollback(None, &Default::default(), "auto-halt", SystemTime::now()) else {
-            return (Some(reported), None);
-        };
-        tracing::warn!(platform = %key.0, variant = %key.1, candidate = ?current.candidate,
-            stable_reports = ?stable, candidate_reports = ?on_candidate,
-            "auto-halt: the candidate fails significantly more than stable; rolled back");
-        inner.tallies.remove(&key);
-        self.apply(&mut inner, &key, next, true);
-        let served = inner.built.is_some().then(|| self.serve(&mut inner));
-        (Some(reported), served)
     }
 
     /// States to publish (retained), each once.
@@ -374,28 +335,28 @@ impl Releases {
         }
     }
 
-    /// Revision `rev` of a variant, minus the disabled connectors.
+    /// Revision `rev` of a variant, minus the disabled connectors, issued (its manifest's `signedAt`) at the later
+    /// of its build and the state's change: a rollback or a promote is a fresh signature, newer than whatever a
+    /// device accepted before, so the apps' replay rule accepts it. Every instance computes the same time from the
+    /// same state, so they sign the same bytes.
     fn bundle(&self, key: &VariantKey, rev: &str, s: &ReleaseState, built: &Arc<Bundle>) -> Option<Bundle> {
-        let base = if built.revision == rev { Some((**built).clone()) } else { self.store.get(key, rev) }?;
+        let stored = self.store.get(key, rev);
+        let mut base = match stored {
+            // The store keeps the time a revision was first built, across restarts: the same `signedAt` as before.
+            Some(b) if built.revision == rev => {
+                let mut own = (**built).clone();
+                own.issued_at = b.issued_at.min(built.issued_at);
+                own
+            }
+            Some(b) => b,
+            None if built.revision == rev => (**built).clone(),
+            None => return None,
+        };
+        let at = humantime::parse_rfc3339(&s.updated_at).map_or(base.issued_at, |t| t.max(base.issued_at));
         if s.disabled.is_empty() {
+            base.issued_at = at;
             return Some(base);
         }
-        let at = humantime::parse_rfc3339(&s.updated_at).map_or(base.issued_at, |t| t.max(base.issued_at));
         Some(base.without(&s.disabled, at))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::HaltPolicy;
-
-    #[test]
-    fn halts_only_a_candidate_significantly_worse_than_stable() {
-        let p = HaltPolicy::default();
-        assert!(p.halts((950, 50), (70, 30)), "30 % failing against 5 %");
-        assert!(!p.halts((95, 5), (95, 5)), "equal rates");
-        assert!(!p.halts((950, 50), (28, 2)), "too few candidate reports");
-        assert!(!p.halts((900, 100), (85, 15)), "15 % against 10 %: not significant");
-        assert!(!p.halts((0, 0), (0, 100)), "no stable reports to compare with");
     }
 }

@@ -81,6 +81,9 @@ pub enum ChangeError {
     /// `rollback --to` a revision that is not in the store.
     #[error("revision {0} is not in the release store; `releases` lists the stored revisions")]
     UnknownRevision(String),
+    /// The state's `seq` is at its maximum: no change can follow it (checked, never wrapped).
+    #[error("seq {0} cannot grow: no change can follow this state")]
+    SeqExhausted(u64),
 }
 
 impl ReleaseState {
@@ -118,8 +121,10 @@ impl ReleaseState {
         }
     }
 
-    fn next(&self, by: &str, now: SystemTime) -> ReleaseState {
-        ReleaseState { seq: self.seq + 1, updated_at: stamp(now), by: by.to_string(), ..self.clone() }
+    /// The state after one change: `seq` plus one, checked (a wrapped `seq` would lose to every older state).
+    fn next(&self, by: &str, now: SystemTime) -> Result<ReleaseState, ChangeError> {
+        let seq = self.seq.checked_add(1).ok_or(ChangeError::SeqExhausted(self.seq))?;
+        Ok(ReleaseState { seq, updated_at: stamp(now), by: by.to_string(), ..self.clone() })
     }
 
     /// A new good build: it becomes the candidate at 0 % (nothing when it is already stable or the candidate).
@@ -127,7 +132,7 @@ impl ReleaseState {
         if self.stable == revision || self.candidate.as_deref() == Some(revision) || self.latest == revision {
             return None;
         }
-        let mut s = self.next(by, now);
+        let mut s = self.next(by, now).ok()?;
         s.latest = revision.to_string();
         s.candidate = Some(revision.to_string());
         s.seed = revision.to_string();
@@ -143,7 +148,7 @@ impl ReleaseState {
         if self.candidate.is_none() {
             return Err(ChangeError::NoCandidate("roll out"));
         }
-        let mut s = self.next(by, now);
+        let mut s = self.next(by, now)?;
         s.basis_points = (percent * 100.0).round() as u32;
         Ok(s)
     }
@@ -151,7 +156,7 @@ impl ReleaseState {
     /// `promote`: the candidate becomes stable for everyone.
     pub fn promote(&self, by: &str, now: SystemTime) -> Result<ReleaseState, ChangeError> {
         let candidate = self.candidate.clone().ok_or(ChangeError::NoCandidate("promote"))?;
-        let mut s = self.next(by, now);
+        let mut s = self.next(by, now)?;
         s.stable = candidate;
         s.candidate = None;
         s.basis_points = 0;
@@ -166,7 +171,7 @@ impl ReleaseState {
         by: &str,
         now: SystemTime,
     ) -> Result<ReleaseState, ChangeError> {
-        let mut s = self.next(by, now);
+        let mut s = self.next(by, now)?;
         if let Some(rev) = to {
             if !stored.contains(rev) {
                 return Err(ChangeError::UnknownRevision(rev.to_string()));
@@ -179,14 +184,14 @@ impl ReleaseState {
     }
 
     /// `disable` / `enable` a connector.
-    pub fn switch(&self, connector: &str, on: bool, by: &str, now: SystemTime) -> ReleaseState {
-        let mut s = self.next(by, now);
+    pub fn switch(&self, connector: &str, on: bool, by: &str, now: SystemTime) -> Result<ReleaseState, ChangeError> {
+        let mut s = self.next(by, now)?;
         if on {
             s.disabled.remove(connector);
         } else {
             s.disabled.insert(connector.to_string());
         }
-        s
+        Ok(s)
     }
 }
 
@@ -246,8 +251,19 @@ mod tests {
         assert!(dropped.with_build("r3", "t", now).is_some());
         assert_eq!(p.rollback(Some("r9"), &stored, "t", now), Err(ChangeError::UnknownRevision("r9".into())));
         assert_eq!(p.rollback(Some("r1"), &stored, "t", now).unwrap().stable, "r1");
-        let off = p.switch("a", false, "t", now);
-        assert!(off.disabled.contains("a") && !off.switch("a", true, "t", now).disabled.contains("a"));
+        let off = p.switch("a", false, "t", now).unwrap();
+        assert!(off.disabled.contains("a") && !off.switch("a", true, "t", now).unwrap().disabled.contains("a"));
         assert!(off.supersedes(&p) && !p.supersedes(&off));
+    }
+
+    #[test]
+    fn seq_never_wraps() {
+        let now = SystemTime::UNIX_EPOCH;
+        let last =
+            ReleaseState { seq: u64::MAX, ..ReleaseState::first("r1", "t", now).with_build("r2", "t", now).unwrap() };
+        assert_eq!(last.rollback(None, &BTreeSet::new(), "t", now), Err(ChangeError::SeqExhausted(u64::MAX)));
+        assert_eq!(last.promote("t", now), Err(ChangeError::SeqExhausted(u64::MAX)));
+        assert_eq!(last.switch("a", false, "t", now), Err(ChangeError::SeqExhausted(u64::MAX)));
+        assert_eq!(last.with_build("r3", "t", now), None);
     }
 }

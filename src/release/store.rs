@@ -4,7 +4,8 @@
 //! truncated file is reported and never served. History is bounded per variant.
 //!
 //! Layout: `bundles/<platform>/<variant>/<revision>.json` and `states/<platform>/<variant>.json`. The bundle
-//! format is also what instances publish to each other on the broker.
+//! format, with its signed manifest next to it ([`super::trust::seal_bundle`]), is what instances publish to each
+//! other.
 
 use super::state::ReleaseState;
 use super::VariantKey;
@@ -135,7 +136,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 }
 
 /// A name usable as one path component (platform and variant names already are; revisions are hex).
-fn component(s: &str) -> bool {
+pub fn component(s: &str) -> bool {
     !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\', '\0'])
 }
 
@@ -173,13 +174,6 @@ impl Store {
         Ok(true)
     }
 
-    /// Keeps a bundle published by another instance, after checking it. `Ok(true)` when it was new.
-    pub fn put_bytes(&self, bytes: &[u8], keep: impl Fn(&VariantKey) -> BTreeSet<String>) -> Result<bool, StoreError> {
-        let b = decode(bytes)
-            .map_err(|reason| StoreError::Corrupt { path: PathBuf::from("(published bundle)"), reason })?;
-        self.put(&b, &keep(&(b.platform.clone(), b.variant.clone())))
-    }
-
     /// Revision `rev` of a variant, verified; a corrupt file is reported (warning) and not returned.
     pub fn get(&self, key: &VariantKey, rev: &str) -> Option<Bundle> {
         let path = self.bundle_path(key, rev)?;
@@ -195,11 +189,6 @@ impl Store {
                 None
             }
         }
-    }
-
-    /// The stored bytes of a revision (to publish to other instances).
-    pub fn bytes(&self, key: &VariantKey, rev: &str) -> Option<Vec<u8>> {
-        std::fs::read(self.bundle_path(key, rev)?).ok()
     }
 
     /// The revisions kept for a variant.
@@ -227,9 +216,13 @@ impl Store {
         }
     }
 
-    /// Keeps a variant's state.
+    /// Keeps a variant's state (never outside `states/`: a name that is no plain component is refused).
     pub fn put_state(&self, key: &VariantKey, s: &ReleaseState) -> Result<(), StoreError> {
-        write_atomic(&self.state_path(key), &serde_json::to_vec_pretty(s).unwrap_or_default())
+        let path = self.state_path(key);
+        if !component(&key.0) || !component(&key.1) {
+            return Err(StoreError::Corrupt { path, reason: "not a plain platform/variant name".into() });
+        }
+        write_atomic(&path, &serde_json::to_vec_pretty(s).unwrap_or_default())
     }
 
     /// Every kept state; a corrupt one is reported and skipped (the broker's retained state then applies).

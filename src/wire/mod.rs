@@ -8,6 +8,7 @@
 //! - A payload with neither `pattern` nor `data` is "external": the whole payload is the data. With an MQTT 5
 //!   Response Topic it is a bare request and gets a bare reply; without one it is an event, as in NestJS.
 
+pub mod bus;
 pub mod reply;
 pub mod topics;
 

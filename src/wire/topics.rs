@@ -42,8 +42,19 @@ pub enum ReleaseTopic<'t> {
     Bundle(&'t str, &'t str, &'t str),
     /// Our sync probe came back.
     Probe,
-    /// An app's outcome report.
+    /// An app's outcome report on the bare topic: no device identity, counted as unattributed.
     Report,
+    /// An app's outcome report on `<reports>/<device>` (the broker's ACL ties the topic to the device).
+    DeviceReport(&'t str),
+    /// Under the report topic, but not one device segment.
+    BadReport,
+}
+
+impl ReleaseTopic<'_> {
+    /// An app's outcome report, attributed or not.
+    pub fn is_report(&self) -> bool {
+        matches!(self, ReleaseTopic::Report | ReleaseTopic::DeviceReport(_) | ReleaseTopic::BadReport)
+    }
 }
 
 impl ReleaseTopics {
@@ -64,6 +75,13 @@ impl ReleaseTopics {
         }
         if topic == self.reports {
             return Some(ReleaseTopic::Report);
+        }
+        if let Some(device) = topic.strip_prefix(self.reports.as_str()).and_then(|t| t.strip_prefix('/')) {
+            return Some(if valid_device(device) {
+                ReleaseTopic::DeviceReport(device)
+            } else {
+                ReleaseTopic::BadReport
+            });
         }
         let rest = topic.strip_prefix(self.prefix.as_str())?.strip_prefix('/')?;
         let parts: Vec<&str> = rest.split('/').collect();
@@ -116,8 +134,14 @@ impl Topics {
         });
         let manifests = Subscription { filter: self.manifest_filter(), no_local: true, requests: false };
         let releases = self.releases.iter().flat_map(|r| {
-            [format!("{}/+/+", r.prefix), format!("{}/+/+/bundles/+", r.prefix), r.probe.clone(), r.reports.clone()]
-                .map(|filter| Subscription { filter, no_local: false, requests: false })
+            [
+                format!("{}/+/+", r.prefix),
+                format!("{}/+/+/bundles/+", r.prefix),
+                r.probe.clone(),
+                r.reports.clone(),
+                format!("{}/+", r.reports),
+            ]
+            .map(|filter| Subscription { filter, no_local: false, requests: false })
         });
         requests.chain([manifests]).chain(releases).collect()
     }
@@ -140,6 +164,11 @@ impl Topics {
     /// True for a topic under the release prefix, or the sync probe.
     pub fn is_release(&self, topic: &str) -> bool {
         self.releases.as_ref().is_some_and(|r| r.classify(topic).is_some())
+    }
+
+    /// What a topic under the release prefix (or a report, or our probe) is, with managed releases.
+    pub fn release_topic<'t>(&self, topic: &'t str) -> Option<ReleaseTopic<'t>> {
+        self.releases.as_ref()?.classify(topic)
     }
 
     /// The liveness topic of one instance.
@@ -208,6 +237,34 @@ mod tests {
             status_prefix: "connector-scripts/status".into(),
             releases: None,
         }
+    }
+
+    #[test]
+    fn release_topics_and_reports_with_and_without_a_device() {
+        let releases = ReleaseTopics {
+            prefix: "connector-scripts/releases".into(),
+            probe: "connector-scripts/status/i/sync".into(),
+            reports: "connectorsReport".into(),
+        };
+        let t = Topics { releases: Some(releases), ..topics() };
+        let filters: Vec<String> = t.subscriptions(None).into_iter().map(|s| s.filter).collect();
+        assert!(
+            filters.contains(&"connectorsReport".to_string()) && filters.contains(&"connectorsReport/+".to_string())
+        );
+        for (topic, want) in [
+            ("connectorsReport", Some(ReleaseTopic::Report)),
+            ("connectorsReport/dev-1", Some(ReleaseTopic::DeviceReport("dev-1"))),
+            ("connectorsReport/a/b", Some(ReleaseTopic::BadReport)),
+            ("connectorsReport/+", Some(ReleaseTopic::BadReport)),
+            ("connector-scripts/releases/ios/next", Some(ReleaseTopic::State("ios", "next"))),
+            ("connector-scripts/releases/../x", Some(ReleaseTopic::State("..", "x"))),
+            ("connector-scripts/releases/ios/next/bundles/r1", Some(ReleaseTopic::Bundle("ios", "next", "r1"))),
+            ("connector-scripts/status/i/sync", Some(ReleaseTopic::Probe)),
+            ("getConnectors/dev-1", None),
+        ] {
+            assert_eq!(t.release_topic(topic), want, "{topic}");
+        }
+        assert!(t.release_topic("connectorsReport/+").is_some_and(|r| r.is_report()), "subscribed at QoS 0");
     }
 
     #[test]

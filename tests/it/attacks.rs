@@ -4,6 +4,7 @@
 //! message of the broker's own size limit.
 
 use crate::common::mqtt::{config, nest, parse_serve, serve_with, test_flags, Client, TIMEOUT};
+use crate::common::release::ReleaseKeys;
 use crate::common::{eventually, free_port_pair, password_file_at, Mosquitto, ShippedMosquitto, TempCatalog};
 use connector_scripts::app::Running;
 use serde_json::{json, Value};
@@ -163,7 +164,8 @@ async fn under_the_shipped_setup_a_device_is_only_itself_and_operators_can_work(
     let pw = dir.path().join("svc-pw");
     std::fs::write(&pw, "svc-pw").unwrap();
     let service_id = "connector-scripts-host";
-    let flags = [
+    let keys = ReleaseKeys::new();
+    let mut flags: Vec<String> = [
         "--mqtt-username",
         "connector-scripts",
         "--mqtt-password-file",
@@ -174,7 +176,11 @@ async fn under_the_shipped_setup_a_device_is_only_itself_and_operators_can_work(
         "manual",
         "--state-dir",
         dir.path().to_str().unwrap(),
-    ];
+    ]
+    .map(String::from)
+    .into();
+    flags.extend(keys.serve_flags());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let r = serve_with(config(&catalog, &shipped.service_url(), &flags)).await;
     let port = shipped.mosquitto.port;
     let mut b = Client::v4_login(port, "device-b", "device-b", "b-pw").await;
@@ -200,7 +206,9 @@ async fn under_the_shipped_setup_a_device_is_only_itself_and_operators_can_work(
         &["disable", "--connector", "fleet/tracking", "--platform", "ios"],
         &["rollback", "--platform", "ios", "--variant", "next"],
     ] {
-        let out = operator_as(&url, "release-operator", "op-pw", args);
+        let signed: Vec<String> = keys.operator_flags();
+        let args: Vec<&str> = args.iter().copied().chain(signed.iter().map(String::as_str)).collect();
+        let out = operator_as(&url, "release-operator", "op-pw", &args);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{args:?}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     }

@@ -127,7 +127,11 @@ async fn retained_manifests_and_release_states_published_via_one_node_are_seen_o
     let catalog = TempCatalog::examples();
     let dir = tempfile::tempdir().unwrap();
     let state_dir = dir.path().display().to_string();
-    let svc = instance(&catalog, &n1, "rel", &["--release-mode", "manual", "--state-dir", &state_dir]).await;
+    let keys = crate::common::release::ReleaseKeys::new();
+    let mut flags = vec!["--release-mode".to_string(), "manual".into(), "--state-dir".into(), state_dir];
+    flags.extend(keys.serve_flags());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let svc = instance(&catalog, &n1, "rel", &flags).await;
     let filters = ["connectors/+/+", "connector-scripts/releases/+/+"];
     let want: BTreeMap<String, String> = svc
         .state
@@ -164,6 +168,7 @@ async fn retained_manifests_and_release_states_published_via_one_node_are_seen_o
     // and manifests it publishes through node 1 are what readers on both nodes then see.
     let out = std::process::Command::new(CLI)
         .args(["disable", "--connector", "fleet/tracking", "--broker", &n2])
+        .args(keys.operator_flags())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -174,14 +179,14 @@ async fn retained_manifests_and_release_states_published_via_one_node_are_seen_o
         loop {
             tries += 1;
             let seen = retained(port, &format!("after-{id}-{tries}"), &filters).await;
-            let state: Value = serde_json::from_slice(&seen["connector-scripts/releases/ios/next"]).unwrap();
+            let state = crate::common::release::parse_state(&seen["connector-scripts/releases/ios/next"]);
             let manifest: Value = serde_json::from_slice(&seen["connectors/ios/next"]).unwrap();
             let names: Vec<&str> =
                 manifest["connectors"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
-            if state["disabled"] == json!(["fleet/tracking"]) && !names.contains(&"fleet/tracking") {
+            if state.disabled.iter().eq(["fleet/tracking"]) && !names.contains(&"fleet/tracking") {
                 break;
             }
-            assert!(tries < 50, "node {id}: the kill switch never showed: {state} {manifest}");
+            assert!(tries < 50, "node {id}: the kill switch never showed: {state:?} {manifest}");
         }
     }
     svc.shutdown().await.unwrap();

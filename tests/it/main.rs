@@ -14,6 +14,8 @@ mod failover;
 mod interop;
 mod mqtt;
 mod ops;
+mod release_attacks;
+mod release_stalls;
 mod releases;
 mod reliability;
 mod reload;

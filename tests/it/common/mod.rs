@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod mqtt;
 pub mod process;
 pub mod prometheus;
+pub mod release;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
