@@ -86,6 +86,7 @@ async fn broker(cfg: &mut ServeConfig) -> anyhow::Result<(BrokerList, Option<Run
                 port: target.port(),
                 username: None,
                 client_id: None,
+                path: String::new(),
             };
             Ok((BrokerList::one(url), Some(running)))
         }

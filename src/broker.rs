@@ -1,7 +1,8 @@
 //! The embedded default broker (rumqttd), so that `connector-scripts serve` works with one command.
 //!
 //! rumqttd listeners speak one protocol version each: apps and NestJS clients use the MQTT 3.1.1 listener, MQTT 5
-//! clients (and the service itself, which needs Response Topic / Correlation Data) use the MQTT 5 listener. Both
+//! clients (and the service itself, which needs Response Topic / Correlation Data) use the MQTT 5 listener, React
+//! Native and browser apps the WebSocket listener (MQTT 3.1.1 over WebSocket, any path; apps use `/mqtt`). All
 //! share one router, so messages flow between them. rumqttd has no shutdown API: the listeners live as long as
 //! the tokio runtime that runs them, the router thread as long as the process.
 
@@ -61,6 +62,8 @@ pub struct RunningBroker {
     pub listen: SocketAddr,
     /// The MQTT 5 listener.
     pub listen_v5: SocketAddr,
+    /// The MQTT-over-WebSocket listener (MQTT 3.1.1), if on.
+    pub listen_ws: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -164,20 +167,24 @@ fn check_free(addr: SocketAddr, flag: &'static str) -> Result<(), BrokerError> {
     }
 }
 
-/// A free port above `addr`'s, to suggest in the error (and two free in a row, for both listeners).
+/// A free port above `addr`'s, to suggest in the error (and three free in a row, for every listener).
 fn free_port_near(addr: SocketAddr) -> Option<u16> {
     (1..200u16).map(|d| addr.port().wrapping_add(d * 2)).find(|&p| {
-        p > 1024
-            && std::net::TcpListener::bind(SocketAddr::new(addr.ip(), p)).is_ok()
-            && std::net::TcpListener::bind(SocketAddr::new(addr.ip(), p.wrapping_add(1))).is_ok()
+        p > 1024 && (0..3).all(|k| std::net::TcpListener::bind(SocketAddr::new(addr.ip(), p.wrapping_add(k))).is_ok())
     })
 }
 
 /// Starts the embedded broker on the current tokio runtime and returns once both listeners accept connections.
 /// With `gate`, only its accounts (and the service) may connect.
 pub async fn start(cfg: EmbeddedBroker, gate: Option<Arc<Gate>>) -> Result<RunningBroker, BrokerError> {
-    check_free(cfg.listen, "--embedded-listen")?;
-    check_free(cfg.listen_v5, "--embedded-listen-v5")?;
+    let listeners: Vec<(SocketAddr, &'static str)> =
+        [(cfg.listen, "--embedded-listen"), (cfg.listen_v5, "--embedded-listen-v5")]
+            .into_iter()
+            .chain(cfg.listen_ws.map(|ws| (ws, "--embedded-ws-listen")))
+            .collect();
+    for (addr, flag) in &listeners {
+        check_free(*addr, flag)?;
+    }
     let router = RouterConfig {
         max_connections: 100_000,
         max_outgoing_packet_count: 1000,
@@ -186,33 +193,29 @@ pub async fn start(cfg: EmbeddedBroker, gate: Option<Arc<Gate>>) -> Result<Runni
         ..Default::default()
     };
     let router_tx = Router::new(0, router).spawn();
-    let v4_settings = settings("v4", cfg.listen, cfg.max_packet, gate.as_ref());
-    let mut v4 = Server::new(v4_settings, router_tx.clone(), rumqttd::protocol::v4::V4);
-    let v5_settings = settings("v5", cfg.listen_v5, cfg.max_packet, gate.as_ref());
-    let mut v5 = Server::new(v5_settings, router_tx, rumqttd::protocol::v5::V5);
-    let (tx4, rx4) = tokio::sync::oneshot::channel();
-    let (tx5, rx5) = tokio::sync::oneshot::channel();
-    let t4 = tokio::spawn(async move {
-        let _ = tx4.send(v4.start(LinkType::Remote).await.map_err(|e| e.to_string()));
-    });
-    let t5 = tokio::spawn(async move {
-        let _ = tx5.send(v5.start(LinkType::Remote).await.map_err(|e| e.to_string()));
-    });
-    let mut tasks = vec![t4, t5];
+    let settings = |name, addr| settings(name, addr, cfg.max_packet, gate.as_ref());
+    let v4 = Server::new(settings("v4", cfg.listen), router_tx.clone(), rumqttd::protocol::v4::V4);
+    let v5 = Server::new(settings("v5", cfg.listen_v5), router_tx.clone(), rumqttd::protocol::v5::V5);
+    let mut started = vec![serve(v4, LinkType::Remote), serve(v5, LinkType::Remote)];
+    // rumqttd's WebSocket listener speaks MQTT 3.1.1 only (upstream has no v5 over WebSocket yet).
+    if let Some(ws) = cfg.listen_ws {
+        started.push(serve(Server::new(settings("ws", ws), router_tx, rumqttd::protocol::v4::V4), LinkType::Websocket));
+    }
+    let (mut tasks, ended): (Vec<_>, Vec<_>) = started.into_iter().unzip();
     if let Some(gate) = &gate {
         tasks.push(tokio::spawn(reload_on_sighup(gate.clone())));
     }
-    let running = RunningBroker { listen: cfg.listen, listen_v5: cfg.listen_v5, tasks };
-    wait_listening(cfg.listen, rx4).await?;
-    wait_listening(cfg.listen_v5, rx5).await?;
-    for addr in [cfg.listen, cfg.listen_v5] {
-        if let Err(e) = nodelay_on_listener(addr) {
+    let running = RunningBroker { listen: cfg.listen, listen_v5: cfg.listen_v5, listen_ws: cfg.listen_ws, tasks };
+    for ((addr, _), ended) in listeners.iter().zip(ended) {
+        wait_listening(*addr, ended).await?;
+        if let Err(e) = nodelay_on_listener(*addr) {
             tracing::warn!(%addr, error = %e, "cannot set TCP_NODELAY on the embedded broker: replies may stall ~40 ms");
         }
     }
-    tracing::info!(mqtt = %cfg.listen, mqtt5 = %cfg.listen_v5, authenticated = gate.is_some(),
+    let ws = cfg.listen_ws.map_or("off".to_string(), |a| format!("ws://{a}/mqtt"));
+    tracing::info!(mqtt = %cfg.listen, mqtt5 = %cfg.listen_v5, websocket = %ws, authenticated = gate.is_some(),
         "embedded MQTT broker listening");
-    let exposed = !(cfg.listen.ip().is_loopback() && cfg.listen_v5.ip().is_loopback());
+    let exposed = listeners.iter().any(|(addr, _)| !addr.ip().is_loopback());
     match (exposed, &gate) {
         (true, None) => tracing::warn!(
             "the embedded broker listens beyond loopback and lets anyone connect (--embedded-allow-anonymous): \
@@ -225,6 +228,18 @@ pub async fn start(cfg: EmbeddedBroker, gate: Option<Arc<Gate>>) -> Result<Runni
         (false, _) => {}
     }
     Ok(running)
+}
+
+/// Runs one listener on the current runtime; the receiver says why it stopped, if it does.
+fn serve<P: rumqttd::protocol::Protocol + Clone + Send + Sync + 'static>(
+    mut server: Server<P>,
+    link: LinkType,
+) -> (JoinHandle<()>, tokio::sync::oneshot::Receiver<Result<(), String>>) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let _ = tx.send(server.start(link).await.map_err(|e| e.to_string()));
+    });
+    (task, rx)
 }
 
 /// Waits until `addr` accepts a TCP connection, or the server task reports why it stopped.

@@ -200,6 +200,10 @@ pub struct ServeArgs {
     /// Address of the embedded broker's MQTT 5 listener (default: the next port after --embedded-listen).
     #[arg(long)]
     pub embedded_listen_v5: Option<SocketAddr>,
+    /// Address of the embedded broker's MQTT-over-WebSocket listener (MQTT 3.1.1; apps connect to
+    /// ws://ADDRESS/mqtt), or `off` (default: the next port after the MQTT 5 listener).
+    #[arg(long)]
+    pub embedded_ws_listen: Option<HttpListen>,
     /// Accounts that may connect to the embedded broker: a password file made with `mosquitto_passwd`
     /// (NAME:HASH lines). Each account may only use its own name as client id. Reloaded on SIGHUP. Required for a
     /// listener that is not on loopback.

@@ -1,7 +1,8 @@
 //! App versions as mobile apps really send them, and matching them against a variant's range.
 //!
-//! Apps send `3`, `3.1`, `3.1.0`, `v3.1.0`, `3.1.0-beta.2`, `3.1.0+4521`: missing parts are 0, a leading `v` and
-//! build metadata are ignored. A pre-release app matches a range as its release (a `4.0.0-beta.1` build ships the
+//! Apps send `3`, `3.1`, `3.1.0`, `v3.1.0`, `3.1.0-beta.2`, `3.1.0+4521`, and Android `versionName`s such as
+//! `3.1.0.2`: missing parts are 0, a leading `v` and build metadata are ignored, and a fourth numeric part is a
+//! build number (`3.1.0+2`: ordered numerically among builds of 3.1.0, matched by ranges as 3.1.0). A pre-release app matches a range as its release (a `4.0.0-beta.1` build ships the
 //! 4.0 scripts) unless the range itself names a pre-release, in which case full semver ordering applies.
 
 use semver::{Comparator, Op, Prerelease, Version, VersionReq};
@@ -9,7 +10,10 @@ use std::fmt;
 
 /// Why an app version was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid app version {input:?}: {reason}; expected MAJOR[.MINOR[.PATCH]][-PRERELEASE][+BUILD], e.g. 3.1.0")]
+#[error(
+    "invalid app version {input:?}: {reason}; expected MAJOR[.MINOR[.PATCH[.BUILD]]][-PRERELEASE][+BUILD], e.g. 3.1.0 \
+     or 3.1.0.2"
+)]
 pub struct VersionError {
     /// What was received (truncated when absurdly long).
     pub input: String,
@@ -51,10 +55,10 @@ impl AppVersion {
             Some((core, pre)) => (core, Some(pre)),
             None => (s, None),
         };
-        let mut parts = [0u64; 3];
+        let mut parts = [0u64; 4];
         for (n, part) in core.split('.').enumerate() {
-            if n == 3 {
-                return Err(err("more than three numeric parts"));
+            if n == 4 {
+                return Err(err("more than four numeric parts"));
             }
             if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(err("the numeric parts must be digits"));
@@ -62,6 +66,11 @@ impl AppVersion {
             parts[n] = part.parse().map_err(|_| err("a numeric part is too large"))?;
         }
         let mut version = Version::new(parts[0], parts[1], parts[2]);
+        if core.split('.').count() == 4 {
+            // A number alone is a valid build identifier; semver orders those numerically.
+            version.build =
+                semver::BuildMetadata::new(&parts[3].to_string()).map_err(|_| err("invalid build number"))?;
+        }
         if let Some(pre) = pre {
             if pre.is_empty() {
                 return Err(err("invalid pre-release"));
@@ -179,6 +188,9 @@ mod tests {
             ("3.1.0-beta.2+4521", "3.1.0-beta.2"),
             (" 2.4.1 ", "2.4.1"),
             ("10.20.30", "10.20.30"),
+            // Android versionName with a build number.
+            ("3.1.0.2", "3.1.0+2"),
+            ("v3.1.0.17-beta.1", "3.1.0-beta.1+17"),
         ];
         for (input, want) in cases {
             assert_eq!(AppVersion::parse(input).map(|v| v.to_string()), Ok(want.to_string()), "{input}");
@@ -193,7 +205,8 @@ mod tests {
             ("abc", "the numeric parts must be digits"),
             ("3.x", "the numeric parts must be digits"),
             ("3..1", "the numeric parts must be digits"),
-            ("3.1.0.7", "more than three numeric parts"),
+            ("3.1.0.7.1", "more than four numeric parts"),
+            ("3.1.0.", "the numeric parts must be digits"),
             ("-1", "the numeric parts must be digits"),
             ("3.1.0-", "invalid pre-release"),
             ("3.1.0-beta..2", "invalid pre-release"),
@@ -204,8 +217,18 @@ mod tests {
         for (input, reason) in cases {
             let err = AppVersion::parse(input).unwrap_err();
             assert_eq!(err.reason, reason, "{input:?}");
-            assert!(err.to_string().contains("expected MAJOR[.MINOR[.PATCH]]"), "{err}");
+            assert!(err.to_string().contains("expected MAJOR[.MINOR[.PATCH[.BUILD]]]"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_fourth_part_is_a_build_number_ordered_numerically_and_matched_as_its_release() {
+        assert!(v("3.1.0.10") > v("3.1.0.9"), "numeric, not lexical");
+        assert!(v("3.1.0.2") > v("3.1.0"));
+        assert!(v("3.1.0.99") < v("3.1.1"));
+        let range = VersionRange::parse(">=3.1.0, <3.2").unwrap();
+        assert!(range.matches(&v("3.1.0.2")) && !range.matches(&v("3.2.0.1")));
+        assert!(VersionRange::parse("=3.1.0").unwrap().matches(&v("3.1.0.5")));
     }
 
     #[test]

@@ -13,6 +13,26 @@ pub enum Scheme {
     Mqtt,
     /// TLS (`mqtts://`).
     Mqtts,
+    /// MQTT over WebSocket (`ws://host:port/path`), as React Native and browser apps connect.
+    Ws,
+    /// MQTT over WebSocket over TLS (`wss://`).
+    Wss,
+}
+
+impl Scheme {
+    /// TLS (`mqtts://`, `wss://`): the `--tls-*` files apply.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Scheme::Mqtts | Scheme::Wss)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Scheme::Mqtt => "mqtt",
+            Scheme::Mqtts => "mqtts",
+            Scheme::Ws => "ws",
+            Scheme::Wss => "wss",
+        }
+    }
 }
 
 /// Where the broker is: `mqtt://host:port`, `mqtts://host:port`, `host:port` or `host`; `?client_id=ID` optional.
@@ -28,6 +48,8 @@ pub struct BrokerUrl {
     pub username: Option<String>,
     /// Client id given in the URL.
     pub client_id: Option<String>,
+    /// The HTTP path of a WebSocket URL (`/mqtt`); empty for TCP.
+    pub path: String,
 }
 
 impl fmt::Debug for BrokerUrl {
@@ -39,14 +61,11 @@ impl fmt::Debug for BrokerUrl {
 impl fmt::Display for BrokerUrl {
     /// Safe to log: there is no password in a `BrokerUrl`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = match self.scheme {
-            Scheme::Mqtt => "mqtt",
-            Scheme::Mqtts => "mqtts",
-        };
+        let scheme = self.scheme.name();
         let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
         match &self.username {
-            Some(u) => write!(f, "{scheme}://{u}@{host}:{}", self.port),
-            None => write!(f, "{scheme}://{host}:{}", self.port),
+            Some(u) => write!(f, "{scheme}://{u}@{host}:{}{}", self.port, self.path),
+            None => write!(f, "{scheme}://{host}:{}{}", self.port, self.path),
         }
     }
 }
@@ -58,14 +77,23 @@ impl BrokerUrl {
         let (scheme, rest) = match input.split_once("://") {
             Some(("mqtt" | "tcp", rest)) => (Scheme::Mqtt, rest),
             Some(("mqtts" | "ssl" | "tls", rest)) => (Scheme::Mqtts, rest),
-            Some((other, _)) => return Err(fail(&format!("unknown scheme {other:?}; use mqtt:// or mqtts://"))),
+            Some(("ws", rest)) => (Scheme::Ws, rest),
+            Some(("wss", rest)) => (Scheme::Wss, rest),
+            Some((other, _)) => {
+                return Err(fail(&format!("unknown scheme {other:?}; use mqtt://, mqtts://, ws:// or wss://")))
+            }
             None => (Scheme::Mqtt, input),
         };
         let (rest, query) = match rest.split_once('?') {
             Some((r, q)) => (r, Some(q)),
             None => (rest, None),
         };
-        let rest = rest.trim_end_matches('/');
+        // A WebSocket URL has a path (apps use /mqtt); for TCP anything after the host is a mistake or a slash.
+        let (rest, path) = match (scheme, rest.find('/')) {
+            (Scheme::Ws | Scheme::Wss, Some(i)) => (&rest[..i], rest[i..].to_string()),
+            (Scheme::Ws | Scheme::Wss, None) => (rest, "/".to_string()),
+            _ => (rest.trim_end_matches('/'), String::new()),
+        };
         let (userinfo, hostport) = match rest.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
             None => (None, rest),
@@ -81,7 +109,12 @@ impl BrokerUrl {
             Some(u) => Some(u.to_string()),
             None => None,
         };
-        let default_port = if scheme == Scheme::Mqtts { 8883 } else { 1883 };
+        let default_port = match scheme {
+            Scheme::Mqtt => 1883,
+            Scheme::Mqtts => 8883,
+            Scheme::Ws => 80,
+            Scheme::Wss => 443,
+        };
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
             let (h, after) = v6.split_once(']').ok_or_else(|| fail("unclosed '[' in IPv6 address"))?;
             let port = match after.strip_prefix(':') {
@@ -109,7 +142,18 @@ impl BrokerUrl {
                 _ => return Err(fail(&format!("unknown query parameter {pair:?}; only client_id=ID is understood"))),
             }
         }
-        Ok(BrokerUrl { scheme, host, port, username, client_id })
+        Ok(BrokerUrl { scheme, host, port, username, client_id, path })
+    }
+
+    /// What rumqttc connects to: the host for TCP, the whole URL (path included, no credentials) for WebSocket.
+    pub fn address(&self) -> String {
+        match self.scheme {
+            Scheme::Mqtt | Scheme::Mqtts => self.host.clone(),
+            Scheme::Ws | Scheme::Wss => {
+                let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+                format!("{}://{host}:{}{}", self.scheme.name(), self.port, self.path)
+            }
+        }
     }
 }
 
@@ -170,7 +214,7 @@ impl BrokerList {
                 ConfigError::BrokerUrl { reason, .. } => entry_error(n, entry, reason),
                 other => other,
             })?;
-            if url.scheme == Scheme::Mqtts {
+            if url.scheme.is_tls() {
                 tls.check_readable().map_err(|reason| entry_error(n, entry, reason))?;
             }
             if let Some(first) = urls.first() {
@@ -304,6 +348,8 @@ pub struct EmbeddedBroker {
     pub listen: SocketAddr,
     /// MQTT 5 listener (request/response with Response Topic; the service itself connects here).
     pub listen_v5: SocketAddr,
+    /// MQTT 3.1.1 over WebSocket (React Native and browser apps), if on.
+    pub listen_ws: Option<SocketAddr>,
     /// Password file (Mosquitto format) of the accounts that may connect; `None`: anyone may.
     pub users: Option<PathBuf>,
     /// Largest packet a client may publish: below what the service's own connection accepts, so no single

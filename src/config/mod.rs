@@ -10,7 +10,7 @@ pub use broker::{BrokerChoice, BrokerList, BrokerUrl, Credentials, EmbeddedBroke
 pub use defaults::Seconds;
 
 use crate::catalog::Sources;
-use crate::cli::{BrokerArgs, CatalogArgs, ServeArgs};
+use crate::cli::{BrokerArgs, CatalogArgs, HttpListen, ServeArgs};
 use crate::ratelimit::{RateLimit, RateLimits};
 use crate::wire::topics::{self, Topics};
 use crate::wire::Limits;
@@ -293,8 +293,16 @@ fn broker_choice(args: &ServeArgs) -> Result<(BrokerChoice, Option<Credentials>)
     if listen_v5 == args.embedded_listen {
         return Err(flag_error("--embedded-listen-v5", "must differ from --embedded-listen"));
     }
+    let listen_ws = match args.embedded_ws_listen {
+        Some(HttpListen(addr)) => addr,
+        None => Some(SocketAddr::new(listen_v5.ip(), listen_v5.port().wrapping_add(1))),
+    };
+    if listen_ws.is_some_and(|ws| ws == args.embedded_listen || ws == listen_v5) {
+        return Err(flag_error("--embedded-ws-listen", "must differ from the TCP listeners (or be `off`)"));
+    }
     let open = [(args.embedded_listen, "--embedded-listen"), (listen_v5, "--embedded-listen-v5")]
         .into_iter()
+        .chain(listen_ws.map(|ws| (ws, "--embedded-ws-listen")))
         .find(|(addr, _)| !addr.ip().is_loopback());
     if let (Some((addr, flag)), None, false) = (open, &args.embedded_users, args.embedded_allow_anonymous) {
         return Err(flag_error(
@@ -307,7 +315,8 @@ fn broker_choice(args: &ServeArgs) -> Result<(BrokerChoice, Option<Credentials>)
     }
     let max_packet = (args.max_packet_size as usize).saturating_sub(broker::EMBEDDED_PACKET_MARGIN);
     let users = args.embedded_users.clone();
-    Ok((BrokerChoice::Embedded(EmbeddedBroker { listen: args.embedded_listen, listen_v5, users, max_packet }), None))
+    let listen = args.embedded_listen;
+    Ok((BrokerChoice::Embedded(EmbeddedBroker { listen, listen_v5, listen_ws, users, max_packet }), None))
 }
 
 fn mqtt_config(args: &ServeArgs) -> Result<MqttConfig, ConfigError> {
@@ -392,6 +401,7 @@ mod tests {
             BrokerChoice::Embedded(EmbeddedBroker {
                 listen: ([127, 0, 0, 1], 1883).into(),
                 listen_v5: ([127, 0, 0, 1], 1884).into(),
+                listen_ws: Some(([127, 0, 0, 1], 1885).into()),
                 users: None,
                 max_packet: (16 << 20) - 4096,
             })

@@ -2,8 +2,7 @@
 //! over MQTT 3.1.1 on a per-device topic, or a bare MQTT 5 request with Response Topic and Correlation Data),
 //! prints a summary of the reply and the round-trip time.
 
-use super::tls::tls_config;
-use crate::config::{BrokerList, BrokerUrl, Credentials, Scheme, TlsFiles};
+use crate::config::{BrokerList, BrokerUrl, Credentials, TlsFiles};
 use crate::ratelimit::RateLimit;
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
@@ -80,17 +79,14 @@ enum Got {
 
 impl Connection {
     fn open(o: &RequestOptions, broker: &BrokerUrl) -> anyhow::Result<Connection> {
-        use rumqttc::{NetworkOptions, Transport};
+        use rumqttc::NetworkOptions;
         // An ACL like deploy/mosquitto/acl lets a device ask only on its own topic: `?client_id=` in the URL.
         let id = broker.client_id.clone().unwrap_or_else(|| unique("cs-request-"));
-        let transport = match broker.scheme {
-            Scheme::Mqtts => Some(Transport::tls_with_config(tls_config(&o.tls)?)),
-            Scheme::Mqtt => None,
-        };
+        let (address, transport) = super::tls::endpoint(broker, &o.tls)?;
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);
         if !o.mqtt5 {
-            let mut opts = rumqttc::MqttOptions::new(id, &broker.host, broker.port);
+            let mut opts = rumqttc::MqttOptions::new(id, address, broker.port);
             opts.set_max_packet_size(MAX_REPLY, 1 << 20).set_keep_alive(KEEP_ALIVE);
             if let Some(c) = &o.credentials {
                 opts.set_credentials(&c.username, c.password.expose());
@@ -102,7 +98,7 @@ impl Connection {
             el.set_network_options(net);
             return Ok(Connection::V4(client, el));
         }
-        let mut opts = rumqttc::v5::MqttOptions::new(id, &broker.host, broker.port);
+        let mut opts = rumqttc::v5::MqttOptions::new(id, address, broker.port);
         opts.set_max_packet_size(Some(MAX_REPLY as u32)).set_keep_alive(KEEP_ALIVE);
         // The default preallocates 65 536 in-flight slots (14 MB); one request at a time needs a handful.
         opts.set_outgoing_inflight_upper_limit(64);

@@ -2,13 +2,13 @@
 //! subscription filters, reconnect backoff, and connection errors in words an operator can act on.
 
 use super::announce::Liveness;
-use super::tls::{tls_config, TlsError};
-use crate::config::{BrokerUrl, MqttConfig, Scheme};
+use super::tls::TlsError;
+use crate::config::{BrokerUrl, MqttConfig};
 use crate::wire::topics::Subscription;
 use rumqttc::v5::mqttbytes::v5::{Filter, LastWill};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{ConnectionError, EventLoop, MqttOptions, Request};
-use rumqttc::{NetworkOptions, Transport};
+use rumqttc::NetworkOptions;
 use std::time::Duration;
 
 /// Most unacknowledged requests the broker may send us at once.
@@ -21,7 +21,8 @@ pub const REQUEST_CHANNEL: usize = 1024;
 /// What every connection of the service shares: broker, credentials, TLS, keep-alive, packet limits, TCP_NODELAY,
 /// bounded queues.
 pub fn base_options(client_id: &str, cfg: &MqttConfig, broker: &BrokerUrl) -> Result<MqttOptions, TlsError> {
-    let mut opts = MqttOptions::new(client_id, &broker.host, broker.port);
+    let (address, transport) = super::tls::endpoint(broker, &cfg.tls)?;
+    let mut opts = MqttOptions::new(client_id, address, broker.port);
     opts.set_keep_alive(cfg.keep_alive.max(Duration::from_secs(5)));
     opts.set_max_packet_size(Some(cfg.max_packet_size));
     // rumqttc preallocates one `Option<Publish>` slot per possible in-flight QoS 1 reply: left unset that is
@@ -37,8 +38,8 @@ pub fn base_options(client_id: &str, cfg: &MqttConfig, broker: &BrokerUrl) -> Re
     net.set_tcp_nodelay(true);
     net.set_connection_timeout(10);
     opts.set_network_options(net);
-    if broker.scheme == Scheme::Mqtts {
-        opts.set_transport(Transport::tls_with_config(tls_config(&cfg.tls)?));
+    if let Some(t) = transport {
+        opts.set_transport(t);
     }
     Ok(opts)
 }

@@ -1,8 +1,8 @@
 //! The operator side of managed releases: a short-lived MQTT 5 connection that reads the retained rollout states,
 //! publishes a new one, and waits until every live instance (its retained liveness message) says it applies it.
 
-use super::tls::tls_config;
-use crate::config::{BrokerList, BrokerUrl, Credentials, Scheme, TlsFiles};
+use super::tls::endpoint;
+use crate::config::{BrokerList, BrokerUrl, Credentials, TlsFiles};
 use crate::wire::bus::LivenessDoc;
 use anyhow::{anyhow, bail};
 use bytes::Bytes;
@@ -43,14 +43,15 @@ impl Operator {
     async fn open_one(t: &Target, broker: &BrokerUrl) -> anyhow::Result<Operator> {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let id = broker.client_id.clone().unwrap_or_else(|| format!("cs-operator-{}-{nanos:x}", std::process::id()));
-        let mut opts = MqttOptions::new(&id, &broker.host, broker.port);
+        let (address, transport) = endpoint(broker, &t.tls)?;
+        let mut opts = MqttOptions::new(&id, address, broker.port);
         opts.set_max_packet_size(Some(64 << 20)).set_keep_alive(Duration::from_secs(30));
         opts.set_outgoing_inflight_upper_limit(64);
         if let Some(c) = &t.credentials {
             opts.set_credentials(&c.username, c.password.expose());
         }
-        if broker.scheme == Scheme::Mqtts {
-            opts.set_transport(rumqttc::Transport::tls_with_config(tls_config(&t.tls)?));
+        if let Some(t) = transport {
+            opts.set_transport(t);
         }
         let (client, mut el) = AsyncClient::new(opts, 64);
         let deadline = Instant::now() + CONNECT_TIMEOUT;

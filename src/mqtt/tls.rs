@@ -59,3 +59,20 @@ pub fn tls_config(files: &TlsFiles) -> Result<TlsConfiguration, TlsError> {
     };
     Ok(TlsConfiguration::Rustls(Arc::new(config)))
 }
+
+/// How rumqttc reaches `broker`: the address for `MqttOptions::new` (the host, or the whole URL for WebSocket)
+/// and the transport to set (`None`: plain TCP). One place for every connection the service and its commands open.
+pub fn endpoint(
+    broker: &crate::config::BrokerUrl,
+    files: &TlsFiles,
+) -> Result<(String, Option<rumqttc::Transport>), TlsError> {
+    use crate::config::Scheme;
+    use rumqttc::Transport;
+    let transport = match broker.scheme {
+        Scheme::Mqtt => None,
+        Scheme::Mqtts => Some(Transport::tls_with_config(tls_config(files)?)),
+        Scheme::Ws => Some(Transport::Ws),
+        Scheme::Wss => Some(Transport::wss_with_config(tls_config(files)?)),
+    };
+    Ok((broker.address(), transport))
+}

@@ -301,6 +301,8 @@ async fn the_embedded_broker_with_accounts_binds_each_to_its_client_id_and_reloa
         format!("127.0.0.1:{v4}"),
         "--embedded-listen-v5".into(),
         format!("127.0.0.1:{v5}"),
+        "--embedded-ws-listen".into(),
+        "off".into(),
         "--embedded-users".into(),
         users.display().to_string(),
         "--http-listen".into(),

@@ -180,3 +180,49 @@ async fn request_count_on_a_device_topic_keeps_under_the_default_rate_limit() {
     assert_eq!(running.state.metrics.errors_of(connector_scripts::wire::ErrorCode::RateLimited), 0);
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_over_websocket_takes_the_path_a_react_native_app_takes_and_verifies() {
+    let catalog = TempCatalog::examples();
+    let keys = tempfile::tempdir().unwrap();
+    let (private, public, key_id) = crate::signing::keygen(keys.path(), "prod");
+    // The embedded broker with its WebSocket listener on a port of the test's own (retried if one was taken).
+    let mut started = None;
+    for _ in 0..5 {
+        let (v4, v5) = crate::common::free_port_pair();
+        let ws = crate::common::free_port();
+        let flags: Vec<String> = [
+            "--embedded-listen".to_string(),
+            format!("127.0.0.1:{v4}"),
+            "--embedded-listen-v5".into(),
+            format!("127.0.0.1:{v5}"),
+            "--embedded-ws-listen".into(),
+            format!("127.0.0.1:{ws}"),
+            "--signing-key".into(),
+            private.display().to_string(),
+        ]
+        .into();
+        let cfg = crate::common::mqtt::parse_serve(&crate::common::mqtt::test_flags(&catalog, &flags));
+        match connector_scripts::app::start(cfg).await {
+            Ok(running) => {
+                started = Some((running, ws));
+                break;
+            }
+            Err(e) if e.to_string().contains("already in use") => continue,
+            Err(e) => panic!("service starts: {e:#}"),
+        }
+    }
+    let (running, ws) = started.expect("free ports for the embedded broker");
+    tokio::time::timeout(crate::common::mqtt::TIMEOUT, running.ready()).await.expect("ready");
+    let url = format!("ws://127.0.0.1:{ws}/mqtt");
+    let public = public.display().to_string();
+    // An Android versionName with a build number, as apps send it.
+    let args = ["request", "--broker", &url, "--platform", "ios", "--version", "3.1.0.2", "--device", "rn-phone"];
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).chain(["--verify-key".into(), public]).collect();
+    let out = tokio::task::spawn_blocking(move || binary().args(args).output().unwrap()).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("variant next") && text.contains("app 3.1.0+2"), "{text}");
+    assert!(text.contains(&format!("signature ok (key {key_id})")), "{text}");
+    running.shutdown().await.unwrap();
+}

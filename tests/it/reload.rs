@@ -238,6 +238,7 @@ async fn sighup_forces_a_reload() {
         .args(["serve", "--no-watch", "--http-listen", "127.0.0.1:0", "--embedded-listen", &format!("127.0.0.1:{v4}")])
         .arg("--embedded-listen-v5")
         .arg(format!("127.0.0.1:{v5}"))
+        .args(["--embedded-ws-listen", "off"])
         .arg("--snippets")
         .arg(t.snippets())
         .arg("--platforms")

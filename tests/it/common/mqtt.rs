@@ -34,7 +34,7 @@ pub fn parse_serve<S: AsRef<str>>(flags: &[S]) -> ServeConfig {
 }
 
 /// The flags every in-process test service gets: its own catalog, an ops listener on port 0, a client id of its
-/// own (all services in this process share one pid, so the default id would collide).
+/// own (all services in this process share one pid, so the default id would collide), no WebSocket listener.
 pub fn test_flags(catalog: &TempCatalog, extra: &[String]) -> Vec<String> {
     static N: AtomicU32 = AtomicU32::new(0);
     let mut flags: Vec<String> = vec![
@@ -45,6 +45,11 @@ pub fn test_flags(catalog: &TempCatalog, extra: &[String]) -> Vec<String> {
         "--http-listen".into(),
         "127.0.0.1:0".into(),
     ];
+    // The embedded broker's WebSocket listener would take the port after the two free ones each test picks: off,
+    // unless the test asks for it.
+    if !extra.iter().any(|f| f == "--embedded-ws-listen") {
+        flags.extend(["--embedded-ws-listen".into(), "off".into()]);
+    }
     if !extra.iter().any(|f| f == "--client-id") {
         let id = format!("test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
         flags.extend(["--client-id".into(), id]);
