@@ -34,7 +34,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import ROOT, Mosquitto, cargo_artifacts, cpu_seconds, free_port, log, nest_peer_cmd, readyz, start_printing_ready, wait  # noqa: E402
+from run import ROOT, Mosquitto, cargo_artifacts, cpu_seconds, free_port, log, nest_peer_cmd, readyz, signing_key, start_printing_ready, wait  # noqa: E402
 
 SIZES = [int(n) for n in os.environ.get("DEVICES", "2000,5000,10000").split(",") if n]
 POLL_DEVICES = int(os.environ.get("POLL_DEVICES", "5000"))
@@ -84,9 +84,11 @@ def one_size(paths, n, fetch="full", copies=False):
     broker = Mosquitto()
     catalog = example_catalog(copies)
     http = free_port()
+    # Bytes per update run signed, as production does: every reply carries the signed manifest.
+    signing = ["--signing-key", signing_key(paths)] if copies else []
     service = subprocess.Popen([paths["connector-scripts"], "serve", "--broker", broker.url, "--http-listen",
                                 f"127.0.0.1:{http}", "--snippets", os.path.join(catalog, "snippets"),
-                                "--platforms", os.path.join(catalog, "platforms")],
+                                "--platforms", os.path.join(catalog, "platforms"), *signing],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait(lambda: readyz(http), 30, "connector-scripts ready")
@@ -182,7 +184,8 @@ def render(rows, limit, poll=None, fetched=()):
             f"## Bytes per update: {fetched[0]['devices']} phones, 1 connector of 10 changed",
             "",
             "Broker egress per device from the save on (the retained manifest push and the reply, PUBLISH packets "
-            "as sent), on ios/next with 10 connectors (source maps on), one save of `smart-home/thermostat.ts`.",
+            "as sent), on ios/next with 10 connectors (source maps on), one save of `smart-home/thermostat.ts`; "
+            "the service signs (every reply carries the signed manifest, as in production).",
             "",
             "| re-fetch | updated | lost | bytes per device | vs full | → 100 % | broker CPU, herd | service CPU, herd |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
