@@ -3,7 +3,7 @@
 //! nothing here grows with traffic or uptime.
 
 use crate::catalog::Catalog;
-use crate::reload::RevisionDiff;
+use crate::catalog::RevisionDiff;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime};

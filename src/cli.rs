@@ -2,7 +2,7 @@
 //! configuration happens in [`crate::config`].
 
 use crate::config::defaults as d;
-use crate::config::Seconds;
+use crate::config::defaults::Seconds;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;

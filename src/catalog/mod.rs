@@ -11,6 +11,7 @@ pub mod bundle;
 mod cache;
 mod compile;
 pub mod diagnostic;
+pub mod diff;
 mod emit;
 pub mod guard;
 pub mod loader;
@@ -24,6 +25,7 @@ pub mod version;
 pub use bundle::{Bundle, Script, Selection};
 pub use cache::CompileCache;
 pub use diagnostic::{Diagnostic, Severity};
+pub use diff::RevisionDiff;
 pub use platforms::{CompileOptions, ModuleFormat, Platform, Target, VariantSpec};
 pub use version::{AppVersion, VersionError, VersionRange};
 

@@ -1,7 +1,7 @@
 //! The broker side of the configuration: broker URLs (never with a password), credentials that never print,
 //! TLS files, the embedded broker's listeners.
 
-use super::ConfigError;
+use super::error::ConfigError;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

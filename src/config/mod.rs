@@ -5,9 +5,11 @@
 
 pub mod broker;
 pub mod defaults;
+mod error;
 
 pub use broker::{BrokerChoice, BrokerList, BrokerUrl, Credentials, EmbeddedBroker, Scheme, Secret, TlsFiles};
 pub use defaults::Seconds;
+pub use error::ConfigError;
 
 use crate::catalog::Sources;
 use crate::cli::{BrokerArgs, CatalogArgs, HttpListen, ServeArgs};
@@ -18,52 +20,6 @@ use rumqttc::v5::mqttbytes::QoS;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// A configuration mistake.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The broker URL does not parse.
-    #[error("invalid broker URL {url:?}: {reason}")]
-    BrokerUrl {
-        /// The URL with any password removed.
-        url: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// One entry of a `--broker` list is wrong.
-    #[error("--broker entry {n} of {count} {url:?}: {reason}")]
-    BrokerEntry {
-        /// Which entry (from 1).
-        n: usize,
-        /// How many entries.
-        count: usize,
-        /// The entry with any password removed.
-        url: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A credential file cannot be read.
-    #[error("cannot read {what} from {path}: {source}")]
-    CredentialFile {
-        /// Which credential.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// A flag has a value that cannot work.
-    #[error("{flag}: {reason}")]
-    Flag {
-        /// The flag to fix.
-        flag: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-    /// Some other invalid combination.
-    #[error("{0}")]
-    Invalid(String),
-}
 
 fn flag_error(flag: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Flag { flag, reason: reason.into() }

@@ -7,8 +7,9 @@ use crate::config::{BrokerUrl, MqttConfig};
 use crate::wire::topics::Subscription;
 use rumqttc::v5::mqttbytes::v5::{Filter, LastWill};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{ConnectionError, EventLoop, MqttOptions, Request};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Request};
 use rumqttc::NetworkOptions;
+use rumqttc::Outgoing;
 use std::time::Duration;
 
 /// Most unacknowledged requests the broker may send us at once.
@@ -212,6 +213,38 @@ impl Backoff {
         let delay = self.current.mul_f64(jitter).min(self.max);
         self.current = (self.current * 2).min(self.max);
         delay
+    }
+}
+
+/// Closes a connection cleanly: keeps polling (so publishes still queued go out) until `before` resolves, then
+/// queues a DISCONNECT after them and keeps reading until the broker closes — closing our end with unread input
+/// makes the kernel reset the connection, which can discard replies still in the send buffer. False when
+/// `timeout` came first. Serves the request connection and the reply connection.
+pub(super) async fn close_after(
+    client: &AsyncClient,
+    eventloop: &mut EventLoop,
+    before: impl std::future::Future<Output = ()>,
+    timeout: Duration,
+) -> bool {
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline, before);
+    let mut ready = false;
+    let mut disconnect_sent = false;
+    loop {
+        tokio::select! {
+            _ = &mut deadline => return false,
+            _ = &mut before, if !ready => {
+                ready = true;
+                if client.try_disconnect().is_err() {
+                    return true;
+                }
+            }
+            event = eventloop.poll() => match event {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => disconnect_sent = true,
+                Ok(_) => {}
+                Err(_) => return ready && disconnect_sent,
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! far behind, the request is shed and counted). The worker awaits `publish`, which this task keeps draining.
 
 use super::announce::{self, Liveness};
-use super::connection::{describe, filters, mqtt_options, Backoff, Unsent, REQUEST_CHANNEL};
+use super::connection::{close_after, describe, filters, mqtt_options, Backoff, Unsent, REQUEST_CHANNEL};
 use super::replies::{self, Job, Pending};
 use super::tls::TlsError;
 use super::{releases, reply_link};
@@ -15,8 +15,8 @@ use crate::ops::systemd::{self, WatchdogCheck};
 use crate::state::State;
 use rumqttc::v5::mqttbytes::v5::{ConnAck, Filter, Packet, Publish, SubAck, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
-use rumqttc::Outgoing;
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
+
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -264,37 +264,5 @@ impl Poller {
         let brokers = &self.session.brokers;
         tracing::warn!(from = %brokers.get(from), to = %brokers.get(to), "trying the next broker node");
         Some(self.nodes[to].clone())
-    }
-}
-
-/// Closes a connection cleanly: keeps polling (so publishes still queued go out) until `before` resolves, then
-/// queues a DISCONNECT after them and keeps reading until the broker closes — closing our end with unread input
-/// makes the kernel reset the connection, which can discard replies still in the send buffer. False when
-/// `timeout` came first. Serves the request connection and the reply connection.
-pub(super) async fn close_after(
-    client: &AsyncClient,
-    eventloop: &mut EventLoop,
-    before: impl std::future::Future<Output = ()>,
-    timeout: Duration,
-) -> bool {
-    let deadline = tokio::time::sleep(timeout);
-    tokio::pin!(deadline, before);
-    let mut ready = false;
-    let mut disconnect_sent = false;
-    loop {
-        tokio::select! {
-            _ = &mut deadline => return false,
-            _ = &mut before, if !ready => {
-                ready = true;
-                if client.try_disconnect().is_err() {
-                    return true;
-                }
-            }
-            event = eventloop.poll() => match event {
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => disconnect_sent = true,
-                Ok(_) => {}
-                Err(_) => return ready && disconnect_sent,
-            }
-        }
     }
 }

@@ -8,8 +8,7 @@
 //! with memory bounded by the queue. QoS 1/2 requests keep the request connection: their acknowledgement must
 //! follow their reply on the same connection (a persistent session redelivers what was not answered).
 
-use super::connection::{base_options, Backoff, Unsent, REQUEST_CHANNEL};
-use super::event_loop::close_after;
+use super::connection::{base_options, close_after, Backoff, Unsent, REQUEST_CHANNEL};
 use super::tls::TlsError;
 use crate::config::{BrokerList, MqttConfig};
 use crate::state::State;
