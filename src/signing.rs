@@ -288,16 +288,7 @@ impl TrustedKeys {
     }
 }
 
-/// A signed manifest, as shipped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Signed {
-    /// The manifest JSON text: the signed bytes.
-    pub manifest: String,
-    /// Base64 Ed25519 signature over `manifest`.
-    pub signature: String,
-    /// Which key signed it.
-    pub key_id: String,
-}
+pub use crate::catalog::bundle::Signed;
 
 /// One connector in a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

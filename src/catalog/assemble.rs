@@ -8,8 +8,8 @@ use super::cache::CompileCache;
 use super::diagnostic::Diagnostic;
 use super::plan::{Plan, VariantPlan};
 use super::platforms::{Platform, VariantSpec};
+use super::snapshot::{Catalog, Missing, PlatformCatalog};
 use super::transpile::Output;
-use super::{Catalog, Missing, PlatformCatalog};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -1,11 +1,21 @@
 //! A variant's compiled scripts, its revision, and its reply pre-serialized so serving costs a memcpy.
 
 use super::platforms::CompileOptions;
-use crate::signing::Signed;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::SystemTime;
+
+/// A signed manifest, as shipped: made by [`crate::signing`], carried by the bundle it signs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// The manifest JSON text: the signed bytes.
+    pub manifest: String,
+    /// Base64 Ed25519 signature over `manifest`.
+    pub signature: String,
+    /// Which key signed it.
+    pub key_id: String,
+}
 
 /// One compiled connector as delivered to apps.
 #[derive(Debug, Clone, Serialize)]

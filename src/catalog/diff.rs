@@ -1,6 +1,6 @@
 //! What one catalog swap changed, variant by variant: pure, from the two catalogs.
 
-use super::Catalog;
+use super::snapshot::Catalog;
 
 /// What one swap changed, variant by variant.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,8 +1,8 @@
 //! The last step of a compile: JavaScript text from the transformed program, its source map, and the iife wrapper.
 
+use super::builtins;
 use super::diagnostic::Diagnostic;
 use super::platforms::{CompileOptions, ModuleFormat};
-use super::transpile::Output;
 use std::path::Path;
 use swc_core::common::comments::SingleThreadedComments;
 use swc_core::common::source_map::SourceMapGenConfig;
@@ -10,6 +10,17 @@ use swc_core::common::sync::Lrc;
 use swc_core::common::{BytePos, FileName, LineCol, SourceMap};
 use swc_core::ecma::ast::{EsVersion, Program};
 use swc_core::ecma::codegen::{text_writer::JsWriter, Config as CodegenConfig, Emitter as JsEmitter};
+
+/// What a successful compile yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// The JavaScript.
+    pub code: String,
+    /// Source map JSON (with the TypeScript inlined) when asked for.
+    pub source_map: Option<String>,
+    /// Built-ins the code uses that its target lacks (see [`builtins`]): the variant must provide them.
+    pub builtins: Vec<builtins::Use>,
+}
 
 /// The emitted code and, when source maps are asked for, the raw mappings.
 pub(super) type Emitted = std::io::Result<(String, Option<Vec<(BytePos, LineCol)>>)>;

@@ -8,7 +8,7 @@ use super::cache::CacheKey;
 use super::diagnostic::Diagnostic;
 use super::loader::{self, Snippets};
 use super::platforms::{Platform, VariantSpec};
-use super::{Catalog, Sources};
+use super::snapshot::{Catalog, Sources};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

@@ -38,16 +38,7 @@ pub use super::nesting::MAX_NESTING;
 /// Stack of each compile thread. Reserved, not committed: only the pages a deep file touches are used.
 const COMPILE_STACK: usize = 256 << 20;
 
-/// What a successful compile yields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Output {
-    /// The JavaScript.
-    pub code: String,
-    /// Source map JSON (with the TypeScript inlined) when asked for.
-    pub source_map: Option<String>,
-    /// Built-ins the code uses that its target lacks (see [`builtins`]): the variant must provide them.
-    pub builtins: Vec<builtins::Use>,
-}
+pub use super::emit::Output;
 
 /// One unit of compile work: a source file, the connector name it serves as, and the options.
 #[derive(Debug, Clone)]

@@ -324,7 +324,7 @@ impl Releases {
     ) -> Option<Candidate> {
         let rev = s.candidate.as_deref()?;
         match self.bundle(key, rev, s, built) {
-            Some(b) => Some(Candidate { bundle: Arc::new(b.with_channel("candidate")), state: Arc::new(s.clone()) }),
+            Some(b) => Some(Candidate { bundle: Arc::new(b.with_channel("candidate")), audience: Arc::new(s.clone()) }),
             None => {
                 inner.missing.insert(
                     key.clone(),

@@ -200,6 +200,13 @@ pub fn stamp(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// The catalog asks a rollout's state which devices get its candidate.
+impl crate::catalog::Audience for ReleaseState {
+    fn includes(&self, device: Option<&str>) -> bool {
+        self.channel(device) == Channel::Candidate
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

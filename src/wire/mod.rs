@@ -12,7 +12,7 @@ pub mod bus;
 pub mod reply;
 pub mod topics;
 
-pub use reply::{frame_error, frame_response, frame_with, not_modified_body, ErrorCode, WireError};
+pub use reply::{frame_error, frame_response, frame_with, not_modified_body, ErrorCode, Framing, WireError};
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -117,18 +117,6 @@ pub struct RequestData {
 
 /// Most entries of `accept`.
 pub const MAX_ACCEPT: usize = 8;
-
-/// How the reply must be framed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Framing {
-    /// NestJS envelope with this request id.
-    Nest {
-        /// The request id, echoed verbatim (as JSON).
-        id: String,
-    },
-    /// Bare JSON body (MQTT 5 request/response).
-    Bare,
-}
 
 /// A decoded message.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -78,8 +78,6 @@ impl WireError {
     }
 }
 
-use super::Framing;
-
 /// Frames a successful reply body (a JSON object or value, already serialized).
 pub fn frame_response(framing: &Framing, body: &[u8], out: &mut Vec<u8>) {
     frame_with(framing, out, |out| out.extend_from_slice(body));
@@ -114,6 +112,18 @@ pub fn frame_error(framing: &Framing, err: &WireError, out: &mut Vec<u8>) {
 /// `{"revision":"…","notModified":true}`.
 pub fn not_modified_body(revision: &str) -> Vec<u8> {
     serde_json::json!({"revision": revision, "notModified": true}).to_string().into_bytes()
+}
+
+/// How the reply must be framed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Framing {
+    /// NestJS envelope with this request id.
+    Nest {
+        /// The request id, echoed verbatim (as JSON).
+        id: String,
+    },
+    /// Bare JSON body (MQTT 5 request/response).
+    Bare,
 }
 
 #[cfg(test)]
