@@ -6,6 +6,10 @@ use crate::config::defaults::Seconds;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+mod catalog;
+pub use catalog::{CatalogArgs, CheckArgs, CheckFormat, ShowArgs, ShowFormat};
+mod listen;
+pub use listen::HttpListen;
 
 /// Delivers transpiled TypeScript connector scripts to mobile apps over MQTT.
 #[derive(Debug, Parser)]
@@ -320,20 +324,6 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
-/// An address, or `off`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpListen(pub Option<SocketAddr>);
-
-impl std::str::FromStr for HttpListen {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "off" {
-            return Ok(HttpListen(None));
-        }
-        s.parse().map(|a| HttpListen(Some(a))).map_err(|_| format!("{s:?} is not ADDRESS:PORT or `off`"))
-    }
-}
-
 /// `status` flags.
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
@@ -398,74 +388,4 @@ pub struct RequestArgs {
     /// over the manifest, then every script's sha256 and size. Exit 1 on any failure.
     #[arg(long = "verify-key")]
     pub verify_key: Vec<PathBuf>,
-}
-
-/// Where the catalog is read from.
-#[derive(Debug, Clone, Args)]
-pub struct CatalogArgs {
-    /// Directory of TypeScript snippets.
-    #[arg(long, env = "CONNECTOR_SCRIPTS_SNIPPETS", default_value = "snippets")]
-    pub snippets: PathBuf,
-    /// Directory of platform manifests (`<platform>.toml`).
-    #[arg(long, env = "CONNECTOR_SCRIPTS_PLATFORMS", default_value = "platforms")]
-    pub platforms: PathBuf,
-    /// Largest snippet file accepted, in bytes.
-    #[arg(long, default_value_t = crate::catalog::loader::DEFAULT_MAX_FILE_SIZE)]
-    pub max_file_size: u64,
-    /// Largest reply the broker carries, in bytes (`serve` also honours a smaller Maximum Packet Size the broker
-    /// announces); larger replies get REPLY_TOO_LARGE, and `check` warns about variants whose full reply is larger.
-    #[arg(long, env = "CONNECTOR_SCRIPTS_MAX_REPLY_SIZE", default_value_t = d::MAX_REPLY_SIZE)]
-    pub max_reply_size: u64,
-}
-
-/// Output format of `check`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CheckFormat {
-    /// rustc-style diagnostics with code frames.
-    Human,
-    /// One JSON document: counts and diagnostics.
-    Json,
-}
-
-/// `check` flags.
-#[derive(Debug, Clone, Args)]
-pub struct CheckArgs {
-    /// Catalog location.
-    #[command(flatten)]
-    pub catalog: CatalogArgs,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = CheckFormat::Human)]
-    pub format: CheckFormat,
-    /// Treat warnings as errors.
-    #[arg(long)]
-    pub deny_warnings: bool,
-}
-
-/// Output format of `show`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ShowFormat {
-    /// The JavaScript, each connector under a comment header.
-    Js,
-    /// The exact reply object the app receives.
-    Json,
-}
-
-/// `show` flags.
-#[derive(Debug, Clone, Args)]
-pub struct ShowArgs {
-    /// Catalog location.
-    #[command(flatten)]
-    pub catalog: CatalogArgs,
-    /// App platform (a manifest name, e.g. `ios`).
-    #[arg(long)]
-    pub platform: String,
-    /// App version as the app sends it (`3`, `3.1.0`, `v3.1.0-beta.2`, …).
-    #[arg(long)]
-    pub version: String,
-    /// Only this connector (repeatable).
-    #[arg(long)]
-    pub connector: Vec<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = ShowFormat::Js)]
-    pub format: ShowFormat,
 }

@@ -3,7 +3,6 @@
 //! state are set at scrape time.
 
 use crate::wire::ErrorCode;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -12,98 +11,11 @@ use prometheus_client::registry::Registry;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// Labels of `connector_scripts_requests_total`. Values are bounded: platforms and variants that exist, else
-/// `other` / empty; the result is `ok`, `not_modified` or an error code.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    /// Platform (or `other`).
-    pub platform: String,
-    /// Variant (empty when none was resolved).
-    pub variant: String,
-    /// `ok`, `not_modified`, or the error code.
-    pub result: String,
-}
-
-/// Labels of `connector_scripts_broker_node`: one series per `--broker` node, 1 for the one the service is on.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct NodeLabels {
-    /// The node's URL (no password).
-    pub url: String,
-}
-
-/// Labels of `connector_scripts_not_ready`: one series per [`crate::state::NotReady`] code, 1 while it applies.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    /// The code, e.g. `broker_disconnected`.
-    pub reason: String,
-}
-
-/// Labels of `connector_scripts_revision_info`: one series (value 1) per variant served.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RevisionInfoLabels {
-    /// Platform.
-    pub platform: String,
-    /// Variant.
-    pub variant: String,
-    /// The revision served.
-    pub revision: String,
-}
-
-/// Labels of `connector_scripts_instance_info` (value 1): what this instance runs and which share group it
-/// answers for, so alert rules can tell when a group has no instance left.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct InstanceLabels {
-    /// The service version.
-    pub version: String,
-    /// `--share-group`, empty without one.
-    pub share_group: String,
-}
-
-/// Labels of `connector_scripts_manifests_healed_total`.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HealLabels {
-    /// `replaced` (a variant we serve) or `cleared` (one we do not have).
-    pub action: String,
-}
-
-/// Labels of the per-revision counters of managed releases.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RevisionLabels {
-    /// Platform.
-    pub platform: String,
-    /// Variant.
-    pub variant: String,
-    /// Revision served or reported.
-    pub revision: String,
-    /// `stable` or `candidate`.
-    pub channel: String,
-    /// For reports: `ok` or `failed`; for requests: empty.
-    pub outcome: String,
-}
-
-/// Labels of `connector_scripts_refused_total`: one of [`crate::wire::Refusal::ALL`].
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WhyLabels {
-    /// The reason.
-    pub reason: &'static str,
-}
-
-/// Labels of `connector_scripts_rate_limited_total`: one of [`crate::ratelimit::Scope::ALL`].
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ScopeLabels {
-    /// `device`, `bare` or `global`.
-    pub scope: &'static str,
-}
-
-/// Labels of `connector_scripts_bus_rejected_total`.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BusRejectLabels {
-    /// What was refused: `state` or `bundle`.
-    pub kind: String,
-    /// Why ([`crate::release::trust::Rejected::reason`]).
-    pub reason: String,
-}
+mod labels;
+pub use labels::{
+    BusRejectLabels, HealLabels, InstanceLabels, NodeLabels, ReasonLabels, RequestLabels, RevisionInfoLabels,
+    RevisionLabels, ScopeLabels, WhyLabels,
+};
 
 /// What one handled message adds to the counters (built by the handler, recorded by the transport).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -484,70 +396,4 @@ impl DuplicateWindow {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn duplicates_within_the_window_only() {
-        let mut w = DuplicateWindow::new(Duration::from_secs(60), 1000);
-        let t0 = Instant::now();
-        let (a, b) = (request_key("t", b"a"), request_key("t", b"b"));
-        assert_ne!(a, request_key("u", b"a"), "the reply address is part of the key");
-        assert!(!w.seen(a, t0));
-        assert!(w.seen(a, t0 + Duration::from_secs(10)));
-        assert!(!w.seen(b, t0 + Duration::from_secs(31)));
-        assert!(w.seen(a, t0 + Duration::from_secs(40)), "still in the previous generation");
-        assert!(!w.seen(a, t0 + Duration::from_secs(95)), "forgotten after the window");
-    }
-
-    #[test]
-    fn the_window_is_bounded() {
-        let mut w = DuplicateWindow::new(Duration::from_secs(60), 100);
-        let t0 = Instant::now();
-        for i in 0..10_000u64 {
-            w.seen(i, t0);
-        }
-        assert!(w.current.len() + w.previous.len() <= 100);
-    }
-
-    #[test]
-    fn renders_prometheus_text() {
-        let m = Metrics::default();
-        let labels = RequestLabels { platform: "ios".into(), variant: "next".into(), result: "ok".into() };
-        let counted = Counted::Answered {
-            labels,
-            error: None,
-            bytes: 10,
-            request_key: Some(1),
-            release: None,
-            rate_limited: None,
-        };
-        m.record(&counted);
-        m.latency.observe(0.0002);
-        m.broker_connected.set(1);
-        let text = m.render();
-        assert!(
-            text.contains(r#"connector_scripts_requests_total{platform="ios",variant="next",result="ok"} 1"#),
-            "{text}"
-        );
-        assert!(text.contains("connector_scripts_request_duration_seconds_count 1"), "{text}");
-        assert!(text.contains("connector_scripts_broker_connected 1"), "{text}");
-        assert!(text.contains("connector_scripts_reply_bytes_total 10"), "{text}");
-        assert!(text.ends_with("# EOF\n"));
-    }
-
-    #[test]
-    fn revision_series_follow_the_variants_served() {
-        let m = Metrics::default();
-        let rev = |variant: &str, revision: &str| RevisionInfoLabels {
-            platform: "ios".into(),
-            variant: variant.into(),
-            revision: revision.into(),
-        };
-        m.set_revisions(vec![rev("next", "aaaa"), rev("legacy", "bbbb")]);
-        m.set_revisions(vec![rev("next", "cccc")]);
-        let text = m.render();
-        let series: Vec<&str> = text.lines().filter(|l| l.starts_with("connector_scripts_revision_info{")).collect();
-        assert_eq!(series, [r#"connector_scripts_revision_info{platform="ios",variant="next",revision="cccc"} 1"#]);
-    }
-}
+mod tests;

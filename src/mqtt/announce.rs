@@ -167,21 +167,8 @@ pub async fn run(
         }
         // Judged once a catalog exists: a manifest retained from an earlier run arrives before the first build.
         if let Some(catalog) = state.catalog() {
-            for f in std::mem::take(&mut foreign_seen) {
-                match judge(&f, bundle_at(&catalog, &topics, &f.topic), keys.as_ref()) {
-                    Verdict::Replace => {
-                        tracing::warn!(topic = %f.topic, "someone else wrote this variant's manifest: putting ours back");
-                        heal(&state, "replaced");
-                        published.retain(|(p, v), _| topics.manifest(p, v) != f.topic);
-                    }
-                    Verdict::Clear => {
-                        tracing::warn!(topic = %f.topic, "a manifest for a variant this service does not have: clearing it");
-                        heal(&state, "cleared");
-                        stale.insert(f.topic);
-                    }
-                    Verdict::Peer | Verdict::Leave => {}
-                }
-            }
+            let foreign = std::mem::take(&mut foreign_seen);
+            judge_all(foreign, (&state, &catalog, &topics, keys.as_ref()), &mut published, &mut stale);
         }
         if !*subscribed.borrow() {
             continue;
@@ -225,6 +212,31 @@ pub async fn run(
             }
         }
         last = Some(current);
+    }
+}
+
+/// Judges the manifests someone else published ([`judge`]) and acts: ours is marked for publishing again, an
+/// orphan for clearing; a peer's is left.
+fn judge_all(
+    foreign: Vec<Seen>,
+    (state, catalog, topics, keys): (&State, &Catalog, &Topics, Option<&TrustedKeys>),
+    published: &mut BTreeMap<Key, String>,
+    stale: &mut BTreeSet<String>,
+) {
+    for f in foreign {
+        match judge(&f, bundle_at(catalog, topics, &f.topic), keys) {
+            Verdict::Replace => {
+                tracing::warn!(topic = %f.topic, "someone else wrote this variant's manifest: putting ours back");
+                heal(state, "replaced");
+                published.retain(|(p, v), _| topics.manifest(p, v) != f.topic);
+            }
+            Verdict::Clear => {
+                tracing::warn!(topic = %f.topic, "a manifest for a variant this service does not have: clearing it");
+                heal(state, "cleared");
+                stale.insert(f.topic);
+            }
+            Verdict::Peer | Verdict::Leave => {}
+        }
     }
 }
 

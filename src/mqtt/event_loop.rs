@@ -15,7 +15,8 @@ use crate::ops::systemd::{self, WatchdogCheck};
 use crate::state::State;
 use rumqttc::v5::mqttbytes::v5::{ConnAck, Filter, Packet, Publish, SubAck, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
+use tokio::task::JoinHandle;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -73,33 +74,8 @@ pub async fn run(
         .map(|b| mqtt_options(&cfg, b, Some(&session.liveness)))
         .collect::<Result<Vec<_>, _>>()?;
     let (client, mut eventloop) = AsyncClient::new(nodes[0].clone(), REQUEST_CHANNEL);
-    let (jobs, rx) = mpsc::channel::<Job>(WORKER_QUEUE);
-    let progress = Arc::new(AtomicU64::new(0));
-    let (retained_tx, retained_rx) = mpsc::channel::<announce::Seen>(1024);
-    let (release_tx, release_rx) = mpsc::channel::<announce::Seen>(1024);
-    let (reports, reports_rx) = mpsc::channel::<announce::Seen>(REPORT_QUEUE);
-    let worker = tracker.spawn(replies::worker(
-        client.clone(),
-        state.clone(),
-        rx,
-        (cfg.topics.clone(), cfg.qos_out),
-        (retained_tx, release_tx),
-        progress.clone(),
-    ));
-    if let Some(topics) = cfg.topics.releases.clone() {
-        let channels = (state.link.watch(), release_rx, reports_rx);
-        let liveness = session.liveness.clone();
-        tracker.spawn(releases::run(client.clone(), state.clone(), topics, liveness, channels, cancel.clone()));
-    }
-    let announcer = announce::run(
-        client.clone(),
-        state.clone(),
-        cfg.topics.clone(),
-        state.link.watch(),
-        retained_rx,
-        cancel.clone(),
-    );
-    tracker.spawn(announcer);
+    let Helpers { jobs, reports, worker, progress } =
+        spawn_helpers(&client, &state, &cfg, &session, (&cancel, &tracker));
     let mut watchdog = WatchdogCheck::new(session.watchdog, progress);
     tracing::info!(broker = %session.brokers.first(), nodes = session.brokers.len(), client_id = %cfg.client_id,
         "connecting to MQTT broker");
@@ -156,24 +132,75 @@ pub async fn run(
             }
         }
     }
-    // Drain: no new requests; let the worker finish, keep polling so its publishes go out; then disconnect.
-    let Poller { client, jobs, session, state, cfg, .. } = p;
-    drop(jobs);
-    let offline = (session.liveness.topic.clone(), session.liveness.offline.clone());
-    let before = async {
-        let _ = worker.await;
-        // A clean DISCONNECT suppresses the Last Will: say offline ourselves, then leave.
-        let _ = client.try_publish(&offline.0, QoS::AtLeastOnce, true, offline.1.clone());
-    };
-    let drained = close_after(&client, &mut eventloop, before, cfg.drain_timeout).await;
-    state.link.set_connected(false);
-    if !drained {
-        tracing::warn!("shutdown deadline reached before every reply was flushed");
-    }
+    p.drain(&mut eventloop, worker).await;
     Ok(())
 }
 
+/// The tasks beside the poll loop and the queues it feeds them: the reply worker, the release task (manual mode)
+/// and the announcer.
+struct Helpers {
+    jobs: mpsc::Sender<Job>,
+    reports: mpsc::Sender<announce::Seen>,
+    worker: JoinHandle<()>,
+    /// Jobs the worker took, for the watchdog.
+    progress: Arc<AtomicU64>,
+}
+
+fn spawn_helpers(
+    client: &AsyncClient,
+    state: &Arc<State>,
+    cfg: &MqttConfig,
+    session: &Session,
+    (cancel, tracker): (&CancellationToken, &TaskTracker),
+) -> Helpers {
+    let (jobs, rx) = mpsc::channel::<Job>(WORKER_QUEUE);
+    let progress = Arc::new(AtomicU64::new(0));
+    let (retained_tx, retained_rx) = mpsc::channel::<announce::Seen>(1024);
+    let (release_tx, release_rx) = mpsc::channel::<announce::Seen>(1024);
+    let (reports, reports_rx) = mpsc::channel::<announce::Seen>(REPORT_QUEUE);
+    let worker = tracker.spawn(replies::worker(
+        client.clone(),
+        state.clone(),
+        rx,
+        (cfg.topics.clone(), cfg.qos_out),
+        (retained_tx, release_tx),
+        progress.clone(),
+    ));
+    if let Some(topics) = cfg.topics.releases.clone() {
+        let channels = (state.link.watch(), release_rx, reports_rx);
+        let liveness = session.liveness.clone();
+        tracker.spawn(releases::run(client.clone(), state.clone(), topics, liveness, channels, cancel.clone()));
+    }
+    let announcer = announce::run(
+        client.clone(),
+        state.clone(),
+        cfg.topics.clone(),
+        state.link.watch(),
+        retained_rx,
+        cancel.clone(),
+    );
+    tracker.spawn(announcer);
+    Helpers { jobs, reports, worker, progress }
+}
+
 impl Poller {
+    /// Drain: no new requests; let the worker finish, keep polling so its publishes go out; then disconnect.
+    async fn drain(self, eventloop: &mut EventLoop, worker: JoinHandle<()>) {
+        let Poller { client, jobs, session, state, cfg, .. } = self;
+        drop(jobs);
+        let offline = (session.liveness.topic.clone(), session.liveness.offline.clone());
+        let before = async {
+            let _ = worker.await;
+            // A clean DISCONNECT suppresses the Last Will: say offline ourselves, then leave.
+            let _ = client.try_publish(&offline.0, QoS::AtLeastOnce, true, offline.1.clone());
+        };
+        let drained = close_after(&client, eventloop, before, cfg.drain_timeout).await;
+        state.link.set_connected(false);
+        if !drained {
+            tracing::warn!("shutdown deadline reached before every reply was flushed");
+        }
+    }
+
     /// Hands a request on; a reply that must wait for room on the reply connection comes back.
     fn on_publish(&mut self, publish: Publish) -> Option<Pending> {
         let received = Instant::now();

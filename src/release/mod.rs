@@ -10,62 +10,23 @@
 //! retained on the broker have been read ([`Releases::on_synced`]) it serves nothing new and publishes nothing, so
 //! that a fresh instance never overwrites the group's state with its own.
 
+mod config;
 pub mod reports;
 pub mod state;
 pub mod store;
 pub mod trust;
 
 use crate::catalog::{Bundle, Candidate, Catalog};
-use state::ReleaseState;
+use state::{Channel, ReleaseState};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use store::Store;
 use trust::{Rejected, Trust};
 
-pub use reports::HaltPolicy;
-
-/// `--release-mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum ReleaseMode {
-    /// Every good build is served to everyone at once (development, staging).
-    #[default]
-    Auto,
-    /// Builds become candidates; operators roll them out (production).
-    Manual,
-}
-
-/// `platform/variant`.
-pub type VariantKey = (String, String);
-
-/// What [`Releases`] needs to know.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReleaseConfig {
-    /// Where states and bundles are kept.
-    pub state_dir: PathBuf,
-    /// Retained states on `<prefix>/<platform>/<variant>`, bundles on `…/<variant>/bundles/<revision>`.
-    pub topic_prefix: String,
-    /// Who this instance is (`by` of the states it writes).
-    pub instance: String,
-    /// `--auto-halt`: when to roll a candidate back by itself.
-    pub auto_halt: Option<HaltPolicy>,
-    /// `--operator-key`: public keys whose signed states this instance applies.
-    pub operator_keys: Vec<PathBuf>,
-}
-
-/// An app's outcome report (`connectorsReport`), as counted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reported {
-    /// Platform and variant the reported revision belongs to.
-    pub key: VariantKey,
-    /// The revision.
-    pub revision: String,
-    /// `stable` or `candidate`.
-    pub channel: &'static str,
-    /// Worked?
-    pub ok: bool,
-}
+pub use config::{ReleaseConfig, ReleaseMode};
+pub use reports::{HaltPolicy, Outcome, Reported};
+pub use state::VariantKey;
 
 #[derive(Default)]
 struct Inner {
@@ -358,5 +319,52 @@ impl Releases {
             return Some(base);
         }
         Some(base.without(&s.disabled, at))
+    }
+}
+
+impl Releases {
+    /// Counts an app's report from `device` (`None`: the bare topic, unattributed, never counted as a vote); with
+    /// `--auto-halt`, rolls back a candidate that distinct devices find significantly worse than stable (returns
+    /// the catalog to serve then). The [`Reported`] is there when the report became a vote.
+    pub fn on_report(&self, device: Option<&str>, payload: &[u8]) -> (Outcome, Option<Reported>, Option<Catalog>) {
+        let Some(report) = crate::wire::bus::Report::parse(payload) else { return (Outcome::Unknown, None, None) };
+        let mut inner = self.lock();
+        let found = inner.served.iter().find_map(|(k, (stable, candidate))| {
+            (k.0 == report.platform).then_some(())?;
+            if *stable == report.revision {
+                Some((k.clone(), Channel::Stable))
+            } else if candidate.as_deref() == Some(report.revision.as_str()) {
+                Some((k.clone(), Channel::Candidate))
+            } else {
+                None
+            }
+        });
+        let (Some((key, channel)), Some(device)) = (found, device) else {
+            let why = if device.is_none() { Outcome::Unattributed } else { Outcome::Unknown };
+            return (why, None, None);
+        };
+        let Some(current) = inner.states.get(&key).cloned() else { return (Outcome::Unknown, None, None) };
+        let tally = inner.tallies.entry(key.clone()).or_default();
+        let outcome = self.ballot.count(tally, &current, device, channel, report.ok, std::time::Instant::now());
+        if outcome != Outcome::Counted {
+            return (outcome, None, None);
+        }
+        let reported =
+            Reported { key: key.clone(), revision: report.revision, channel: channel.as_str(), ok: report.ok };
+        let (stable, on_candidate) = (tally.stable, tally.candidate);
+        let halt = self.cfg.auto_halt.is_some_and(|p| p.halts(stable, on_candidate));
+        if !halt || !inner.synced {
+            return (outcome, Some(reported), None);
+        }
+        let Ok(next) = current.rollback(None, &Default::default(), "auto-halt", SystemTime::now()) else {
+            return (outcome, Some(reported), None);
+        };
+        tracing::warn!(platform = %key.0, variant = %key.1, candidate = ?current.candidate,
+            stable_devices = ?stable, candidate_devices = ?on_candidate,
+            "auto-halt: distinct devices find the candidate significantly worse than stable; rolled back");
+        inner.tallies.remove(&key);
+        self.apply(&mut inner, &key, next, true);
+        let served = inner.built.is_some().then(|| self.serve(&mut inner));
+        (outcome, Some(reported), served)
     }
 }

@@ -5,11 +5,22 @@
 //! one tally per variant, reset when its stable or candidate changes, at most [`MAX_VOTERS`] devices each.
 
 use super::state::{Channel, ReleaseState};
-use super::{Releases, Reported};
-use crate::catalog::Catalog;
 use crate::ratelimit::{Limiter, RateLimit};
 use std::collections::HashMap;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
+
+/// An app's outcome report (`connectorsReport`), as counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reported {
+    /// Platform and variant the reported revision belongs to.
+    pub key: super::state::VariantKey,
+    /// The revision.
+    pub revision: String,
+    /// `stable` or `candidate`.
+    pub channel: &'static str,
+    /// Worked?
+    pub ok: bool,
+}
 
 /// Devices whose votes one variant's tally remembers; reports of further devices are not counted.
 pub const MAX_VOTERS: usize = 200_000;
@@ -156,53 +167,6 @@ impl HaltPolicy {
         let p = (stable.1 + candidate.1) as f64 / (ns + nc) as f64;
         let se = (p * (1.0 - p) * (1.0 / ns as f64 + 1.0 / nc as f64)).sqrt();
         se == 0.0 || (pc - ps) / se >= self.z
-    }
-}
-
-impl Releases {
-    /// Counts an app's report from `device` (`None`: the bare topic, unattributed, never counted as a vote); with
-    /// `--auto-halt`, rolls back a candidate that distinct devices find significantly worse than stable (returns
-    /// the catalog to serve then). The [`Reported`] is there when the report became a vote.
-    pub fn on_report(&self, device: Option<&str>, payload: &[u8]) -> (Outcome, Option<Reported>, Option<Catalog>) {
-        let Some(report) = crate::wire::bus::Report::parse(payload) else { return (Outcome::Unknown, None, None) };
-        let mut inner = self.lock();
-        let found = inner.served.iter().find_map(|(k, (stable, candidate))| {
-            (k.0 == report.platform).then_some(())?;
-            if *stable == report.revision {
-                Some((k.clone(), Channel::Stable))
-            } else if candidate.as_deref() == Some(report.revision.as_str()) {
-                Some((k.clone(), Channel::Candidate))
-            } else {
-                None
-            }
-        });
-        let (Some((key, channel)), Some(device)) = (found, device) else {
-            let why = if device.is_none() { Outcome::Unattributed } else { Outcome::Unknown };
-            return (why, None, None);
-        };
-        let Some(current) = inner.states.get(&key).cloned() else { return (Outcome::Unknown, None, None) };
-        let tally = inner.tallies.entry(key.clone()).or_default();
-        let outcome = self.ballot.count(tally, &current, device, channel, report.ok, std::time::Instant::now());
-        if outcome != Outcome::Counted {
-            return (outcome, None, None);
-        }
-        let reported =
-            Reported { key: key.clone(), revision: report.revision, channel: channel.as_str(), ok: report.ok };
-        let (stable, on_candidate) = (tally.stable, tally.candidate);
-        let halt = self.cfg.auto_halt.is_some_and(|p| p.halts(stable, on_candidate));
-        if !halt || !inner.synced {
-            return (outcome, Some(reported), None);
-        }
-        let Ok(next) = current.rollback(None, &Default::default(), "auto-halt", SystemTime::now()) else {
-            return (outcome, Some(reported), None);
-        };
-        tracing::warn!(platform = %key.0, variant = %key.1, candidate = ?current.candidate,
-            stable_devices = ?stable, candidate_devices = ?on_candidate,
-            "auto-halt: distinct devices find the candidate significantly worse than stable; rolled back");
-        inner.tallies.remove(&key);
-        self.apply(&mut inner, &key, next, true);
-        let served = inner.built.is_some().then(|| self.serve(&mut inner));
-        (outcome, Some(reported), served)
     }
 }
 

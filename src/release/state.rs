@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
+/// `platform/variant`.
+pub type VariantKey = (String, String);
+
 /// Basis points in 100 %.
 pub const ALL: u32 = 10_000;
 

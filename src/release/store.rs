@@ -8,7 +8,7 @@
 //! other.
 
 use super::state::ReleaseState;
-use super::VariantKey;
+use super::state::VariantKey;
 use crate::catalog::{Bundle, CompileOptions, ModuleFormat, Script, Target};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};

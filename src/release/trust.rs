@@ -5,7 +5,7 @@
 //! [`Rejected`] with a reason label for `connector_scripts_bus_rejected_total`.
 
 use super::state::ReleaseState;
-use super::VariantKey;
+use super::state::VariantKey;
 use crate::catalog::Bundle;
 use crate::signing::{Manifest, Signer, TrustedKeys, VerifyError};
 use crate::wire::bus::{SignedBundle, SignedState, StateClaim};
