@@ -374,8 +374,8 @@ pub struct RequestArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub count: u32,
     /// With --count and --device: requests per second after a first burst of --pace-burst, so that a
-    /// service with the default per-device rate limit answers them all (0: back to back; the plain topic is never
-    /// limited).
+    /// service with the default per-device rate limit answers them all (0: back to back; without --device the
+    /// requests share the bare topic's limit, which is not paced for).
     #[arg(long, default_value_t = d::RATE_LIMIT)]
     pub pace: f64,
     /// With --pace: requests sent at once before pacing starts.

@@ -11,7 +11,7 @@ use crate::wire::{self, Decoded, ErrorCode, Framing, Limits, Refusal, WireError}
 use bytes::Bytes;
 use std::time::Instant;
 
-/// A received message, as the transport hands it over.
+/// A received message, as the MQTT poll task (`mqtt::replies`) hands it over.
 #[derive(Debug, Clone)]
 pub struct Incoming<'a> {
     /// The concrete topic it arrived on.

@@ -17,7 +17,7 @@ pub use labels::{
     RevisionLabels, ScopeLabels, WhyLabels,
 };
 
-/// What one handled message adds to the counters (built by the handler, recorded by the transport).
+/// What one handled message adds to the counters (built by the handler, recorded by the reply path in `mqtt::replies`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Counted {
     /// An event (no id, no response topic): never answered.

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Args)]
 pub struct CatalogArgs {
     /// Directory of TypeScript snippets.
-    #[arg(long, env = "CONNECTOR_SCRIPTS_SNIPPETS", default_value = "snippets")]
+    #[arg(long, env = "CONNECTOR_SCRIPTS_SNIPPETS", default_value = d::SNIPPETS)]
     pub snippets: PathBuf,
     /// Directory of platform manifests (`<platform>.toml`).
-    #[arg(long, env = "CONNECTOR_SCRIPTS_PLATFORMS", default_value = "platforms")]
+    #[arg(long, env = "CONNECTOR_SCRIPTS_PLATFORMS", default_value = d::PLATFORMS)]
     pub platforms: PathBuf,
     /// Largest snippet file accepted, in bytes.
     #[arg(long, default_value_t = crate::catalog::loader::DEFAULT_MAX_FILE_SIZE)]

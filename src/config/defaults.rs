@@ -31,6 +31,10 @@ impl std::str::FromStr for Seconds {
     }
 }
 
+/// Where snippets are read from.
+pub const SNIPPETS: &str = "snippets";
+/// Where platform manifests are read from.
+pub const PLATFORMS: &str = "platforms";
 /// Request topic.
 pub const TOPIC: &str = "getConnectors";
 /// Prefix of the retained manifests.

@@ -260,7 +260,7 @@ impl Releases {
     /// The stable bundle of a variant as its state says (the build's when the store lacks it: then not ready).
     fn stable(&self, s: &ReleaseState, key: &VariantKey, built: &Arc<Bundle>, inner: &mut Inner) -> Arc<Bundle> {
         match self.bundle(key, &s.stable, s, built) {
-            Some(b) => Arc::new(b.with_channel("stable")),
+            Some(b) => Arc::new(b.with_channel(Channel::Stable.as_str())),
             None => {
                 inner.missing.insert(
                     key.clone(),
@@ -285,7 +285,10 @@ impl Releases {
     ) -> Option<Candidate> {
         let rev = s.candidate.as_deref()?;
         match self.bundle(key, rev, s, built) {
-            Some(b) => Some(Candidate { bundle: Arc::new(b.with_channel("candidate")), audience: Arc::new(s.clone()) }),
+            Some(b) => Some(Candidate {
+                bundle: Arc::new(b.with_channel(Channel::Candidate.as_str())),
+                audience: Arc::new(s.clone()),
+            }),
             None => {
                 inner.missing.insert(
                     key.clone(),
