@@ -102,6 +102,8 @@ fn main() {
             format!("127.0.0.1:{v4}"),
             "--embedded-listen-v5".into(),
             format!("127.0.0.1:{v5}"),
+            "--embedded-ws-listen".into(),
+            "off".into(),
             "--http-listen".into(),
             "off".into(),
             "--debounce".into(),
