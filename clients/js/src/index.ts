@@ -190,3 +190,11 @@ export function acceptManifest(previous: Accepted | null, manifest: Manifest): A
     `revision ${manifest.revision} was signed at ${manifest.signedAt}, not after the accepted ${previous.revision} (${previous.signedAt})`,
   );
 }
+
+export { createConnectorClient, ConnectorClient } from './client.js';
+export type { ClientOptions, ClientEvents, UpdateEvent } from './client.js';
+export { memoryStorage, localStorageAdapter } from './storage.js';
+export type { Storage, WebStorageLike } from './storage.js';
+export { verifyBundle, codeOf, sha256Hex } from './verify.js';
+export type { VerifiedBundle } from './verify.js';
+export { gzipBase64, gunzipBase64, base64ToBytes, bytesToBase64 } from './encoding.js';

@@ -1,0 +1,352 @@
+// The app-side client (issue #25): starts from the last good verified bundle in storage, keeps one MQTT
+// connection (TCP or WebSocket, reconnecting with backoff and jitter), fetches only when its variant's retained
+// manifest names a revision it has not accepted (after a random delay, so a fleet does not ask at once), verifies
+// every reply and manifest, stores the whole verified set in one write, and rolls a failing connector back on the
+// device. Network trouble never throws into the app: it arrives as events.
+import { connect as mqttConnect } from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
+import { fromUtf8 } from './encoding.js';
+import { Emitter } from './events.js';
+import { acceptManifest, Accepted, PublicKey, VerifyError, verifyManifest } from './index.js';
+import { Saved, load, save, held, haveOf } from './saved.js';
+import type { Storage } from './storage.js';
+import { after, backoff } from './timers.js';
+import { sha256Hex, verifyBundle } from './verify.js';
+
+/** How the client is set up. */
+export interface ClientOptions {
+  /** Broker URL: `mqtt://host:1883` (Node) or `ws://host:8083/mqtt` (everywhere). */
+  url: string;
+  platform: string;
+  /** The app's version, as the platform files match it (e.g. `3.1.0`). */
+  appVersion: string;
+  deviceId: string;
+  /** The service's public keys (SPKI PEM or 32 raw bytes); a reply signed by no other key is accepted. */
+  trustedKeys: PublicKey[];
+  storage: Storage;
+  /** Re-fetches after a new manifest wait a random time below this (ms). Default 30 000. */
+  fetchWindowMs?: number;
+  /** Failures of a new connector, before any success, that roll it back. Default 3. */
+  maxFailures?: number;
+  /** Reconnect backoff: first and largest delay (ms). Defaults 1 000 and 60 000. */
+  reconnectMinMs?: number;
+  reconnectMaxMs?: number;
+  /** A request unanswered this long (ms) is given up and retried with backoff. Default 20 000. */
+  requestTimeoutMs?: number;
+  /** Retained manifests live on `<prefix>/<platform>/<variant>`. Default `connectors`. */
+  manifestPrefix?: string;
+  /** Storage key. Default `connector-scripts/<platform>`. */
+  storageKey?: string;
+  /** Extra mqtt.js options (credentials, TLS). */
+  mqttOptions?: IClientOptions;
+  /** The transport: defaults to mqtt.js `connect` (a hook for tests and custom stacks). */
+  connect?: (url: string, options: IClientOptions) => MqttClient;
+  /** Randomness for delays and ids (default Math.random). */
+  random?: () => number;
+}
+
+/** A verified set of scripts ready to run. */
+export interface UpdateEvent {
+  revision: string;
+  variant: string;
+  scripts: Record<string, string>;
+  /** `storage`: the last good bundle at start; `network`: a newly verified revision; `rollback`: a connector
+   * was put back to its previous version. */
+  source: 'storage' | 'network' | 'rollback';
+  /** For `network`: the reply was a delta (only the changed connectors travelled). */
+  delta: boolean;
+}
+
+/** Events the client emits. */
+export interface ClientEvents {
+  update: UpdateEvent;
+  /** A reply or manifest failed verification; nothing changed. */
+  rejected: { code: string; message: string; what: 'reply' | 'manifest' };
+  /** A connector of a new revision failed `maxFailures` times and now runs its previous version. */
+  rollback: { connector: string; revision: string; restoredFrom: string; error: string };
+  /** Connection, request or storage trouble; the client carries on (reconnects, retries). */
+  error: { message: string; during: 'connect' | 'request' | 'storage' | 'service' };
+  connected: { url: string };
+  disconnected: { url: string };
+}
+
+/** The client an app holds; create it with {@link createConnectorClient}. */
+export class ConnectorClient extends Emitter<ClientEvents> {
+  private readonly o: Required<Omit<ClientOptions, 'mqttOptions' | 'connect' | 'storageKey'>> & ClientOptions;
+  private saved: Saved | null = null;
+  private accepted: Accepted | null = null;
+  private mqtt: MqttClient | null = null;
+  private closed = false;
+  private attempt = 0;
+  private seq = 0;
+  private pending: { id: string; cancel: () => void } | null = null;
+  private cancelFetch: (() => void) | null = null;
+  private cancelReconnect: (() => void) | null = null;
+  private subscribedManifest: string | null = null;
+  private outbox: { topic: string; payload: string }[] = [];
+  private readonly key: string;
+
+  constructor(options: ClientOptions) {
+    super();
+    this.o = {
+      fetchWindowMs: 30_000,
+      maxFailures: 3,
+      reconnectMinMs: 1_000,
+      reconnectMaxMs: 60_000,
+      requestTimeoutMs: 20_000,
+      manifestPrefix: 'connectors',
+      random: Math.random,
+      ...options,
+    };
+    this.key = options.storageKey ?? `connector-scripts/${options.platform}`;
+  }
+
+  /** The revision running now (null before any bundle). */
+  get revision(): string | null {
+    return this.saved?.current.revision ?? null;
+  }
+
+  /** The variant this device gets (null before any bundle). */
+  get variant(): string | null {
+    return this.saved?.current.variant ?? null;
+  }
+
+  /** Connector name → code to run now (a rolled-back connector has its previous code). */
+  scripts(): Record<string, string> {
+    return { ...(this.saved?.current.scripts ?? {}) };
+  }
+
+  /** Loads the last good bundle (an `update` from `storage`), then connects. Never rejects. */
+  async start(): Promise<void> {
+    try {
+      this.saved = await load(this.o.storage, this.key, this.o.trustedKeys);
+    } catch (e) {
+      this.emit('error', { message: `stored bundle unusable: ${String(e)}`, during: 'storage' });
+    }
+    if (this.saved) {
+      this.accepted = { revision: this.saved.current.revision, signedAt: this.saved.current.signedAt };
+      this.emitUpdate('storage', false);
+    }
+    this.connect();
+  }
+
+  /** Stops: no reconnects, no fetches. */
+  close(): void {
+    this.closed = true;
+    this.cancelFetch?.();
+    this.cancelReconnect?.();
+    this.pending?.cancel();
+    this.mqtt?.end(true);
+    this.mqtt = null;
+  }
+
+  /**
+   * Reports a connector's outcome on `connectorsReport/<deviceId>`. A connector of a new revision that fails
+   * `maxFailures` times before it ever succeeded is rolled back to its previous verified version (and reported).
+   */
+  report(connector: string, ok: boolean, error?: string): void {
+    const s = this.saved;
+    if (!s) return;
+    this.publishReport(s.current.revision, connector, ok, error);
+    if (ok) {
+      if (!s.succeeded.includes(connector)) {
+        s.succeeded.push(connector);
+        void this.persist(s);
+      }
+      return;
+    }
+    const previous = s.previous?.scripts[connector];
+    const now = s.current.scripts[connector];
+    if (s.succeeded.includes(connector) || previous === undefined || previous === now) return;
+    s.failures[connector] = (s.failures[connector] ?? 0) + 1;
+    if (s.failures[connector] >= this.o.maxFailures) {
+      s.current.scripts[connector] = previous;
+      s.rolledBack.push(connector);
+      delete s.failures[connector];
+      const why = `rolled back to revision ${s.previous?.revision} after ${this.o.maxFailures} failures: ${error ?? 'failed'}`;
+      this.publishReport(s.current.revision, connector, false, why);
+      this.emit('rollback', { connector, revision: s.current.revision, restoredFrom: String(s.previous?.revision), error: why });
+      this.emitUpdate('rollback', false);
+    }
+    void this.persist(s);
+  }
+
+  private emitUpdate(source: UpdateEvent['source'], delta: boolean): void {
+    const c = this.saved?.current;
+    if (c) this.emit('update', { revision: c.revision, variant: c.variant, scripts: { ...c.scripts }, source, delta });
+  }
+
+  private async persist(s: Saved): Promise<boolean> {
+    try {
+      await save(this.o.storage, this.key, s);
+      return true;
+    } catch (e) {
+      this.emit('error', { message: `storage write failed: ${String(e)}`, during: 'storage' });
+      return false;
+    }
+  }
+
+  private get replyTopic(): string {
+    return `getConnectors/${this.o.deviceId}/reply`;
+  }
+
+  private connect(): void {
+    if (this.closed) return;
+    const clientId = `cs-${this.o.deviceId}-${Math.floor(this.o.random() * 1e9).toString(36)}`;
+    const options: IClientOptions = {
+      clientId,
+      clean: true,
+      keepalive: 30,
+      protocolVersion: 4,
+      connectTimeout: 10_000,
+      ...this.o.mqttOptions,
+      reconnectPeriod: 0,
+    };
+    let client: MqttClient;
+    try {
+      client = (this.o.connect ?? mqttConnect)(this.o.url, options);
+    } catch (e) {
+      this.emit('error', { message: String(e), during: 'connect' });
+      this.scheduleReconnect();
+      return;
+    }
+    this.mqtt = client;
+    let up = false;
+    client.on('connect', () => {
+      if (this.mqtt !== client) return;
+      up = true;
+      this.attempt = 0;
+      this.subscribedManifest = null;
+      client.subscribe(this.replyTopic, { qos: 1 });
+      this.subscribeManifest();
+      for (const m of this.outbox.splice(0)) client.publish(m.topic, m.payload, { qos: 0 });
+      this.emit('connected', { url: this.o.url });
+      if (!this.saved) this.fetch();
+    });
+    client.on('message', (topic: string, payload: Uint8Array) => {
+      if (this.mqtt === client) this.onMessage(topic, payload);
+    });
+    client.on('error', (e: Error) => this.emit('error', { message: String(e && e.message), during: 'connect' }));
+    client.on('close', () => {
+      if (this.mqtt !== client) return;
+      this.mqtt = null;
+      this.pending?.cancel();
+      this.pending = null;
+      client.end(true);
+      if (up) this.emit('disconnected', { url: this.o.url });
+      this.scheduleReconnect();
+    });
+  }
+
+  private scheduleReconnect(): void {
+    if (this.closed) return;
+    this.cancelReconnect?.();
+    const delay = backoff(this.attempt++, this.o.reconnectMinMs, this.o.reconnectMaxMs, this.o.random);
+    this.cancelReconnect = after(delay, () => this.connect());
+  }
+
+  private subscribeManifest(): void {
+    const variant = this.variant;
+    if (!this.mqtt || !variant) return;
+    const topic = `${this.o.manifestPrefix}/${this.o.platform}/${variant}`;
+    if (this.subscribedManifest === topic) return;
+    if (this.subscribedManifest) this.mqtt.unsubscribe(this.subscribedManifest);
+    this.subscribedManifest = topic;
+    this.mqtt.subscribe(topic, { qos: 1 });
+  }
+
+  private onMessage(topic: string, payload: Uint8Array): void {
+    let doc: Record<string, unknown>;
+    try {
+      doc = JSON.parse(fromUtf8(payload)) as Record<string, unknown>;
+    } catch {
+      return;
+    }
+    if (topic === this.replyTopic) void this.onReply(doc);
+    else if (topic === this.subscribedManifest) this.onManifest(doc);
+  }
+
+  private onManifest(doc: Record<string, unknown>): void {
+    if (typeof doc.revision !== 'string' || doc.revision === this.revision) return;
+    try {
+      const { manifest } = verifyManifest(doc, this.o.trustedKeys);
+      if (manifest.revision !== doc.revision) throw new VerifyError('mismatch', 'the retained manifest names another revision than it signs');
+      acceptManifest(this.accepted, manifest);
+    } catch (e) {
+      this.reject('manifest', e);
+      return;
+    }
+    if (this.pending || this.cancelFetch) return;
+    const cancel = after(this.o.random() * this.o.fetchWindowMs, () => {
+      this.cancelFetch = null;
+      this.fetch();
+    });
+    this.cancelFetch = cancel;
+  }
+
+  private fetch(): void {
+    if (!this.mqtt || this.pending || this.closed) return;
+    const id = `${this.o.deviceId}-${++this.seq}-${Math.floor(this.o.random() * 1e9).toString(36)}`;
+    const data: Record<string, unknown> = { platform: this.o.platform, version: this.o.appVersion, accept: ['gzip'] };
+    if (this.saved) {
+      data.revision = this.saved.current.revision;
+      data.have = haveOf(this.saved.current.scripts, sha256Hex);
+    }
+    const cancel = after(this.o.requestTimeoutMs, () => {
+      this.pending = null;
+      this.emit('error', { message: `no reply in ${this.o.requestTimeoutMs} ms`, during: 'request' });
+      this.cancelFetch = after(backoff(this.attempt, this.o.reconnectMinMs, this.o.reconnectMaxMs, this.o.random), () => {
+        this.cancelFetch = null;
+        this.fetch();
+      });
+    });
+    this.pending = { id, cancel };
+    this.mqtt.publish(`getConnectors/${this.o.deviceId}`, JSON.stringify({ pattern: 'getConnectors', data, id }), { qos: 1 });
+  }
+
+  private async onReply(envelope: Record<string, unknown>): Promise<void> {
+    if (!this.pending || envelope.id !== this.pending.id) return;
+    this.pending.cancel();
+    this.pending = null;
+    const err = envelope.err as { code?: string; message?: string } | undefined;
+    if (err) {
+      this.emit('error', { message: `${err.code}: ${err.message}`, during: 'service' });
+      return;
+    }
+    const body = (envelope.response ?? {}) as Record<string, unknown>;
+    if (body.notModified === true) return;
+    let next: Saved;
+    try {
+      const v = verifyBundle(body, this.o.trustedKeys, this.saved?.current.scripts ?? {});
+      const accepted = acceptManifest(this.accepted, v.manifest);
+      if (v.revision === this.revision) return;
+      next = { current: held(v, body), previous: this.saved?.current ?? null, rolledBack: [], failures: {}, succeeded: [] };
+      if (!(await this.persist(next))) return;
+      this.accepted = accepted;
+    } catch (e) {
+      this.reject('reply', e);
+      return;
+    }
+    this.saved = next;
+    this.subscribeManifest();
+    this.emitUpdate('network', body.delta === true);
+  }
+
+  private reject(what: 'reply' | 'manifest', e: unknown): void {
+    const code = e instanceof VerifyError ? e.code : 'bad-manifest';
+    this.emit('rejected', { code, message: String(e instanceof Error ? e.message : e), what });
+  }
+
+  private publishReport(revision: string, connector: string, ok: boolean, error?: string): void {
+    const data: Record<string, unknown> = { platform: this.o.platform, version: this.o.appVersion, revision, connector, ok };
+    if (error !== undefined) data.error = error;
+    const m = { topic: `connectorsReport/${this.o.deviceId}`, payload: JSON.stringify({ pattern: 'connectorsReport', data }) };
+    if (this.mqtt?.connected) this.mqtt.publish(m.topic, m.payload, { qos: 0 });
+    else if (this.outbox.length < 100) this.outbox.push(m);
+  }
+}
+
+/** Creates a client; call `start()` (it loads storage, then connects). */
+export function createConnectorClient(options: ClientOptions): ConnectorClient {
+  return new ConnectorClient(options);
+}

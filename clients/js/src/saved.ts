@@ -1,0 +1,82 @@
+// What the client keeps in storage, as one JSON document written in one `set`: the running verified bundle (with
+// its signed manifest, so it is checked again at load), the previous one (what a failing connector rolls back
+// to), and the per-connector outcome counters of the running revision.
+import { Manifest, PublicKey, VerifyError, verifyManifest } from './index.js';
+import type { Storage } from './storage.js';
+import { sha256Hex, VerifiedBundle } from './verify.js';
+
+/** One verified revision as held on the device. */
+export interface Held {
+  platform: string;
+  variant: string;
+  revision: string;
+  signedAt: string;
+  keyId: string;
+  /** The signed manifest text, its signature (re-verified at load). */
+  manifestText: string;
+  signature: string;
+  /** Connector name → code to run. */
+  scripts: Record<string, string>;
+}
+
+/** The stored document. */
+export interface Saved {
+  current: Held;
+  previous: Held | null;
+  /** Connectors of `current` running their previous code. */
+  rolledBack: string[];
+  /** Failures so far of connectors that never succeeded in `current`. */
+  failures: Record<string, number>;
+  /** Connectors that succeeded at least once in `current` (never rolled back). */
+  succeeded: string[];
+}
+
+/** A verified bundle as held, keeping the reply's signed manifest text. */
+export function held(v: VerifiedBundle, reply: Record<string, unknown>): Held {
+  return {
+    platform: v.platform,
+    variant: v.variant,
+    revision: v.revision,
+    signedAt: v.manifest.signedAt,
+    keyId: v.keyId,
+    manifestText: String(reply.manifest),
+    signature: String(reply.signature),
+    scripts: { ...v.scripts },
+  };
+}
+
+/** `have` for a request: connector name → sha256 of the code held. */
+export function haveOf(scripts: Record<string, string>, hash: (code: string) => string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, code] of Object.entries(scripts)) out[name] = hash(code);
+  return out;
+}
+
+/** Writes the whole document in one `set`. */
+export async function save(storage: Storage, key: string, s: Saved): Promise<void> {
+  await storage.set(key, JSON.stringify(s));
+}
+
+/**
+ * Reads the stored document and checks it again: the running revision's manifest signature, and every script not
+ * rolled back against it. `null` when nothing is stored; throws when what is stored does not verify.
+ */
+export async function load(storage: Storage, key: string, keys: PublicKey[]): Promise<Saved | null> {
+  const text = await storage.get(key);
+  if (!text) return null;
+  const s = JSON.parse(text) as Saved;
+  const c = s.current;
+  const { manifest } = verifyManifest({ manifest: c.manifestText, signature: c.signature, keyId: c.keyId }, keys);
+  checkScripts(manifest, c.scripts, s.rolledBack ?? []);
+  return { ...s, rolledBack: s.rolledBack ?? [], failures: s.failures ?? {}, succeeded: s.succeeded ?? [] };
+}
+
+function checkScripts(manifest: Manifest, scripts: Record<string, string>, skip: string[]): void {
+  for (const e of manifest.connectors) {
+    if (skip.includes(e.name)) continue;
+    const code = scripts[e.name];
+    if (code === undefined || sha256Hex(code) !== e.sha256) {
+      throw new VerifyError('hash', `stored connector ${JSON.stringify(e.name)} does not match its signed manifest`);
+    }
+  }
+}
