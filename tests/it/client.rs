@@ -1,0 +1,125 @@
+//! The app-side client of clients/js (issue #25) against the real service, over MQTT TCP and over WebSocket:
+//! tests/interop/client_flow.mjs walks one app through first start, a save, a tampered reply, an on-device
+//! rollback and an offline restart; this file starts the service with its own key and checks what the app saw.
+
+use crate::common::{dead_broker, node_json, TempCatalog};
+use connector_scripts::catalog::bundle::code_of;
+use flate2::{write::GzEncoder, Compression};
+use serde_json::{json, Value};
+use std::io::Write;
+
+/// The service with its embedded broker (TCP and WebSocket listeners on free ports) signing with its own key;
+/// returns it, the TCP and WebSocket URLs and the public key's PEM.
+async fn signed_embedded(
+    catalog: &TempCatalog,
+    keys: &std::path::Path,
+) -> (connector_scripts::app::Running, String, String, String) {
+    let (private, public, _) = crate::signing::keygen(keys, "prod");
+    for _ in 0..5 {
+        let (v4, v5) = crate::common::free_port_pair();
+        let ws = crate::common::free_port();
+        let flags: Vec<String> = [
+            "--embedded-listen".to_string(),
+            format!("127.0.0.1:{v4}"),
+            "--embedded-listen-v5".into(),
+            format!("127.0.0.1:{v5}"),
+            "--embedded-ws-listen".into(),
+            format!("127.0.0.1:{ws}"),
+            "--signing-key".into(),
+            private.display().to_string(),
+        ]
+        .into();
+        let cfg = crate::common::mqtt::parse_serve(&crate::common::mqtt::test_flags(catalog, &flags));
+        match connector_scripts::app::start(cfg).await {
+            Ok(running) => {
+                tokio::time::timeout(crate::common::mqtt::TIMEOUT, running.ready()).await.expect("ready");
+                let pem = std::fs::read_to_string(&public).unwrap();
+                return (running, format!("mqtt://127.0.0.1:{v4}"), format!("ws://127.0.0.1:{ws}/mqtt"), pem);
+            }
+            Err(e) if e.to_string().contains("already in use") => continue,
+            Err(e) => panic!("service starts: {e:#}"),
+        }
+    }
+    panic!("no free ports for the embedded broker");
+}
+
+/// Runs the client flow against the service over `transport` (`tcp` or `ws`) and checks every step.
+async fn client_flow(transport: &str) {
+    let catalog = TempCatalog::examples();
+    let keys = tempfile::tempdir().unwrap();
+    let (service, tcp, ws, pem) = signed_embedded(&catalog, keys.path()).await;
+    let dead = dead_broker();
+    let (url, dead_url) = match transport {
+        "tcp" => (tcp, dead.url.clone()),
+        _ => (ws, dead.url.replace("mqtt://", "ws://") + "/mqtt"),
+    };
+    let device = format!("phone-{transport}");
+    let snippet = catalog.snippets().join("smart-home/thermostat.ts");
+    let job = json!({"url": url, "deadUrl": dead_url, "keys": [pem], "device": device, "platform": "ios",
+                     "version": "2.5.0", "snippet": snippet});
+    let out: Value = tokio::task::spawn_blocking(move || node_json("client_flow.mjs", &job)).await.unwrap();
+    let thermostat = json!(["smart-home/thermostat"]);
+
+    // First start, empty storage: verified and stored.
+    let first = &out["first"];
+    assert_eq!(first["variant"], "current", "{out:#}");
+    assert!(first["names"].as_array().unwrap().len() > 1 && first["stored"] == 1, "{out:#}");
+    // A save reaches the client as a new verified revision, fetched as a delta with only the changed connector.
+    let saved = &out["saved"];
+    assert_ne!(saved["revision"], first["revision"], "{out:#}");
+    assert_eq!(saved["delta"], true, "{out:#}");
+    assert_eq!(saved["changed"], thermostat, "{out:#}");
+    assert_eq!(saved["clientRevision"], saved["revision"], "{out:#}");
+    // A tampered reply is refused, the old scripts stay; the client asks again and gets the genuine revision.
+    let tampered = &out["tampered"];
+    assert_eq!(tampered["code"], "hash", "{out:#}");
+    assert_eq!(tampered["unchanged"], true, "{out:#}");
+    assert!(tampered["tampered"].as_u64().unwrap() >= 1, "{out:#}");
+    assert!(tampered["recovered"] != saved["revision"] && tampered["delta"] == true, "{out:#}");
+    // A connector that throws on the new revision is rolled back on the device and reported.
+    let rollback = &out["rollback"];
+    assert_eq!(rollback["failing"], thermostat, "{out:#}");
+    assert_eq!(rollback["connector"], "smart-home/thermostat", "{out:#}");
+    assert_eq!(rollback["restoredIsPrevious"], true, "{out:#}");
+    assert_eq!(rollback["runsNow"], true, "{out:#}");
+    let report = &rollback["report"];
+    assert_eq!(report["pattern"], "connectorsReport", "{out:#}");
+    assert_eq!(report["data"]["connector"], "smart-home/thermostat", "{out:#}");
+    assert_eq!(report["data"]["revision"], rollback["revision"], "{out:#}");
+    assert_eq!(report["data"]["platform"], "ios", "{out:#}");
+    // Restarted with the broker unreachable: the stored (rolled-back) bundle runs; trouble arrives as events.
+    let offline = &out["offline"];
+    assert_eq!(offline["revision"], rollback["revision"], "{out:#}");
+    assert_eq!(offline["rolledBackKept"], true, "{out:#}");
+    assert!(offline["errors"].as_array().unwrap().contains(&json!("connect")), "{out:#}");
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_client_over_tcp_updates_verifies_refuses_rolls_back_and_starts_offline() {
+    client_flow("tcp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_client_over_websocket_updates_verifies_refuses_rolls_back_and_starts_offline() {
+    client_flow("ws").await;
+}
+
+#[test]
+fn the_clients_gzip_round_trips_and_matches_the_services_decoder() {
+    let texts = ["", "plain ascii", "unicode: é ✓ 𝄞", &"a long repeated line\n".repeat(500)];
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all("made by flate2 ✓".as_bytes()).unwrap();
+    use base64::Engine as _;
+    let from_rust = base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap());
+    let out = node_json("gzip_roundtrip.mjs", &json!({"texts": texts, "fromService": [from_rust]}));
+    assert_eq!(out["roundTrip"], json!([true, true, true, true]), "{out}");
+    assert_eq!(out["decoded"], json!(["made by flate2 ✓"]), "{out}");
+    for (text, encoded) in texts.iter().zip(out["encoded"].as_array().unwrap()) {
+        assert_eq!(
+            code_of(&json!({"codeGz": encoded})).as_deref(),
+            Some(*text),
+            "the service decodes the client's gzip"
+        );
+    }
+}
