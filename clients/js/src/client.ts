@@ -7,7 +7,7 @@ import { connect as mqttConnect } from 'mqtt';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import { fromUtf8 } from './encoding.js';
 import { Emitter } from './events.js';
-import { acceptManifest, Accepted, PublicKey, VerifyError, verifyManifest } from './index.js';
+import { acceptManifest, Accepted, PublicKey, VerifyError, verifyManifest } from './signature.js';
 import { Saved, load, save, held, haveOf } from './saved.js';
 import type { Storage } from './storage.js';
 import { after, backoff } from './timers.js';
@@ -78,6 +78,7 @@ export class ConnectorClient extends Emitter<ClientEvents> {
   private mqtt: MqttClient | null = null;
   private closed = false;
   private attempt = 0;
+  private rejections = 0;
   private seq = 0;
   private pending: { id: string; cancel: () => void } | null = null;
   private cancelFetch: (() => void) | null = null;
@@ -295,13 +296,18 @@ export class ConnectorClient extends Emitter<ClientEvents> {
     const cancel = after(this.o.requestTimeoutMs, () => {
       this.pending = null;
       this.emit('error', { message: `no reply in ${this.o.requestTimeoutMs} ms`, during: 'request' });
-      this.cancelFetch = after(backoff(this.attempt, this.o.reconnectMinMs, this.o.reconnectMaxMs, this.o.random), () => {
-        this.cancelFetch = null;
-        this.fetch();
-      });
+      this.retryLater(this.attempt);
     });
     this.pending = { id, cancel };
     this.mqtt.publish(`getConnectors/${this.o.deviceId}`, JSON.stringify({ pattern: 'getConnectors', data, id }), { qos: 1 });
+  }
+
+  private retryLater(attempt: number): void {
+    this.cancelFetch?.();
+    this.cancelFetch = after(backoff(attempt, this.o.reconnectMinMs, this.o.reconnectMaxMs, this.o.random), () => {
+      this.cancelFetch = null;
+      this.fetch();
+    });
   }
 
   private async onReply(envelope: Record<string, unknown>): Promise<void> {
@@ -325,8 +331,11 @@ export class ConnectorClient extends Emitter<ClientEvents> {
       this.accepted = accepted;
     } catch (e) {
       this.reject('reply', e);
+      // A forged or damaged reply may be a one-off: ask again later, backing off while replies keep failing.
+      this.retryLater(this.rejections++);
       return;
     }
+    this.rejections = 0;
     this.saved = next;
     this.subscribeManifest();
     this.emitUpdate('network', body.delta === true);

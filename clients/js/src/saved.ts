@@ -1,7 +1,7 @@
 // What the client keeps in storage, as one JSON document written in one `set`: the running verified bundle (with
 // its signed manifest, so it is checked again at load), the previous one (what a failing connector rolls back
 // to), and the per-connector outcome counters of the running revision.
-import { Manifest, PublicKey, VerifyError, verifyManifest } from './index.js';
+import { Manifest, PublicKey, VerifyError, verifyManifest } from './signature.js';
 import type { Storage } from './storage.js';
 import { sha256Hex, VerifiedBundle } from './verify.js';
 

@@ -4,7 +4,7 @@
 import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { gunzipBase64, utf8 } from './encoding.js';
-import { Manifest, PublicKey, VerifyError, verifyManifest } from './index.js';
+import { Manifest, PublicKey, VerifyError, verifyManifest } from './signature.js';
 
 /** A complete verified set of scripts for one revision, with the signed manifest it was checked against. */
 export interface VerifiedBundle {
