@@ -79,6 +79,8 @@ export class ConnectorClient extends Emitter<ClientEvents> {
   private closed = false;
   private attempt = 0;
   private rejections = 0;
+  /** A verified revision a retained manifest announced while a request was out (fetched after it if still new). */
+  private announced: string | null = null;
   private seq = 0;
   private pending: { id: string; cancel: () => void } | null = null;
   private cancelFetch: (() => void) | null = null;
@@ -277,12 +279,24 @@ export class ConnectorClient extends Emitter<ClientEvents> {
       this.reject('manifest', e);
       return;
     }
-    if (this.pending || this.cancelFetch) return;
-    const cancel = after(this.o.random() * this.o.fetchWindowMs, () => {
+    if (this.pending) this.announced = doc.revision;
+    else this.fetchSpread();
+  }
+
+  /** Fetches after a random delay within the window (herd spreading), unless a fetch is already planned. */
+  private fetchSpread(): void {
+    if (this.cancelFetch) return;
+    this.cancelFetch = after(this.o.random() * this.o.fetchWindowMs, () => {
       this.cancelFetch = null;
       this.fetch();
     });
-    this.cancelFetch = cancel;
+  }
+
+  /** After a request: a revision announced meanwhile that the reply did not bring is fetched too. */
+  private followAnnounced(): void {
+    const announced = this.announced;
+    this.announced = null;
+    if (announced && announced !== this.revision) this.fetchSpread();
   }
 
   private fetch(): void {
@@ -320,12 +334,18 @@ export class ConnectorClient extends Emitter<ClientEvents> {
       return;
     }
     const body = (envelope.response ?? {}) as Record<string, unknown>;
-    if (body.notModified === true) return;
+    if (body.notModified === true) {
+      this.followAnnounced();
+      return;
+    }
     let next: Saved;
     try {
       const v = verifyBundle(body, this.o.trustedKeys, this.saved?.current.scripts ?? {});
       const accepted = acceptManifest(this.accepted, v.manifest);
-      if (v.revision === this.revision) return;
+      if (v.revision === this.revision) {
+        this.followAnnounced();
+        return;
+      }
       next = { current: held(v, body), previous: this.saved?.current ?? null, rolledBack: [], failures: {}, succeeded: [] };
       if (!(await this.persist(next))) return;
       this.accepted = accepted;
@@ -339,6 +359,7 @@ export class ConnectorClient extends Emitter<ClientEvents> {
     this.saved = next;
     this.subscribeManifest();
     this.emitUpdate('network', body.delta === true);
+    this.followAnnounced();
   }
 
   private reject(what: 'reply' | 'manifest', e: unknown): void {
