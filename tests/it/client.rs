@@ -123,3 +123,22 @@ fn the_clients_gzip_round_trips_and_matches_the_services_decoder() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_bundle_in_chromium_verifies_runs_and_takes_a_live_update_over_websocket() {
+    let catalog = TempCatalog::examples();
+    let keys = tempfile::tempdir().unwrap();
+    let (service, _, ws, pem) = signed_embedded(&catalog, keys.path()).await;
+    let snippet = catalog.snippets().join("smart-home/thermostat.ts");
+    let job = json!({"url": ws, "keys": [pem], "device": "browser", "snippet": snippet});
+    let out: Value = tokio::task::spawn_blocking(move || node_json("client_browser.mjs", &job)).await.unwrap();
+    assert!(out.get("failure").is_none() && out["errors"] == json!([]), "{out:#}");
+    assert_eq!(out["first"]["variant"], "current", "{out:#}");
+    let exports = out["first"]["exports"].as_array().unwrap();
+    assert!(exports.contains(&json!("Schedule")) && !exports.contains(&json!("live")), "{out:#}");
+    assert_ne!(out["live"]["revision"], out["first"]["revision"], "{out:#}");
+    assert_eq!(out["live"]["delta"], true, "{out:#}");
+    assert!(out["live"]["exports"].as_array().unwrap().contains(&json!("live")), "{out:#}");
+    assert_eq!(out["rejected"], 0, "{out:#}");
+    service.shutdown().await.unwrap();
+}

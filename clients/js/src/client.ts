@@ -3,7 +3,7 @@
 // manifest names a revision it has not accepted (after a random delay, so a fleet does not ask at once), verifies
 // every reply and manifest, stores the whole verified set in one write, and rolls a failing connector back on the
 // device. Network trouble never throws into the app: it arrives as events.
-import { connect as mqttConnect } from 'mqtt';
+import mqtt from 'mqtt';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import { fromUtf8 } from './encoding.js';
 import { Emitter } from './events.js';
@@ -207,7 +207,7 @@ export class ConnectorClient extends Emitter<ClientEvents> {
     };
     let client: MqttClient;
     try {
-      client = (this.o.connect ?? mqttConnect)(this.o.url, options);
+      client = (this.o.connect ?? mqtt.connect)(this.o.url, options);
     } catch (e) {
       this.emit('error', { message: String(e), during: 'connect' });
       this.scheduleReconnect();
