@@ -2,10 +2,12 @@
 //! tests/interop/client_flow.mjs walks one app through first start, a save, a tampered reply, an on-device
 //! rollback and an offline restart; this file starts the service with its own key and checks what the app saw.
 
-use crate::common::{dead_broker, node_json, TempCatalog};
-use connector_scripts::catalog::bundle::code_of;
+use crate::common::mqtt::{nest, Client, TIMEOUT};
+use crate::common::process::block_on;
+use crate::common::{dead_broker, eventually, node_json, TempCatalog};
+use connector_scripts::catalog::bundle::{code_of, sha256_hex};
 use flate2::{write::GzEncoder, Compression};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::io::Write;
 
 /// The service with its embedded broker (TCP and WebSocket listeners on free ports) signing with its own key;
@@ -140,5 +142,84 @@ async fn the_browser_bundle_in_chromium_verifies_runs_and_takes_a_live_update_ov
     assert_eq!(out["live"]["delta"], true, "{out:#}");
     assert!(out["live"]["exports"].as_array().unwrap().contains(&json!("live")), "{out:#}");
     assert_eq!(out["rejected"], 0, "{out:#}");
+    service.shutdown().await.unwrap();
+}
+
+/// The reply body to `data` on `device`'s reply topic.
+async fn ask(app: &mut Client, device: &str, data: Value, id: &str) -> Value {
+    app.publish(&format!("getConnectors/{device}"), nest(data, id)).await;
+    loop {
+        let v = app.recv().await.json();
+        if v["id"] == id {
+            return v["response"].clone();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_bundle_rebuilds_a_gzipped_delta_from_what_is_held_and_refuses_any_gap_or_alteration() {
+    let catalog = TempCatalog::examples();
+    let keys = tempfile::tempdir().unwrap();
+    let (service, tcp, _, pem) = signed_embedded(&catalog, keys.path()).await;
+    let port: u16 = tcp.rsplit(':').next().unwrap().parse().unwrap();
+    let mut app = Client::v4(port, "phone-vb").await;
+    app.subscribe("getConnectors/phone-vb/reply").await;
+    let ios = json!({"platform": "ios", "version": "2.5.0", "accept": ["gzip"]});
+    let full = ask(&mut app, "phone-vb", ios.clone(), "v1").await;
+    let held: Map<String, Value> = full["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_string(), json!(code_of(s).unwrap())))
+        .collect();
+    let have: Map<String, Value> =
+        held.iter().map(|(n, c)| (n.clone(), json!(sha256_hex(c.as_str().unwrap().as_bytes())))).collect();
+    let path = catalog.snippets().join("smart-home/thermostat.ts");
+    let text = std::fs::read_to_string(&path).unwrap();
+    catalog.snippet("smart-home/thermostat.ts", format!("{text}\nexport const saved = 2;\n"));
+    let mut with_have = ios.clone();
+    with_have["have"] = json!(have);
+    let mut n = 0;
+    let delta = eventually(TIMEOUT, "the delta of the new revision", || {
+        n += 1;
+        let body = block_on(ask(&mut app, "phone-vb", with_have.clone(), &format!("d{n}")));
+        (body["revision"] != full["revision"]).then_some(body)
+    })
+    .await;
+    assert_eq!(delta["delta"], true, "{delta}");
+    assert_eq!(delta["connectors"].as_array().unwrap().len(), 1, "only the changed connector travels: {delta}");
+
+    let mut wrong_held = held.clone();
+    let other = held.keys().find(|k| *k != "smart-home/thermostat").unwrap().clone();
+    wrong_held.insert(other.clone(), json!(format!("{} ", wrong_held[&other].as_str().unwrap())));
+    let mut missing_held = held.clone();
+    missing_held.remove(&other);
+    let mut bad_gz = delta.clone();
+    bad_gz["connectors"][0]["codeGz"] = json!("H4sIAAAAAAAA/w==");
+    bad_gz["connectors"][0].as_object_mut().unwrap().remove("code");
+    let mut not_delta = delta.clone();
+    not_delta.as_object_mut().unwrap().remove("delta");
+    let cases = json!([
+        {"reply": full, "held": {}},
+        {"reply": delta, "held": held},
+        {"reply": delta, "held": wrong_held},
+        {"reply": delta, "held": missing_held},
+        {"reply": bad_gz, "held": held},
+        {"reply": not_delta, "held": held},
+    ]);
+    let out = node_json("verify_bundle.mjs", &json!({"keys": [pem], "cases": cases}));
+    let r = &out["results"];
+    assert_eq!(r[0]["ok"], true, "a full reply verifies alone: {out:#}");
+    assert_eq!(r[0]["scripts"].as_object().unwrap().len(), held.len(), "{out:#}");
+    assert_eq!(r[1]["ok"], true, "{out:#}");
+    assert_eq!(r[1]["revision"], delta["revision"], "{out:#}");
+    let rebuilt = r[1]["scripts"].as_object().unwrap();
+    assert_eq!(rebuilt.len(), held.len(), "the complete set: {out:#}");
+    assert_eq!(rebuilt[&other], held[&other], "an unchanged connector comes from what is held: {out:#}");
+    assert!(rebuilt["smart-home/thermostat"].as_str().unwrap().contains("saved"), "{out:#}");
+    for (i, why) in [(2, "altered held code"), (3, "a gap"), (4, "bad gzip"), (5, "a subset that does not say delta")] {
+        assert_eq!(r[i]["ok"], false, "{why} is refused: {out:#}");
+        assert_eq!(r[i]["code"], "hash", "{why}: {out:#}");
+    }
     service.shutdown().await.unwrap();
 }
