@@ -7,9 +7,11 @@
 //             client asks again and gets the genuine revision;
 //   rollback  a save that makes one connector throw: the app runs it, it fails maxFailures times, the client puts
 //             the previous version back and reports it on connectorsReport/<device> (seen by a second connection);
-//   offline   a new client on the same storage, broker unreachable: starts from storage, errors come as events.
-// stdin:  {"url", "deadUrl", "keys": [PEM], "device", "platform", "version", "snippet": absolute path to edit}
-// stdout: {"first": {...}, "saved": {...}, "tampered": {...}, "rollback": {...}, "offline": {...}}
+//   offline   a new client on the same storage, broker unreachable: starts from storage, errors come as events;
+//   upgraded  the app updated to a version of another variant: same storage, it fetches that variant at once.
+// stdin:  {"url", "deadUrl", "keys": [PEM], "device", "platform", "version", "upgradeVersion",
+//          "snippet": absolute path to edit}
+// stdout: {"first": {...}, "saved": {...}, "tampered": {...}, "rollback": {...}, "offline": {...}, "upgraded": {...}}
 import fs from 'node:fs';
 import mqtt from 'mqtt';
 import { createConnectorClient, gunzipBase64, gzipBase64, memoryStorage } from '../../clients/js/dist/index.js';
@@ -139,6 +141,14 @@ const st = await fromStorage;
 await anError;
 out.offline = { revision: st.revision, rolledBackKept: st.scripts[rb.connector] === restored[rb.connector], errors: [...new Set(errors)] };
 offline.close();
+
+// The app is updated to a version of another variant: the same storage, asked at once, the new variant verified.
+const upgraded = createConnectorClient({ ...options, appVersion: job.upgradeVersion, url: job.url, storage });
+const fromNet = waitFor(upgraded, 'update', (u) => u.source === 'network', 'the new variant after the app update');
+await upgraded.start();
+const up = await fromNet;
+out.upgraded = { variant: up.variant, revision: up.revision, stored: JSON.parse(storage.data.values().next().value).appVersion };
+upgraded.close();
 watcher.end(true);
 process.stdout.write(JSON.stringify(out) + '\n');
 process.exit(0);

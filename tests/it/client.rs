@@ -58,7 +58,7 @@ async fn client_flow(transport: &str) {
     let device = format!("phone-{transport}");
     let snippet = catalog.snippets().join("smart-home/thermostat.ts");
     let job = json!({"url": url, "deadUrl": dead_url, "keys": [pem], "device": device, "platform": "ios",
-                     "version": "2.5.0", "snippet": snippet});
+                     "version": "2.5.0", "upgradeVersion": "3.1.0", "snippet": snippet});
     let out: Value = tokio::task::spawn_blocking(move || node_json("client_flow.mjs", &job)).await.unwrap();
     let thermostat = json!(["smart-home/thermostat"]);
 
@@ -94,6 +94,9 @@ async fn client_flow(transport: &str) {
     assert_eq!(offline["revision"], rollback["revision"], "{out:#}");
     assert_eq!(offline["rolledBackKept"], true, "{out:#}");
     assert!(offline["errors"].as_array().unwrap().contains(&json!("connect")), "{out:#}");
+    // The app updated to a version of another variant: that variant is fetched at once, verified and stored.
+    assert_eq!(out["upgraded"]["variant"], "next", "{out:#}");
+    assert_eq!(out["upgraded"]["stored"], "3.1.0", "{out:#}");
     service.shutdown().await.unwrap();
 }
 

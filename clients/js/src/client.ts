@@ -224,7 +224,8 @@ export class ConnectorClient extends Emitter<ClientEvents> {
       this.subscribeManifest();
       for (const m of this.outbox.splice(0)) client.publish(m.topic, m.payload, { qos: 0 });
       this.emit('connected', { url: this.o.url });
-      if (!this.saved) this.fetch();
+      // Nothing stored, or stored by another app version (which may map to another variant): ask at once.
+      if (!this.saved || this.saved.appVersion !== this.o.appVersion) this.fetch();
     });
     client.on('message', (topic: string, payload: Uint8Array) => {
       if (this.mqtt === client) this.onMessage(topic, payload);
@@ -316,6 +317,14 @@ export class ConnectorClient extends Emitter<ClientEvents> {
     this.mqtt.publish(`getConnectors/${this.o.deviceId}`, JSON.stringify({ pattern: 'getConnectors', data, id }), { qos: 1 });
   }
 
+  /** The held bundle is current for this app version too: remember it, so a restart does not ask again. */
+  private noteAppVersion(): void {
+    if (this.saved && this.saved.appVersion !== this.o.appVersion) {
+      this.saved.appVersion = this.o.appVersion;
+      void this.persist(this.saved);
+    }
+  }
+
   private retryLater(attempt: number): void {
     this.cancelFetch?.();
     this.cancelFetch = after(backoff(attempt, this.o.reconnectMinMs, this.o.reconnectMaxMs, this.o.random), () => {
@@ -335,18 +344,23 @@ export class ConnectorClient extends Emitter<ClientEvents> {
     }
     const body = (envelope.response ?? {}) as Record<string, unknown>;
     if (body.notModified === true) {
+      this.noteAppVersion();
       this.followAnnounced();
       return;
     }
     let next: Saved;
     try {
       const v = verifyBundle(body, this.o.trustedKeys, this.saved?.current.scripts ?? {});
-      const accepted = acceptManifest(this.accepted, v.manifest);
+      // The replay rule holds per variant: after an app update to another variant there is nothing to compare.
+      const sameVariant = this.saved?.current.variant === v.variant;
+      const accepted = acceptManifest(sameVariant ? this.accepted : null, v.manifest);
       if (v.revision === this.revision) {
+        this.noteAppVersion();
         this.followAnnounced();
         return;
       }
-      next = { current: held(v, body), previous: this.saved?.current ?? null, rolledBack: [], failures: {}, succeeded: [] };
+      const appVersion = this.o.appVersion;
+      next = { appVersion, current: held(v, body), previous: this.saved?.current ?? null, rolledBack: [], failures: {}, succeeded: [] };
       if (!(await this.persist(next))) return;
       this.accepted = accepted;
     } catch (e) {

@@ -21,6 +21,8 @@ export interface Held {
 
 /** The stored document. */
 export interface Saved {
+  /** The app version that fetched `current`: after an app update the device may belong to another variant. */
+  appVersion?: string;
   current: Held;
   previous: Held | null;
   /** Connectors of `current` running their previous code. */
