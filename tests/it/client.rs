@@ -2,9 +2,9 @@
 //! tests/interop/client_flow.mjs walks one app through first start, a save, a tampered reply, an on-device
 //! rollback and an offline restart; this file starts the service with its own key and checks what the app saw.
 
-use crate::common::mqtt::{nest, Client, TIMEOUT};
+use crate::common::mqtt::{config, nest, serve_with, Client, TIMEOUT};
 use crate::common::process::block_on;
-use crate::common::{dead_broker, eventually, node_json, TempCatalog};
+use crate::common::{dead_broker, eventually, node_dir, node_json, Mosquitto, TempCatalog};
 use connector_scripts::catalog::bundle::{code_of, sha256_hex};
 use flate2::{write::GzEncoder, Compression};
 use serde_json::{json, Map, Value};
@@ -224,5 +224,49 @@ async fn verify_bundle_rebuilds_a_gzipped_delta_from_what_is_held_and_refuses_an
         assert_eq!(r[i]["ok"], false, "{why} is refused: {out:#}");
         assert_eq!(r[i]["code"], "hash", "{why}: {out:#}");
     }
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_client_reconnects_after_a_broker_outage_and_still_takes_the_next_save() {
+    use std::io::{BufRead, BufReader};
+    let catalog = TempCatalog::examples();
+    let keys = tempfile::tempdir().unwrap();
+    let (private, public, _) = crate::signing::keygen(keys.path(), "prod");
+    let mut mosquitto = Mosquitto::start().await;
+    let service = serve_with(config(&catalog, &mosquitto.url(), &["--signing-key", private.to_str().unwrap()])).await;
+    let job = json!({"url": mosquitto.url(), "keys": [std::fs::read_to_string(&public).unwrap()], "device": "outage",
+                     "snippet": catalog.snippets().join("smart-home/thermostat.ts")});
+    let mut node = std::process::Command::new("node")
+        .arg(node_dir().join("client_reconnect.mjs"))
+        .current_dir(node_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node");
+    let mut stdin = node.stdin.take().unwrap();
+    writeln!(stdin, "{job}").unwrap();
+    let mut stdout = BufReader::new(node.stdout.take().unwrap());
+    let mut next_line = move || {
+        tokio::task::block_in_place(|| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+        })
+    };
+    let first = next_line();
+    assert_eq!(first["step"], "first", "{first}");
+    mosquitto.kill();
+    let down = next_line();
+    assert_eq!(down["step"], "down", "{down}");
+    mosquitto.start_again().await;
+    writeln!(stdin, "go").unwrap();
+    let done = next_line();
+    assert_eq!(done["step"], "done", "{done}");
+    assert_ne!(done["revision"], first["revision"], "{done}");
+    assert_eq!(done["delta"], true, "{done}");
+    assert!(done["reconnects"].as_u64().unwrap() >= 2, "{done}");
+    assert!(done["events"].as_array().unwrap().contains(&json!("disconnected")), "{done}");
+    node.wait().unwrap();
     service.shutdown().await.unwrap();
 }
