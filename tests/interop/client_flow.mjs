@@ -8,7 +8,8 @@
 //   rollback  a save that makes one connector throw: the app runs it, it fails maxFailures times, the client puts
 //             the previous version back and reports it on connectorsReport/<device> (seen by a second connection);
 //   offline   a new client on the same storage, broker unreachable: starts from storage, errors come as events;
-//   upgraded  the app updated to a version of another variant: same storage, it fetches that variant at once.
+//   upgraded  the app updated to a version of another variant: same storage, it fetches that variant at once;
+//   alteredStorage  the stored rollback source altered on the device: refused at load, nothing runs from it.
 // stdin:  {"url", "deadUrl", "keys": [PEM], "device", "platform", "version", "upgradeVersion",
 //          "snippet": absolute path to edit}
 // stdout: {"first": {...}, "saved": {...}, "tampered": {...}, "rollback": {...}, "offline": {...}, "upgraded": {...}}
@@ -149,6 +150,21 @@ await upgraded.start();
 const up = await fromNet;
 out.upgraded = { variant: up.variant, revision: up.revision, stored: JSON.parse(storage.data.values().next().value).appVersion };
 upgraded.close();
+
+// Storage altered on the device (the rollback source's code): refused at load, nothing runs from it.
+const doc = JSON.parse(storage.data.values().next().value);
+const victim = Object.keys(doc.previous.scripts)[0];
+doc.previous.scripts[victim] += '\n;globalThis.stolen = 1;';
+const altered = memoryStorage();
+altered.data.set(storage.data.keys().next().value, JSON.stringify(doc));
+const wary = createConnectorClient({ ...options, appVersion: job.upgradeVersion, url: job.deadUrl, storage: altered });
+const loaded = [];
+wary.on('update', (u) => loaded.push(u.source));
+const refusedStorage = waitFor(wary, 'error', (e) => e.during === 'storage', 'the altered storage refused');
+await wary.start();
+const rs = await refusedStorage;
+out.alteredStorage = { loaded, revision: wary.revision, message: rs.message };
+wary.close();
 watcher.end(true);
 process.stdout.write(JSON.stringify(out) + '\n');
 process.exit(0);

@@ -97,6 +97,11 @@ async fn client_flow(transport: &str) {
     // The app updated to a version of another variant: that variant is fetched at once, verified and stored.
     assert_eq!(out["upgraded"]["variant"], "next", "{out:#}");
     assert_eq!(out["upgraded"]["stored"], "3.1.0", "{out:#}");
+    // Storage altered on the device is checked again at load and refused: nothing runs from it.
+    let altered = &out["alteredStorage"];
+    assert_eq!(altered["loaded"], json!([]), "{out:#}");
+    assert_eq!(altered["revision"], Value::Null, "{out:#}");
+    assert!(altered["message"].as_str().unwrap().contains("does not match its signed manifest"), "{out:#}");
     service.shutdown().await.unwrap();
 }
 

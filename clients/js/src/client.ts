@@ -160,11 +160,13 @@ export class ConnectorClient extends Emitter<ClientEvents> {
     }
     const previous = s.previous?.scripts[connector];
     const now = s.current.scripts[connector];
-    if (s.succeeded.includes(connector) || previous === undefined || previous === now) return;
+    // Only verified code is put back: not a connector the previous revision itself ran rolled back.
+    const unverified = s.previous?.rolledBack.includes(connector) ?? true;
+    if (s.succeeded.includes(connector) || previous === undefined || previous === now || unverified) return;
     s.failures[connector] = (s.failures[connector] ?? 0) + 1;
     if (s.failures[connector] >= this.o.maxFailures) {
       s.current.scripts[connector] = previous;
-      s.rolledBack.push(connector);
+      s.current.rolledBack.push(connector);
       delete s.failures[connector];
       const why = `rolled back to revision ${s.previous?.revision} after ${this.o.maxFailures} failures: ${error ?? 'failed'}`;
       this.publishReport(s.current.revision, connector, false, why);
@@ -360,7 +362,7 @@ export class ConnectorClient extends Emitter<ClientEvents> {
         return;
       }
       const appVersion = this.o.appVersion;
-      next = { appVersion, current: held(v, body), previous: this.saved?.current ?? null, rolledBack: [], failures: {}, succeeded: [] };
+      next = { appVersion, current: held(v, body), previous: this.saved?.current ?? null, failures: {}, succeeded: [] };
       if (!(await this.persist(next))) return;
       this.accepted = accepted;
     } catch (e) {

@@ -1,6 +1,6 @@
-// What the client keeps in storage, as one JSON document written in one `set`: the running verified bundle (with
-// its signed manifest, so it is checked again at load), the previous one (what a failing connector rolls back
-// to), and the per-connector outcome counters of the running revision.
+// What the client keeps in storage, as one JSON document written in one `set`: the running verified bundle and the
+// previous one (what a failing connector rolls back to), each with its signed manifest so that all of it is checked
+// again at load, and the per-connector outcome counters of the running revision.
 import { Manifest, PublicKey, VerifyError, verifyManifest } from './signature.js';
 import type { Storage } from './storage.js';
 import { sha256Hex, VerifiedBundle } from './verify.js';
@@ -17,6 +17,8 @@ export interface Held {
   signature: string;
   /** Connector name → code to run. */
   scripts: Record<string, string>;
+  /** Connectors running the previous revision's code (rolled back on the device), not this manifest's. */
+  rolledBack: string[];
 }
 
 /** The stored document. */
@@ -25,8 +27,6 @@ export interface Saved {
   appVersion?: string;
   current: Held;
   previous: Held | null;
-  /** Connectors of `current` running their previous code. */
-  rolledBack: string[];
   /** Failures so far of connectors that never succeeded in `current`. */
   failures: Record<string, number>;
   /** Connectors that succeeded at least once in `current` (never rolled back). */
@@ -44,6 +44,7 @@ export function held(v: VerifiedBundle, reply: Record<string, unknown>): Held {
     manifestText: String(reply.manifest),
     signature: String(reply.signature),
     scripts: { ...v.scripts },
+    rolledBack: [],
   };
 }
 
@@ -60,17 +61,30 @@ export async function save(storage: Storage, key: string, s: Saved): Promise<voi
 }
 
 /**
- * Reads the stored document and checks it again: the running revision's manifest signature, and every script not
- * rolled back against it. `null` when nothing is stored; throws when what is stored does not verify.
+ * Reads the stored document and checks all of it again: each revision's manifest signature and every script
+ * against it, and each rolled-back script against the previous revision's verified code. `null` when nothing is
+ * stored; throws when anything stored does not verify.
  */
 export async function load(storage: Storage, key: string, keys: PublicKey[]): Promise<Saved | null> {
   const text = await storage.get(key);
   if (!text) return null;
   const s = JSON.parse(text) as Saved;
-  const c = s.current;
-  const { manifest } = verifyManifest({ manifest: c.manifestText, signature: c.signature, keyId: c.keyId }, keys);
-  checkScripts(manifest, c.scripts, s.rolledBack ?? []);
-  return { ...s, rolledBack: s.rolledBack ?? [], failures: s.failures ?? {}, succeeded: s.succeeded ?? [] };
+  check(s.current, keys);
+  if (s.previous) check(s.previous, keys);
+  for (const name of s.current.rolledBack) {
+    const back = s.previous?.scripts[name];
+    if (back === undefined || s.previous?.rolledBack.includes(name) || back !== s.current.scripts[name]) {
+      throw new VerifyError('hash', `stored connector ${JSON.stringify(name)} is not the previous revision's verified code`);
+    }
+  }
+  return { ...s, failures: s.failures ?? {}, succeeded: s.succeeded ?? [] };
+}
+
+function check(h: Held, keys: PublicKey[]): void {
+  const { manifest } = verifyManifest({ manifest: h.manifestText, signature: h.signature, keyId: h.keyId }, keys);
+  if (manifest.revision !== h.revision) throw new VerifyError('mismatch', `stored revision ${h.revision} is signed as ${manifest.revision}`);
+  h.rolledBack = Array.isArray(h.rolledBack) ? h.rolledBack : [];
+  checkScripts(manifest, h.scripts, h.rolledBack);
 }
 
 function checkScripts(manifest: Manifest, scripts: Record<string, string>, skip: string[]): void {
