@@ -7,68 +7,11 @@ import mqtt from 'mqtt';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import { fromUtf8 } from './encoding.js';
 import { Emitter } from './events.js';
-import { acceptManifest, Accepted, PublicKey, VerifyError, verifyManifest } from './signature.js';
-import { Saved, load, save, held, haveOf } from './saved.js';
-import type { Storage } from './storage.js';
+import { acceptManifest, Accepted, VerifyError, verifyManifest } from './signature.js';
+import type { ClientEvents, ClientOptions, UpdateEvent } from './options.js';
+import { Saved, load, save, held, haveOf, recordOutcome } from './saved.js';
 import { after, backoff } from './timers.js';
 import { sha256Hex, verifyBundle } from './verify.js';
-
-/** How the client is set up. */
-export interface ClientOptions {
-  /** Broker URL: `mqtt://host:1883` (Node) or `ws://host:8083/mqtt` (everywhere). */
-  url: string;
-  platform: string;
-  /** The app's version, as the platform files match it (e.g. `3.1.0`). */
-  appVersion: string;
-  deviceId: string;
-  /** The service's public keys (SPKI PEM or 32 raw bytes); a reply signed by no other key is accepted. */
-  trustedKeys: PublicKey[];
-  storage: Storage;
-  /** Re-fetches after a new manifest wait a random time below this (ms). Default 30 000. */
-  fetchWindowMs?: number;
-  /** Failures of a new connector, before any success, that roll it back. Default 3. */
-  maxFailures?: number;
-  /** Reconnect backoff: first and largest delay (ms). Defaults 1 000 and 60 000. */
-  reconnectMinMs?: number;
-  reconnectMaxMs?: number;
-  /** A request unanswered this long (ms) is given up and retried with backoff. Default 20 000. */
-  requestTimeoutMs?: number;
-  /** Retained manifests live on `<prefix>/<platform>/<variant>`. Default `connectors`. */
-  manifestPrefix?: string;
-  /** Storage key. Default `connector-scripts/<platform>`. */
-  storageKey?: string;
-  /** Extra mqtt.js options (credentials, TLS). */
-  mqttOptions?: IClientOptions;
-  /** The transport: defaults to mqtt.js `connect` (a hook for tests and custom stacks). */
-  connect?: (url: string, options: IClientOptions) => MqttClient;
-  /** Randomness for delays and ids (default Math.random). */
-  random?: () => number;
-}
-
-/** A verified set of scripts ready to run. */
-export interface UpdateEvent {
-  revision: string;
-  variant: string;
-  scripts: Record<string, string>;
-  /** `storage`: the last good bundle at start; `network`: a newly verified revision; `rollback`: a connector
-   * was put back to its previous version. */
-  source: 'storage' | 'network' | 'rollback';
-  /** For `network`: the reply was a delta (only the changed connectors travelled). */
-  delta: boolean;
-}
-
-/** Events the client emits. */
-export interface ClientEvents {
-  update: UpdateEvent;
-  /** A reply or manifest failed verification; nothing changed. */
-  rejected: { code: string; message: string; what: 'reply' | 'manifest' };
-  /** A connector of a new revision failed `maxFailures` times and now runs its previous version. */
-  rollback: { connector: string; revision: string; restoredFrom: string; error: string };
-  /** Connection, request or storage trouble; the client carries on (reconnects, retries). */
-  error: { message: string; during: 'connect' | 'request' | 'storage' | 'service' };
-  connected: { url: string };
-  disconnected: { url: string };
-}
 
 /** The client an app holds; create it with {@link createConnectorClient}. */
 export class ConnectorClient extends Emitter<ClientEvents> {
@@ -151,29 +94,14 @@ export class ConnectorClient extends Emitter<ClientEvents> {
     const s = this.saved;
     if (!s) return;
     this.publishReport(s.current.revision, connector, ok, error);
-    if (ok) {
-      if (!s.succeeded.includes(connector)) {
-        s.succeeded.push(connector);
-        void this.persist(s);
-      }
-      return;
-    }
-    const previous = s.previous?.scripts[connector];
-    const now = s.current.scripts[connector];
-    // Only verified code is put back: not a connector the previous revision itself ran rolled back.
-    const unverified = s.previous?.rolledBack.includes(connector) ?? true;
-    if (s.succeeded.includes(connector) || previous === undefined || previous === now || unverified) return;
-    s.failures[connector] = (s.failures[connector] ?? 0) + 1;
-    if (s.failures[connector] >= this.o.maxFailures) {
-      s.current.scripts[connector] = previous;
-      s.current.rolledBack.push(connector);
-      delete s.failures[connector];
+    const outcome = recordOutcome(s, connector, ok, this.o.maxFailures);
+    if (outcome === 'rolled-back') {
       const why = `rolled back to revision ${s.previous?.revision} after ${this.o.maxFailures} failures: ${error ?? 'failed'}`;
       this.publishReport(s.current.revision, connector, false, why);
       this.emit('rollback', { connector, revision: s.current.revision, restoredFrom: String(s.previous?.revision), error: why });
       this.emitUpdate('rollback', false);
     }
-    void this.persist(s);
+    if (outcome !== 'unchanged') void this.persist(s);
   }
 
   private emitUpdate(source: UpdateEvent['source'], delta: boolean): void {

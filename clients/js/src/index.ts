@@ -3,7 +3,7 @@
 export * from './signature.js';
 
 export { createConnectorClient, ConnectorClient } from './client.js';
-export type { ClientOptions, ClientEvents, UpdateEvent } from './client.js';
+export type { ClientOptions, ClientEvents, UpdateEvent } from './options.js';
 export { memoryStorage, localStorageAdapter } from './storage.js';
 export type { Storage, WebStorageLike } from './storage.js';
 export { verifyBundle, codeOf, sha256Hex } from './verify.js';

@@ -55,6 +55,30 @@ export function haveOf(scripts: Record<string, string>, hash: (code: string) => 
   return out;
 }
 
+/**
+ * Records one outcome of a connector of the running revision: a success marks it good for this revision; a failure
+ * of one that never succeeded counts, and at `maxFailures` its previous revision's verified code is put back (only
+ * verified code: not a connector the previous revision itself ran rolled back). Says what changed.
+ */
+export function recordOutcome(s: Saved, connector: string, ok: boolean, maxFailures: number): 'unchanged' | 'counted' | 'rolled-back' {
+  if (ok) {
+    if (s.succeeded.includes(connector)) return 'unchanged';
+    s.succeeded.push(connector);
+    return 'counted';
+  }
+  const previous = s.previous?.scripts[connector];
+  const unverified = s.previous?.rolledBack.includes(connector) ?? true;
+  if (s.succeeded.includes(connector) || previous === undefined || previous === s.current.scripts[connector] || unverified) {
+    return 'unchanged';
+  }
+  s.failures[connector] = (s.failures[connector] ?? 0) + 1;
+  if (s.failures[connector] < maxFailures) return 'counted';
+  s.current.scripts[connector] = previous;
+  s.current.rolledBack.push(connector);
+  delete s.failures[connector];
+  return 'rolled-back';
+}
+
 /** Writes the whole document in one `set`. */
 export async function save(storage: Storage, key: string, s: Saved): Promise<void> {
   await storage.set(key, JSON.stringify(s));
