@@ -125,7 +125,9 @@ export class ConnectorClient extends Emitter<ClientEvents> {
 
   private connect(): void {
     if (this.closed) return;
-    const clientId = `cs-${this.o.deviceId}-${Math.floor(this.o.random() * 1e9).toString(36)}`;
+    // The device id is the client id: brokers with accounts per device (ACL patterns on %c, the embedded broker's
+    // --embedded-users) expect it; `mqttOptions.clientId` overrides.
+    const clientId = this.o.deviceId;
     const options: IClientOptions = {
       clientId,
       clean: true,

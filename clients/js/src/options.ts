@@ -27,7 +27,7 @@ export interface ClientOptions {
   manifestPrefix?: string;
   /** Storage key. Default `connector-scripts/<platform>`. */
   storageKey?: string;
-  /** Extra mqtt.js options (credentials, TLS). */
+  /** Extra mqtt.js options (`username`/`password`, TLS, a `clientId` other than the device id). */
   mqttOptions?: IClientOptions;
   /** The transport: defaults to mqtt.js `connect` (a hook for tests and custom stacks). */
   connect?: (url: string, options: IClientOptions) => MqttClient;
