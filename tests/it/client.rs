@@ -16,6 +16,15 @@ async fn signed_embedded(
     catalog: &TempCatalog,
     keys: &std::path::Path,
 ) -> (connector_scripts::app::Running, String, String, String) {
+    signed_embedded_with(catalog, keys, &[]).await
+}
+
+/// [`signed_embedded`] with `extra` flags.
+async fn signed_embedded_with(
+    catalog: &TempCatalog,
+    keys: &std::path::Path,
+    extra: &[String],
+) -> (connector_scripts::app::Running, String, String, String) {
     let (private, public, _) = crate::signing::keygen(keys, "prod");
     for _ in 0..5 {
         let (v4, v5) = crate::common::free_port_pair();
@@ -31,6 +40,7 @@ async fn signed_embedded(
             private.display().to_string(),
         ]
         .into();
+        let flags = [flags, extra.to_vec()].concat();
         let cfg = crate::common::mqtt::parse_serve(&crate::common::mqtt::test_flags(catalog, &flags));
         match connector_scripts::app::start(cfg).await {
             Ok(running) => {
@@ -273,5 +283,26 @@ async fn the_app_client_reconnects_after_a_broker_outage_and_still_takes_the_nex
     assert!(done["reconnects"].as_u64().unwrap() >= 2, "{done}");
     assert!(done["events"].as_array().unwrap().contains(&json!("disconnected")), "{done}");
     node.wait().unwrap();
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_broker_accounts_the_client_connects_as_its_device_with_credentials_and_not_without() {
+    let catalog = TempCatalog::examples();
+    let keys = tempfile::tempdir().unwrap();
+    let users = keys.path().join("users");
+    crate::common::password_file_at(&users, &[("phone-auth", "pw")]);
+    let flags = ["--embedded-users".to_string(), users.display().to_string()];
+    let (service, _, ws, pem) = signed_embedded_with(&catalog, keys.path(), &flags).await;
+    let once = |options: Value, wait_ms: u64| {
+        let job = json!({"url": ws, "keys": [pem], "device": "phone-auth", "mqttOptions": options, "waitMs": wait_ms});
+        tokio::task::spawn_blocking(move || node_json("client_once.mjs", &job))
+    };
+    let with = once(json!({"username": "phone-auth", "password": "pw"}), 20_000).await.unwrap();
+    assert_eq!(with["variant"], "current", "the device id is the client id its account allows: {with}");
+    // Without credentials the broker refuses; the client reports it as events and never gets scripts.
+    let without = once(Value::Null, 1_500).await.unwrap();
+    assert_eq!(without["revision"], Value::Null, "{without}");
+    assert!(without["errors"].as_array().unwrap().contains(&json!("connect")), "{without}");
     service.shutdown().await.unwrap();
 }

@@ -162,7 +162,11 @@ export class ConnectorClient extends Emitter<ClientEvents> {
     client.on('message', (topic: string, payload: Uint8Array) => {
       if (this.mqtt === client) this.onMessage(topic, payload);
     });
-    client.on('error', (e: Error) => this.emit('error', { message: String(e && e.message), during: 'connect' }));
+    let failed = false;
+    client.on('error', (e: Error) => {
+      failed = true;
+      this.emit('error', { message: String(e && e.message), during: 'connect' });
+    });
     client.on('close', () => {
       if (this.mqtt !== client) return;
       this.mqtt = null;
@@ -170,6 +174,8 @@ export class ConnectorClient extends Emitter<ClientEvents> {
       this.pending = null;
       client.end(true);
       if (up) this.emit('disconnected', { url: this.o.url });
+      // A broker that refuses a login may just close the socket, without a CONNACK code: still an error to report.
+      else if (!failed) this.emit('error', { message: 'the broker closed the connection before accepting it', during: 'connect' });
       this.scheduleReconnect();
     });
   }
