@@ -6,6 +6,7 @@
 mod alerts;
 mod attacks;
 mod catalog;
+mod client;
 mod cluster;
 mod common;
 mod conformance;
