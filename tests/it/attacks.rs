@@ -191,6 +191,14 @@ async fn under_the_shipped_setup_a_device_is_only_itself_and_operators_can_work(
         a.publish("getConnectors/device-b/reply", json!({"id": "b1", "response": "forged"}).to_string()).await;
         a.publish("getConnectors/device-b", nest(json!({"platform": "ios", "version": "3.1.0"}), "a-as-b")).await;
     }
+    // And the poison request, sent by a device on its own permitted topic under the shipped limits: counted, and it
+    // stops nobody.
+    let poisoner = Client::v4_login(port, "device-a", "device-a", "a-pw").await;
+    poisoner.publish("getConnectors/device-a", poison((16 << 20) - 1024)).await;
+    eventually(TIMEOUT, "the poison to be counted", || {
+        (metric(&r, "connector_scripts_refused_total{reason=\"too_large\"}") == 1).then_some(())
+    })
+    .await;
     // B is still connected under its own id and gets exactly its own answer: nothing forged, nothing spoofed.
     let (reply, _) = ask_timed(&mut b, "device-b", "b1").await;
     assert_eq!(reply["response"]["platform"], "ios", "B got a forged reply first: {reply}");
