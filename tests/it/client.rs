@@ -26,33 +26,11 @@ async fn signed_embedded_with(
     extra: &[String],
 ) -> (connector_scripts::app::Running, String, String, String) {
     let (private, public, _) = crate::signing::keygen(keys, "prod");
-    for _ in 0..5 {
-        let (v4, v5) = crate::common::free_port_pair();
-        let ws = crate::common::free_port();
-        let flags: Vec<String> = [
-            "--embedded-listen".to_string(),
-            format!("127.0.0.1:{v4}"),
-            "--embedded-listen-v5".into(),
-            format!("127.0.0.1:{v5}"),
-            "--embedded-ws-listen".into(),
-            format!("127.0.0.1:{ws}"),
-            "--signing-key".into(),
-            private.display().to_string(),
-        ]
-        .into();
-        let flags = [flags, extra.to_vec()].concat();
-        let cfg = crate::common::mqtt::parse_serve(&crate::common::mqtt::test_flags(catalog, &flags));
-        match connector_scripts::app::start(cfg).await {
-            Ok(running) => {
-                tokio::time::timeout(crate::common::mqtt::TIMEOUT, running.ready()).await.expect("ready");
-                let pem = std::fs::read_to_string(&public).unwrap();
-                return (running, format!("mqtt://127.0.0.1:{v4}"), format!("ws://127.0.0.1:{ws}/mqtt"), pem);
-            }
-            Err(e) if e.to_string().contains("already in use") => continue,
-            Err(e) => panic!("service starts: {e:#}"),
-        }
-    }
-    panic!("no free ports for the embedded broker");
+    let flags = [vec!["--signing-key".to_string(), private.display().to_string()], extra.to_vec()].concat();
+    let (running, ports) = crate::common::mqtt::serve_embedded_with(catalog, &flags, true).await;
+    let pem = std::fs::read_to_string(&public).unwrap();
+    let ws = ports.ws.expect("a WebSocket port");
+    (running, format!("mqtt://127.0.0.1:{}", ports.v4), format!("ws://127.0.0.1:{ws}/mqtt"), pem)
 }
 
 /// Runs the client flow against the service over `transport` (`tcp` or `ws`) and checks every step.

@@ -186,34 +186,10 @@ async fn request_over_websocket_takes_the_path_a_react_native_app_takes_and_veri
     let catalog = TempCatalog::examples();
     let keys = tempfile::tempdir().unwrap();
     let (private, public, key_id) = crate::signing::keygen(keys.path(), "prod");
-    // The embedded broker with its WebSocket listener on a port of the test's own (retried if one was taken).
-    let mut started = None;
-    for _ in 0..5 {
-        let (v4, v5) = crate::common::free_port_pair();
-        let ws = crate::common::free_port();
-        let flags: Vec<String> = [
-            "--embedded-listen".to_string(),
-            format!("127.0.0.1:{v4}"),
-            "--embedded-listen-v5".into(),
-            format!("127.0.0.1:{v5}"),
-            "--embedded-ws-listen".into(),
-            format!("127.0.0.1:{ws}"),
-            "--signing-key".into(),
-            private.display().to_string(),
-        ]
-        .into();
-        let cfg = crate::common::mqtt::parse_serve(&crate::common::mqtt::test_flags(&catalog, &flags));
-        match connector_scripts::app::start(cfg).await {
-            Ok(running) => {
-                started = Some((running, ws));
-                break;
-            }
-            Err(e) if e.to_string().contains("already in use") => continue,
-            Err(e) => panic!("service starts: {e:#}"),
-        }
-    }
-    let (running, ws) = started.expect("free ports for the embedded broker");
-    tokio::time::timeout(crate::common::mqtt::TIMEOUT, running.ready()).await.expect("ready");
+    // The embedded broker with its WebSocket listener on a port of the test's own.
+    let signing = ["--signing-key".to_string(), private.display().to_string()];
+    let (running, ports) = crate::common::mqtt::serve_embedded_with(&catalog, &signing, true).await;
+    let ws = ports.ws.expect("a WebSocket port");
     let url = format!("ws://127.0.0.1:{ws}/mqtt");
     let public = public.display().to_string();
     // An Android versionName with a build number, as apps send it.

@@ -22,7 +22,7 @@ where
 
     let mosquitto = Mosquitto::start().await;
     let running = serve_external(&catalog, &mosquitto.url()).await;
-    f(Ports { v4: mosquitto.port, v5: mosquitto.port }, running.state.clone()).await;
+    f(Ports { v4: mosquitto.port, v5: mosquitto.port, ws: None }, running.state.clone()).await;
     running.shutdown().await.unwrap();
 }
 

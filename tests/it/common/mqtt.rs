@@ -22,6 +22,8 @@ pub struct Ports {
     pub v4: u16,
     /// MQTT 5 port (same as v4 on Mosquitto).
     pub v5: u16,
+    /// The embedded broker's MQTT-over-WebSocket port, when the test asked for one.
+    pub ws: Option<u16>,
 }
 
 /// `serve` flags as the CLI parses them, then validated by the CLI's own function.
@@ -68,21 +70,34 @@ pub fn config(catalog: &TempCatalog, url: &str, extra: &[&str]) -> ServeConfig {
 /// Starts the service with its embedded broker on free ports (retrying if a port was taken meanwhile); waits
 /// until ready.
 pub async fn serve_embedded(catalog: &TempCatalog) -> (Running, Ports) {
+    serve_embedded_with(catalog, &[], false).await
+}
+
+/// [`serve_embedded`] with `extra` flags, and with a WebSocket listener on a free port of its own when `ws`.
+pub async fn serve_embedded_with(catalog: &TempCatalog, extra: &[String], ws: bool) -> (Running, Ports) {
     for _ in 0..5 {
         let (v4, v5) = super::free_port_pair();
-        let listen = ["--embedded-listen".to_string(), format!("127.0.0.1:{v4}")];
-        let listen_v5 = ["--embedded-listen-v5".to_string(), format!("127.0.0.1:{v5}")];
-        let cfg = parse_serve(&test_flags(catalog, &[listen, listen_v5].concat()));
-        match app::start(cfg).await {
+        let ws = ws.then(super::free_port);
+        let mut flags = vec![
+            "--embedded-listen".to_string(),
+            format!("127.0.0.1:{v4}"),
+            "--embedded-listen-v5".into(),
+            format!("127.0.0.1:{v5}"),
+        ];
+        if let Some(ws) = ws {
+            flags.extend(["--embedded-ws-listen".into(), format!("127.0.0.1:{ws}")]);
+        }
+        flags.extend(extra.iter().cloned());
+        match app::start(parse_serve(&test_flags(catalog, &flags))).await {
             Ok(running) => {
                 tokio::time::timeout(TIMEOUT, running.ready()).await.expect("service ready in time");
-                return (running, Ports { v4, v5 });
+                return (running, Ports { v4, v5, ws });
             }
             Err(e) if e.to_string().contains("already in use") => continue,
             Err(e) => panic!("service starts: {e:#}"),
         }
     }
-    panic!("no free port pair for the embedded broker");
+    panic!("no free ports for the embedded broker");
 }
 
 /// Starts the service against an external broker; waits until ready.

@@ -51,31 +51,12 @@ pub async fn serve_embedded_manual(
     state_dir: &std::path::Path,
     extra: &[&str],
 ) -> (connector_scripts::app::Running, u16) {
-    use super::mqtt::{parse_serve, test_flags, TIMEOUT};
-    for _ in 0..5 {
-        let (v4, v5) = super::free_port_pair();
-        let mut flags: Vec<String> = vec![
-            "--embedded-listen".into(),
-            format!("127.0.0.1:{v4}"),
-            "--embedded-listen-v5".into(),
-            format!("127.0.0.1:{v5}"),
-            "--release-mode".into(),
-            "manual".into(),
-            "--state-dir".into(),
-            state_dir.display().to_string(),
-        ];
-        flags.extend(keys.serve_flags());
-        flags.extend(extra.iter().map(|s| s.to_string()));
-        match connector_scripts::app::start(parse_serve(&test_flags(catalog, &flags))).await {
-            Ok(running) => {
-                tokio::time::timeout(TIMEOUT, running.ready()).await.expect("service ready in time");
-                return (running, v4);
-            }
-            Err(e) if e.to_string().contains("already in use") => continue,
-            Err(e) => panic!("service starts: {e:#}"),
-        }
-    }
-    panic!("no free port pair for the embedded broker");
+    let mut flags: Vec<String> =
+        vec!["--release-mode".into(), "manual".into(), "--state-dir".into(), state_dir.display().to_string()];
+    flags.extend(keys.serve_flags());
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    let (running, ports) = super::mqtt::serve_embedded_with(catalog, &flags, false).await;
+    (running, ports.v4)
 }
 
 /// `connector_scripts_bus_rejected_total` of the series with `label` (`kind="state"`, `reason="unsigned"`), summed.
