@@ -20,8 +20,9 @@ waits after a save for its next answer (mean, p99, 100 %). It takes 2.5 P.
 Bytes per update: with FETCH_DEVICES phones (default 2 000) on a catalog of 10 connectors for ios/next (the
 examples and a copy of each under extra/), one save that changes 1 of the 10, three times in one run: devices
 re-fetch the full bundle (as apps do today), a delta (`have`: the hashes of what they hold), and a delta with
-`accept: ["gzip"]`. herd counts the bytes the broker sent each device from the save on (the manifest push and the
-reply): broker egress per device.
+`accept: ["gzip"]`, the delta modes following the signed revision notice instead of the full retained manifest. herd
+counts the bytes the broker sent each device from the save on (the push and the reply, apart): broker egress per
+device.
 """
 import json
 import os
@@ -183,16 +184,19 @@ def render(rows, limit, poll=None, fetched=()):
             "",
             f"## Bytes per update: {fetched[0]['devices']} phones, 1 connector of 10 changed",
             "",
-            "Broker egress per device from the save on (the retained manifest push and the reply, PUBLISH packets "
-            "as sent), on ios/next with 10 connectors (source maps on), one save of `smart-home/thermostat.ts`; "
-            "the service signs (every reply carries the signed manifest, as in production).",
+            "Broker egress per device from the save on (the push and the reply, PUBLISH packets as sent), on "
+            "ios/next with 10 connectors (source maps on), one save of `smart-home/thermostat.ts`; the service "
+            "signs (every reply carries the signed manifest, as in production). `full` devices follow the retained "
+            "manifest as today's apps do; the delta modes follow the signed revision notice, as `clients/js` does.",
             "",
-            "| re-fetch | updated | lost | bytes per device | vs full | → 100 % | broker CPU, herd | service CPU, herd |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| re-fetch | updated | lost | bytes per device | of which push | vs full | → 100 % | broker CPU, herd "
+            "| service CPU, herd |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in fetched:
             b = r["bytes_per_device"] or 0
-            lines.append(f"| {r['fetch']} | {r['updated']} | {r['lost']} | {b:,.0f} | {full / max(b, 1):.1f}x fewer "
+            lines.append(f"| {r['fetch']} | {r['updated']} | {r['lost']} | {b:,.0f} | "
+                         f"{r.get('push_bytes_per_device') or 0:,.0f} | {full / max(b, 1):.1f}x fewer "
                          f"| {ms(r['updated_p100_ms'])} | {r['broker_herd_ms']:.0f} ms | {r['service_herd_ms']:.0f} ms |")
     lines += ["", "Raw lines:", "", "```"] + [json.dumps(r) for r in rows + fetched] + ["```", ""]
     return "\n".join(lines)

@@ -304,7 +304,12 @@ def reply_size_sweep(paths, broker):
                         if size is None:
                             size = reply_bytes(paths, broker.url)
                         c, w = (int(x) for x in LOADED.split("x"))
-                        rounds.setdefault(label, []).append(run_load(paths, broker.url, label, c, w))
+                        cpu0, brk0 = cpu_seconds(proc.pid), cpu_seconds(broker.proc.pid)
+                        r = run_load(paths, broker.url, label, c, w)
+                        per_reply = 1e6 / max(r["total"], 1)
+                        r["cpu_us"] = (cpu_seconds(proc.pid) - cpu0) * per_reply
+                        r["broker_us"] = (cpu_seconds(broker.proc.pid) - brk0) * per_reply
+                        rounds.setdefault(label, []).append(r)
                     finally:
                         proc.terminate()
                         proc.wait()
@@ -317,6 +322,12 @@ def reply_size_sweep(paths, broker):
                      "ideal_p99_us": statistics.median(r["p99_us"] for r in ideal),
                      "cs_rps": statistics.median(r["rps"] for r in cs),
                      "ideal_rps": statistics.median(r["rps"] for r in ideal),
+                     # CPU per reply of each responder and of the broker serving it; every round's ratios.
+                     "cs_cpu_us": statistics.median(r["cpu_us"] for r in cs),
+                     "ideal_cpu_us": statistics.median(r["cpu_us"] for r in ideal),
+                     "broker_us": [statistics.median(r["broker_us"] for r in x) for x in (cs, ideal)],
+                     "round_ratios": [(round(a["p99_us"] / max(b["p99_us"], 1), 2), round(a["rps"] / max(b["rps"], 1), 2))
+                                      for a, b in zip(cs, ideal)],
                      "errors": sum(r["errors"] + r["timeouts"] for r in cs + ideal)})
         log(json.dumps(rows[-1]))
     return rows
@@ -367,6 +378,44 @@ def main():
         with open(os.path.join(ROOT, OUT), "w") as f:
             f.write(report)
         log(f"wrote {OUT}")
+
+
+def render_sweep(sweep):
+    """The reply-size sweep section of docs/BENCHMARKS.md."""
+    lines = [f"## Reply-size sweep (ios 2.4.1 on generated catalogs; loaded {LOADED}, QoS 0, {ROUNDS} round(s))",
+             "", "connector-scripts against the ideal responder sending the same bytes, paired round by round "
+             "(median of the ratios). Target at every size: loaded p99 ≤ 1.2 × and throughput ≥ 0.95 ×. CPU: "
+             "each responder's CPU time per reply (/proc). `SWEEP_ONLY=1 python3 bench/run.py` runs this part alone.",
+             "", "| target | reply bytes | p99 µs (service / ideal) | p99 ratio | req/s (service / ideal) "
+             "| throughput ratio | CPU µs/reply (service / ideal) | errors | within target |",
+             "|---|---:|---|---:|---|---:|---|---:|---|"]
+    for r in sweep:
+        ok = r["p99_ratio"] <= 1.2 and r["rps_ratio"] >= 0.95 and r["errors"] == 0
+        lines.append(f"| ~{r['kb']} KB | {r['reply_bytes']:,} | {r['cs_p99_us']:.0f} / {r['ideal_p99_us']:.0f} "
+                     f"| {r['p99_ratio']:.2f} × | {r['cs_rps']:.0f} / {r['ideal_rps']:.0f} | {r['rps_ratio']:.2f} × "
+                     f"| {r['cs_cpu_us']:.1f} / {r['ideal_cpu_us']:.1f} | {r['errors']} | {'yes' if ok else '**no**'} |")
+    lines += ["", "Round by round (p99 ratio, throughput ratio): " + "; ".join(
+        f"~{r['kb']} KB " + ", ".join(f"{p:.2f}/{t:.2f}" for p, t in r["round_ratios"]) for r in sweep)]
+    return lines
+
+
+def sweep_only():
+    """SWEEP_ONLY=1: the reply-size sweep alone; its section of OUT (docs/BENCHMARKS.md) is replaced in place."""
+    paths = cargo_artifacts()
+    broker = Mosquitto()
+    try:
+        section = render_sweep(reply_size_sweep(paths, broker))
+    finally:
+        broker.stop()
+    print("\n".join(section))
+    if OUT and os.path.exists(OUT):
+        text = open(OUT).read()
+        start = text.index("## Reply-size sweep")
+        end = text.find("\n## ", start + 1)
+        end = len(text) if end < 0 else end + 1
+        date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        open(OUT, "w").write(text[:start] + "\n".join(section + ["", f"(This section alone: {date}.)", ""])
+                             + text[end:])
 
 
 def render(results, ready_ms, reload_out, compile_out, sweep=()):
@@ -450,16 +499,7 @@ def render(results, ready_ms, reload_out, compile_out, sweep=()):
               f" {1e6 / peer['cpu_us']:.0f} req/s ({ratio(peer['cpu_us'], cs['cpu_us']):.2f} ×), ideal responder"
               f" {1e6 / ideal['cpu_us']:.0f} req/s. Analysis and profiles: docs/PERFORMANCE.md."]
     if sweep:
-        lines += ["", f"## Reply-size sweep (ios 2.4.1 on generated catalogs; loaded {LOADED}, QoS 0, {ROUNDS} round(s))",
-                  "", "connector-scripts against the ideal responder sending the same bytes, paired round by round "
-                  "(median of the ratios). Target at every size: loaded p99 ≤ 1.2 × and throughput ≥ 0.95 ×.", "",
-                  "| target | reply bytes | p99 µs (service / ideal) | p99 ratio | req/s (service / ideal) "
-                  "| throughput ratio | errors | within target |", "|---|---:|---|---:|---|---:|---:|---|"]
-        for r in sweep:
-            ok = r["p99_ratio"] <= 1.2 and r["rps_ratio"] >= 0.95 and r["errors"] == 0
-            lines.append(f"| ~{r['kb']} KB | {r['reply_bytes']:,} | {r['cs_p99_us']:.0f} / {r['ideal_p99_us']:.0f} "
-                         f"| {r['p99_ratio']:.2f} × | {r['cs_rps']:.0f} / {r['ideal_rps']:.0f} | {r['rps_ratio']:.2f} × "
-                         f"| {r['errors']} | {'yes' if ok else '**no**'} |")
+        lines += [""] + render_sweep(sweep)
     herd = os.path.join(ROOT, "docs/BENCH-herd.md")
     if os.path.exists(herd):
         # The herd runs on its own (`python3 bench/herd.py`, minutes of 10 000 connections); its last table here,
@@ -482,4 +522,4 @@ def render(results, ready_ms, reload_out, compile_out, sweep=()):
 
 
 if __name__ == "__main__":
-    main()
+    sweep_only() if os.environ.get("SWEEP_ONLY") == "1" else main()

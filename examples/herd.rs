@@ -12,8 +12,10 @@
 //!
 //! `--fetch`: how devices re-fetch. `full` (the default): with their old revision, as every app does today.
 //! `delta`: naming what they hold (`have`, the connector hashes of the first manifest), so the reply carries only
-//! what changed; `delta-gzip`: the same with `accept: ["gzip"]`. Every device counts the bytes the broker sent it
-//! from the save on (each PUBLISH: payload, topic and header), so the modes compare broker egress per device.
+//! what changed, and following the variant's small revision notice (`<manifest>/rev`) instead of the full
+//! manifest once they know their hashes, as `clients/js` does; `delta-gzip`: the same with `accept: ["gzip"]`.
+//! Every device counts the bytes the broker sent it from the save on (each PUBLISH: payload, topic and header),
+//! the push and the reply apart, so the modes compare broker egress per device.
 //!
 //! With `--pids`, the CPU time of the broker and the service is read from /proc around the herd alone (from the
 //! save to the last reply), apart from the connect storm before it.
@@ -41,6 +43,8 @@ struct Seen {
     error: Option<String>,
     /// Bytes of the PUBLISH packets the broker sent this device after the save.
     bytes: usize,
+    /// Of those, the push (manifest or notice).
+    push_bytes: usize,
 }
 
 /// What a device names as held in a delta re-fetch: the connector hashes of a manifest.
@@ -95,6 +99,8 @@ async fn device(
     let mut permit = Some(permit);
     let mut held: Option<String> = None;
     let mut have = serde_json::Value::Null;
+    // What the device follows for new revisions: the manifest, or (delta modes) the notice once it knows its hashes.
+    let mut follow = manifest.clone();
     let mut seen = Seen::default();
     let mut data =
         serde_json::json!({"platform": arg(&args, "--platform", "ios"), "version": arg(&args, "--version", "3.1.0")});
@@ -122,15 +128,26 @@ async fn device(
         };
         if since_save(&shared).is_some() {
             // Fixed header (type byte and remaining length) and the topic's length prefix, then topic and payload.
-            seen.bytes += 2 + varint_len(p.payload.len() + p.topic.len() + 2) + p.topic.len() + p.payload.len();
+            let size = 2 + varint_len(p.payload.len() + p.topic.len() + 2) + p.topic.len() + p.payload.len();
+            seen.bytes += size;
+            if p.topic == follow {
+                seen.push_bytes += size;
+            }
         }
-        if p.topic == manifest {
+        if p.topic == manifest && fetch != "full" && held.is_none() && follow == manifest {
+            have = held_hashes(&p.payload);
+            follow = format!("{manifest}/rev");
+            let _ = client.unsubscribe(&manifest).await;
+            client.subscribe(&follow, QoS::AtMostOnce).await.unwrap();
+        } else if p.topic == follow {
             let Some(rev) = revision_of(&p.payload) else { continue };
             match &held {
                 None => {
                     shared.first.lock().unwrap().get_or_insert(rev.clone());
                     held = Some(rev);
-                    have = held_hashes(&p.payload);
+                    if fetch == "full" {
+                        have = held_hashes(&p.payload);
+                    }
                     shared.ready.fetch_add(1, Ordering::SeqCst);
                 }
                 Some(old) if *old != rev && seen.manifest_ms.is_none() => {
@@ -359,6 +376,8 @@ async fn run(args: Vec<String>) {
     let full = (updated.len() == n).then(|| updated.last().copied()).flatten();
     let bytes: Vec<usize> = results.iter().filter(|s| s.updated_ms.is_some()).map(|s| s.bytes).collect();
     let bytes_per_device = (!bytes.is_empty()).then(|| bytes.iter().sum::<usize>() as f64 / bytes.len() as f64);
+    let push: Vec<usize> = results.iter().filter(|s| s.updated_ms.is_some()).map(|s| s.push_bytes).collect();
+    let push_per_device = (!push.is_empty()).then(|| push.iter().sum::<usize>() as f64 / push.len() as f64);
     println!(
         "{}",
         serde_json::json!({
@@ -369,7 +388,7 @@ async fn run(args: Vec<String>) {
             "updated_p50_ms": percentile(&updated, 50.0), "updated_p99_ms": percentile(&updated, 99.0),
             "updated_p100_ms": full, "rate_limited": errors("RATE_LIMITED"), "not_modified": errors("notModified"),
             "errors": other_errors, "herd_cpu_ms": herd_cpu, "fetch": arg(&args, "--fetch", "full"),
-            "bytes_per_device": bytes_per_device,
+            "bytes_per_device": bytes_per_device, "push_bytes_per_device": push_per_device,
         })
     );
     std::process::exit(0);

@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 mod keys;
+pub mod notice;
 pub use keys::{check_private, key_id, keygen, KeyError, KeyPair};
+pub use notice::{notice_json, Notice};
 
 /// The service's signing key.
 pub struct Signer {
@@ -67,7 +69,11 @@ impl Signer {
         let manifest = Manifest::of(bundle, signed_at);
         let text = serde_json::to_string(&manifest).unwrap_or_default();
         let signature = self.sign_text(&text);
-        Signed { manifest: text, signature, key_id: self.key_id.clone() }
+        let m = &manifest;
+        let notice = Notice::of(&m.platform, &m.variant, &m.revision, &m.signed_at);
+        let notice = serde_json::to_string(&notice).unwrap_or_default();
+        let notice_signature = self.sign_text(&notice);
+        Signed { manifest: text, signature, key_id: self.key_id.clone(), notice, notice_signature }
     }
 
     /// The base64 Ed25519 signature of `text` (a release state, a manifest: always the exact bytes shipped).
@@ -257,16 +263,46 @@ pub struct Verified {
     pub scripts: usize,
 }
 
-/// Checks the signature over the manifest text, then that text itself, against `keys`.
+/// Checks the signature over the manifest text (`manifest`, or `manifestGz` as what it inflates to), then that
+/// text itself, against `keys`.
 pub fn verify_manifest(doc: &serde_json::Value, keys: &TrustedKeys) -> Result<(String, Manifest), VerifyError> {
+    let inflated = doc["manifestGz"].as_str().map(crate::catalog::bundle::gunzip_base64);
+    let text = match (doc["manifest"].as_str(), inflated) {
+        (Some(text), _) => Some(text.to_string()),
+        (None, Some(Some(text))) => Some(text),
+        (None, Some(None)) => return Err(VerifyError::BadManifest("manifestGz does not inflate".into())),
+        (None, None) => None,
+    };
+    let (Some(text), Some(signature), Some(key_id)) = (text, doc["signature"].as_str(), doc["keyId"].as_str()) else {
+        return Err(VerifyError::Unsigned);
+    };
+    let text = text.as_str();
+    keys.verify(key_id, text, signature)?;
+    let manifest: Manifest = serde_json::from_str(text).map_err(|e| VerifyError::BadManifest(e.to_string()))?;
+    Ok((key_id.to_string(), manifest))
+}
+
+/// Checks a retained notice: the signature over its text, that the text is a notice, and that it names the
+/// revision the message says.
+pub fn verify_notice(doc: &serde_json::Value, keys: &TrustedKeys) -> Result<(String, Notice), VerifyError> {
     let (Some(text), Some(signature), Some(key_id)) =
-        (doc["manifest"].as_str(), doc["signature"].as_str(), doc["keyId"].as_str())
+        (doc["notice"].as_str(), doc["signature"].as_str(), doc["keyId"].as_str())
     else {
         return Err(VerifyError::Unsigned);
     };
     keys.verify(key_id, text, signature)?;
-    let manifest: Manifest = serde_json::from_str(text).map_err(|e| VerifyError::BadManifest(e.to_string()))?;
-    Ok((key_id.to_string(), manifest))
+    let notice: Notice = serde_json::from_str(text).map_err(|e| VerifyError::BadManifest(e.to_string()))?;
+    if notice.kind != notice::KIND {
+        return Err(VerifyError::BadManifest(format!("a signed {:?}, not a revision notice", notice.kind)));
+    }
+    let said = doc["revision"].as_str().unwrap_or_default();
+    if said != notice.revision {
+        return Err(VerifyError::Mismatch {
+            signed: format!("{}/{} revision {}", notice.platform, notice.variant, notice.revision),
+            reply: format!("revision {said}"),
+        });
+    }
+    Ok((key_id.to_string(), notice))
 }
 
 /// Verifies a reply body (`{platform, variant, revision, manifest, signature, keyId, connectors}`): the signature,

@@ -15,6 +15,11 @@ pub struct Signed {
     pub signature: String,
     /// Which key signed it.
     pub key_id: String,
+    /// The revision notice (`{"kind":"revision",platform,variant,revision,signedAt}`): the signed bytes of the
+    /// small retained message that tells devices a revision exists ([`crate::signing::notice`]).
+    pub notice: String,
+    /// Base64 Ed25519 signature over `notice`.
+    pub notice_signature: String,
 }
 
 /// One compiled connector as delivered to apps.
@@ -57,6 +62,8 @@ pub struct Bundle {
     head: Vec<u8>,
     /// `,"variant":…,"revision":…[,"manifest":…,"signature":…,"keyId":…],"connectors":[`.
     middle: Vec<u8>,
+    /// `middle` with the signed manifest gzipped (`"manifestGz"`), for `accept: ["gzip"]`.
+    middle_gz: Vec<u8>,
     /// Each script's JSON object, in `scripts` order.
     script_json: Vec<Vec<u8>>,
     /// All script objects joined by commas.
@@ -72,7 +79,7 @@ pub struct Selection<'a> {
     pub only: Option<&'a [usize]>,
     /// A delta: the reply says so and lists the connectors the device holds that are gone.
     pub removed: Option<&'a [&'a str]>,
-    /// Code and source maps gzipped, in base64 (`codeGz`, `sourceMapGz`).
+    /// Code, source maps and the signed manifest gzipped, in base64 (`codeGz`, `sourceMapGz`, `manifestGz`).
     pub gzip: bool,
 }
 
@@ -97,16 +104,27 @@ fn gzip_base64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(enc.finish().unwrap_or_default())
 }
 
+/// Most bytes a gzipped field may inflate to: what a reply may carry at all (a bomb stops here).
+pub const MAX_INFLATED: u64 = 64 << 20;
+
+/// The text inside a base64 gzip field (`codeGz`, `manifestGz`); `None` when it does not decode, is not UTF-8, or
+/// inflates past [`MAX_INFLATED`].
+pub fn gunzip_base64(b64: &str) -> Option<String> {
+    use base64::Engine;
+    use std::io::Read;
+    let gz = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let mut text = String::new();
+    let mut inflated = flate2::read::GzDecoder::new(&gz[..]).take(MAX_INFLATED + 1);
+    inflated.read_to_string(&mut text).ok()?;
+    (text.len() as u64 <= MAX_INFLATED).then_some(text)
+}
+
 /// The code of one script object of a reply, plain (`code`) or gzipped (`codeGz`); `None` when neither decodes.
 pub fn code_of(script: &serde_json::Value) -> Option<String> {
-    use base64::Engine;
-    if let Some(code) = script["code"].as_str() {
-        return Some(code.to_string());
+    match script["code"].as_str() {
+        Some(code) => Some(code.to_string()),
+        None => gunzip_base64(script["codeGz"].as_str()?),
     }
-    let gz = base64::engine::general_purpose::STANDARD.decode(script["codeGz"].as_str()?).ok()?;
-    let mut code = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut code).ok()?;
-    Some(code)
 }
 
 fn gzip_json(s: &Script) -> Vec<u8> {
@@ -145,22 +163,21 @@ fn json(v: &str) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
-/// The reply part between the version and the scripts.
-fn middle(variant: &str, revision: &str, signed: Option<&Signed>, channel: Option<&str>) -> Vec<u8> {
+/// The reply part between the version and the scripts: plain, and with the signed manifest gzipped.
+fn middle(variant: &str, revision: &str, signed: Option<&Signed>, channel: Option<&str>) -> (Vec<u8>, Vec<u8>) {
     let mut m = format!(",\"variant\":{},\"revision\":{}", json(variant), json(revision));
     if let Some(c) = channel {
         m.push_str(&format!(",\"channel\":{}", json(c)));
     }
+    let mut gz = m.clone();
     if let Some(s) = signed {
-        m.push_str(&format!(
-            ",\"manifest\":{},\"signature\":{},\"keyId\":{}",
-            json(&s.manifest),
-            json(&s.signature),
-            json(&s.key_id)
-        ));
+        let tail = format!(",\"signature\":{},\"keyId\":{}", json(&s.signature), json(&s.key_id));
+        m.push_str(&format!(",\"manifest\":{}{tail}", json(&s.manifest)));
+        gz.push_str(&format!(",\"manifestGz\":{}{tail}", json(&gzip_base64(&s.manifest))));
     }
     m.push_str(",\"connectors\":[");
-    m.into_bytes()
+    gz.push_str(",\"connectors\":[");
+    (m.into_bytes(), gz.into_bytes())
 }
 
 /// Hex SHA-256.
@@ -202,7 +219,7 @@ impl Bundle {
         // 64 bits are plenty to tell revisions of one variant apart and keep not-modified requests small.
         let revision = hex(&h.finalize()[..8]);
         let head = format!("{{\"platform\":{},\"version\":", json(platform)).into_bytes();
-        let middle = middle(variant, &revision, None, None);
+        let (middle, middle_gz) = middle(variant, &revision, None, None);
         let script_json: Vec<Vec<u8>> = scripts.iter().map(|s| serde_json::to_vec(s).unwrap_or_default()).collect();
         let all_scripts = script_json.join(&b","[..]);
         let script_gzip = scripts.iter().map(gzip_json).collect();
@@ -218,6 +235,7 @@ impl Bundle {
             channel: None,
             head,
             middle,
+            middle_gz,
             script_json,
             all_scripts,
             script_gzip,
@@ -227,7 +245,7 @@ impl Bundle {
     /// The same bundle with its signed manifest in every reply.
     pub fn with_signature(&self, signed: Signed) -> Bundle {
         let mut b = self.clone();
-        b.middle = middle(&b.variant, &b.revision, Some(&signed), b.channel);
+        (b.middle, b.middle_gz) = middle(&b.variant, &b.revision, Some(&signed), b.channel);
         b.signed = Some(signed);
         b
     }
@@ -235,7 +253,7 @@ impl Bundle {
     /// The same bundle, its replies saying which release channel they come from.
     pub fn with_channel(&self, channel: &'static str) -> Bundle {
         let mut b = self.clone();
-        b.middle = middle(&b.variant, &b.revision, b.signed.as_ref(), Some(channel));
+        (b.middle, b.middle_gz) = middle(&b.variant, &b.revision, b.signed.as_ref(), Some(channel));
         b.channel = Some(channel);
         b
     }
@@ -265,12 +283,13 @@ impl Bundle {
     }
 
     /// Appends the reply object for `selection`: [`Bundle::write_reply`], plus `"delta":true` and `removed` for a
-    /// delta, and gzipped code fields when asked for. Every part is pre-serialized: a memcpy per script.
+    /// delta, and gzipped code fields and signed manifest when asked for. Every part is pre-serialized: a memcpy
+    /// per script.
     pub fn write_selection(&self, version: &str, selection: Selection<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.head);
         // A normalized semver string holds only [0-9A-Za-z.+-]: no escaping needed, but stay safe.
         out.extend_from_slice(serde_json::to_string(version).unwrap_or_default().as_bytes());
-        out.extend_from_slice(&self.middle);
+        out.extend_from_slice(if selection.gzip { &self.middle_gz } else { &self.middle });
         let parts = if selection.gzip { &self.script_gzip } else { &self.script_json };
         match selection.only {
             None if !selection.gzip => out.extend_from_slice(&self.all_scripts),

@@ -12,7 +12,7 @@
 
 use crate::catalog::Catalog;
 use crate::metrics::HealLabels;
-use crate::signing::{verify_manifest, TrustedKeys};
+use crate::signing::{notice_json, verify_manifest, verify_notice, TrustedKeys};
 use crate::state::{Identity, State};
 use crate::wire::bus::{ChangeEvent, Changed, LivenessDoc, ManifestEntry, RetainedManifest};
 use crate::wire::topics::Topics;
@@ -97,8 +97,10 @@ pub enum Verdict {
 /// Judges a foreign manifest on a topic where we serve `ours` (or nothing). A peer's manifest is one signed with
 /// our key (`keys`), or, when the service does not sign, any well-formed manifest: without a key a forgery with a
 /// later `publishedAt` cannot be told from a peer's, which is why production should sign.
-pub fn judge(seen: &Seen, ours: Option<&crate::catalog::Bundle>, keys: Option<&TrustedKeys>) -> Verdict {
-    let peer = peer_manifest(&seen.payload, keys);
+///
+/// A revision notice (`notice`: seen on a notice topic) is judged the same way, by the revision and time it signs.
+pub fn judge(seen: &Seen, ours: Option<&crate::catalog::Bundle>, keys: Option<&TrustedKeys>, notice: bool) -> Verdict {
+    let peer = peer_manifest(&seen.payload, keys, notice);
     match (ours, peer) {
         (Some(ours), Some((revision, at))) if revision == ours.revision || at > ours.issued_at => Verdict::Peer,
         (Some(_), _) => Verdict::Replace,
@@ -110,14 +112,20 @@ pub fn judge(seen: &Seen, ours: Option<&crate::catalog::Bundle>, keys: Option<&T
     }
 }
 
-/// The revision and publish time of a manifest this service (or a peer with the same key) could have written.
-fn peer_manifest(payload: &[u8], keys: Option<&TrustedKeys>) -> Option<(String, std::time::SystemTime)> {
+/// The revision and publish time of a manifest (or notice) this service, or a peer with the same key, could have
+/// written.
+fn peer_manifest(payload: &[u8], keys: Option<&TrustedKeys>, notice: bool) -> Option<(String, std::time::SystemTime)> {
     let doc: serde_json::Value = serde_json::from_slice(payload).ok()?;
     let (revision, at) = match keys {
+        Some(keys) if notice => {
+            let (_, n) = verify_notice(&doc, keys).ok()?;
+            (n.revision, n.signed_at)
+        }
         Some(keys) => {
             let (_, m) = verify_manifest(&doc, keys).ok()?;
             (m.revision, m.signed_at)
         }
+        None if notice => (doc["revision"].as_str()?.to_string(), doc["publishedAt"].as_str()?.to_string()),
         None => {
             let m: RetainedManifest = serde_json::from_value(doc).ok()?;
             (m.revision, m.published_at)
@@ -181,7 +189,11 @@ pub async fn run(
                 continue;
             }
             let topic = topics.manifest(&bundle.platform, &bundle.variant);
-            if client.publish(topic.as_str(), QoS::AtLeastOnce, true, manifest_json(bundle)).await.is_err() {
+            let notice = topics.notice(&bundle.platform, &bundle.variant);
+            // The full manifest, then the small notice that delta-fetching devices follow instead.
+            if client.publish(topic.as_str(), QoS::AtLeastOnce, true, manifest_json(bundle)).await.is_err()
+                || client.publish(notice.as_str(), QoS::AtLeastOnce, true, notice_json(bundle)).await.is_err()
+            {
                 break; // the connection is closing; the next connection republishes everything
             }
             published.insert(key.clone(), bundle.revision.clone());
@@ -198,20 +210,32 @@ pub async fn run(
                 tracing::info!(platform = %bundle.platform, variant = %bundle.variant, revision = %bundle.revision, "new revision announced");
             }
         }
-        // Clear retained manifests of variants that are gone (from this run, or left by an earlier one).
-        let gone: Vec<Key> = published.keys().filter(|k| !current.contains_key(*k)).cloned().collect();
-        for key in gone {
-            published.remove(&key);
-            stale.insert(topics.manifest(&key.0, &key.1));
-        }
-        let live: BTreeSet<String> = current.keys().map(|(p, v)| topics.manifest(p, v)).collect();
-        for topic in std::mem::take(&mut stale) {
-            if !live.contains(&topic) {
-                let _ = client.publish(topic.as_str(), QoS::AtLeastOnce, true, Vec::new()).await;
-                tracing::info!(%topic, "cleared the retained manifest of a variant that no longer exists");
-            }
-        }
+        clear_gone(&client, &topics, &current, &mut published, &mut stale).await;
         last = Some(current);
+    }
+}
+
+/// Clears the retained manifests and notices of variants that are gone (from this run, or left by an earlier one).
+async fn clear_gone(
+    client: &AsyncClient,
+    topics: &Topics,
+    current: &BTreeMap<Key, String>,
+    published: &mut BTreeMap<Key, String>,
+    stale: &mut BTreeSet<String>,
+) {
+    let gone: Vec<Key> = published.keys().filter(|k| !current.contains_key(*k)).cloned().collect();
+    for key in gone {
+        published.remove(&key);
+        stale.insert(topics.manifest(&key.0, &key.1));
+        stale.insert(topics.notice(&key.0, &key.1));
+    }
+    let live: BTreeSet<String> =
+        current.keys().flat_map(|(p, v)| [topics.manifest(p, v), topics.notice(p, v)]).collect();
+    for topic in std::mem::take(stale) {
+        if !live.contains(&topic) {
+            let _ = client.publish(topic.as_str(), QoS::AtLeastOnce, true, Vec::new()).await;
+            tracing::info!(%topic, "cleared the retained manifest of a variant that no longer exists");
+        }
     }
 }
 
@@ -224,11 +248,11 @@ fn judge_all(
     stale: &mut BTreeSet<String>,
 ) {
     for f in foreign {
-        match judge(&f, bundle_at(catalog, topics, &f.topic), keys) {
+        match judge(&f, bundle_at(catalog, topics, &f.topic), keys, topics.is_notice(&f.topic)) {
             Verdict::Replace => {
                 tracing::warn!(topic = %f.topic, "someone else wrote this variant's manifest: putting ours back");
                 heal(state, "replaced");
-                published.retain(|(p, v), _| topics.manifest(p, v) != f.topic);
+                published.retain(|(p, v), _| topics.manifest(p, v) != f.topic && topics.notice(p, v) != f.topic);
             }
             Verdict::Clear => {
                 tracing::warn!(topic = %f.topic, "a manifest for a variant this service does not have: clearing it");
@@ -240,9 +264,12 @@ fn judge_all(
     }
 }
 
-/// Our bundle for a manifest topic.
+/// Our bundle for a manifest or notice topic.
 fn bundle_at<'a>(catalog: &'a Catalog, topics: &Topics, topic: &str) -> Option<&'a crate::catalog::Bundle> {
-    catalog.bundles().map(|b| b.as_ref()).find(|b| topics.manifest(&b.platform, &b.variant) == topic)
+    catalog
+        .bundles()
+        .map(|b| b.as_ref())
+        .find(|b| topics.manifest(&b.platform, &b.variant) == topic || topics.notice(&b.platform, &b.variant) == topic)
 }
 
 fn heal(state: &State, action: &str) {
@@ -285,13 +312,13 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let later = t0 + Duration::from_secs(60);
         let ours = bundle("old()", t0, Some(&key));
-        let judged = |s: &Seen| judge(s, Some(&ours), Some(&keys));
+        let judged = |s: &Seen| judge(s, Some(&ours), Some(&keys), false);
         // Another instance signed the same revision at another time: no fight.
         assert_eq!(judged(&seen(&bundle("old()", later, Some(&key)), false)), Verdict::Peer);
         // A rolling deploy's newer revision wins; an older one is replaced by ours (then it yields in turn).
         assert_eq!(judged(&seen(&bundle("new()", later, Some(&key)), false)), Verdict::Peer);
         let newer = bundle("new()", later, Some(&key));
-        assert_eq!(judge(&seen(&ours, false), Some(&newer), Some(&keys)), Verdict::Replace);
+        assert_eq!(judge(&seen(&ours, false), Some(&newer), Some(&keys), false), Verdict::Replace);
         // Unsigned, signed with another key, or cleared: ours goes back.
         assert_eq!(judged(&seen(&bundle("evil()", later, None), false)), Verdict::Replace);
         let other = Signer::from_bytes(&[9; 32]);
@@ -299,11 +326,11 @@ mod tests {
         let cleared = Seen { topic: "connectors/ios/next".into(), payload: Default::default(), retained: false };
         assert_eq!(judged(&cleared), Verdict::Replace);
         // A variant we lack: a live, valid one is a peer's; a stale or invalid one goes.
-        let ghost = |b: &Bundle, retained| judge(&seen(b, retained), None, Some(&keys));
+        let ghost = |b: &Bundle, retained| judge(&seen(b, retained), None, Some(&keys), false);
         assert_eq!(ghost(&newer, false), Verdict::Peer);
         assert_eq!(ghost(&newer, true), Verdict::Clear);
         assert_eq!(ghost(&bundle("evil()", later, None), false), Verdict::Clear);
-        assert_eq!(judge(&cleared, None, Some(&keys)), Verdict::Leave);
+        assert_eq!(judge(&cleared, None, Some(&keys), false), Verdict::Leave);
     }
 
     #[test]
@@ -311,11 +338,50 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let ours = bundle("old()", t0, None);
         let newer = bundle("new()", t0 + Duration::from_secs(1), None);
-        assert_eq!(judge(&seen(&newer, false), Some(&ours), None), Verdict::Peer);
-        assert_eq!(judge(&seen(&ours, false), Some(&newer), None), Verdict::Replace);
+        assert_eq!(judge(&seen(&newer, false), Some(&ours), None, false), Verdict::Peer);
+        assert_eq!(judge(&seen(&ours, false), Some(&newer), None, false), Verdict::Replace);
         let forged =
             Seen { topic: "connectors/ios/next".into(), payload: r#"{"revision":"evil"}"#.into(), retained: true };
-        assert_eq!(judge(&forged, Some(&ours), None), Verdict::Replace);
-        assert_eq!(judge(&forged, None, None), Verdict::Clear);
+        assert_eq!(judge(&forged, Some(&ours), None, false), Verdict::Replace);
+        assert_eq!(judge(&forged, None, None, false), Verdict::Clear);
+    }
+
+    #[test]
+    fn notices_are_judged_by_what_they_sign_and_never_pass_for_manifests() {
+        let key = Signer::from_bytes(&[7; 32]);
+        let keys = TrustedKeys::of(key.public_key());
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let (ours, newer) =
+            (bundle("old()", t0, Some(&key)), bundle("new()", t0 + Duration::from_secs(60), Some(&key)));
+        let on = |topic: &str, payload: Vec<u8>| Seen { topic: topic.into(), payload: payload.into(), retained: false };
+        let notice = |b: &Bundle| on("connectors/ios/next/rev", notice_json(b));
+        assert_eq!(judge(&notice(&newer), Some(&ours), Some(&keys), true), Verdict::Peer);
+        assert_eq!(judge(&notice(&ours), Some(&newer), Some(&keys), true), Verdict::Replace);
+        let other = Signer::from_bytes(&[9; 32]);
+        let forged = bundle("evil()", t0 + Duration::from_secs(90), Some(&other));
+        assert_eq!(judge(&notice(&forged), Some(&ours), Some(&keys), true), Verdict::Replace);
+        // A signed manifest is not a notice, and a notice is not a manifest: each is refused on the other's topic.
+        let manifest_on_notice = on("connectors/ios/next/rev", manifest_json(&newer));
+        assert_eq!(judge(&manifest_on_notice, Some(&ours), Some(&keys), true), Verdict::Replace);
+        let notice_on_manifest = on("connectors/ios/next", notice_json(&newer));
+        assert_eq!(judge(&notice_on_manifest, Some(&ours), Some(&keys), false), Verdict::Replace);
+        // The notice verifies and names the revision and signing time of the manifest it stands for.
+        let doc: serde_json::Value = serde_json::from_slice(&notice_json(&newer)).unwrap();
+        let (_, n) = verify_notice(&doc, &keys).unwrap();
+        let (_, m) = verify_manifest(&serde_json::from_slice(&manifest_json(&newer)).unwrap(), &keys).unwrap();
+        assert_eq!((n.revision, n.signed_at), (m.revision, m.signed_at));
+        assert!(notice_json(&newer).len() < 400, "{} bytes", notice_json(&newer).len());
+        // Another revision in the message than in the signed text is refused.
+        let mut lying = doc.clone();
+        lying["revision"] = "ffffffffffffffff".into();
+        assert!(matches!(verify_notice(&lying, &keys), Err(crate::signing::VerifyError::Mismatch { .. })));
+        // Unsigned, notices are judged by their revision and publish time, as unsigned manifests are.
+        let (old, new) = (bundle("old()", t0, None), bundle("new()", t0 + Duration::from_secs(1), None));
+        assert_eq!(judge(&notice(&new), Some(&old), None, true), Verdict::Peer);
+        assert_eq!(judge(&notice(&old), Some(&new), None, true), Verdict::Replace);
+        assert_eq!(
+            judge(&on("connectors/ios/next/rev", br#"{"revision":"x"}"#.to_vec()), Some(&old), None, true),
+            Verdict::Replace
+        );
     }
 }

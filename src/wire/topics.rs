@@ -132,7 +132,11 @@ impl Topics {
             no_local: share_group.is_none(),
             requests: true,
         });
-        let manifests = Subscription { filter: self.manifest_filter(), no_local: true, requests: false };
+        let manifests = [self.manifest_filter(), self.notice("+", "+")].map(|filter| Subscription {
+            filter,
+            no_local: true,
+            requests: false,
+        });
         let releases = self.releases.iter().flat_map(|r| {
             [
                 format!("{}/+/+", r.prefix),
@@ -143,7 +147,7 @@ impl Topics {
             ]
             .map(|filter| Subscription { filter, no_local: false, requests: false })
         });
-        requests.chain([manifests]).chain(releases).collect()
+        requests.chain(manifests).chain(releases).collect()
     }
 
     /// The manifest topic of one variant.
@@ -151,12 +155,23 @@ impl Topics {
         format!("{}/{platform}/{variant}", self.manifest_prefix)
     }
 
+    /// The revision notice topic of one variant, `<manifest>/rev` ([`crate::signing::notice`]).
+    pub fn notice(&self, platform: &str, variant: &str) -> String {
+        format!("{}/{platform}/{variant}/rev", self.manifest_prefix)
+    }
+
     /// The filter that sees every manifest.
     pub fn manifest_filter(&self) -> String {
         format!("{}/+/+", self.manifest_prefix)
     }
 
-    /// True for a manifest topic.
+    /// True for a revision notice topic: `<prefix>/<platform>/<variant>/rev`, one level below a manifest's.
+    pub fn is_notice(&self, topic: &str) -> bool {
+        let rest = topic.strip_prefix(self.manifest_prefix.as_str()).and_then(|r| r.strip_prefix('/'));
+        rest.is_some_and(|r| r.split('/').count() == 3 && r.ends_with("/rev"))
+    }
+
+    /// True for a manifest or notice topic.
     pub fn is_manifest(&self, topic: &str) -> bool {
         topic.strip_prefix(self.manifest_prefix.as_str()).is_some_and(|rest| rest.starts_with('/'))
     }
@@ -325,11 +340,19 @@ mod tests {
         let plain: Vec<(String, bool)> = t.subscriptions(None).into_iter().map(|s| (s.filter, s.no_local)).collect();
         assert_eq!(
             plain,
-            [("getConnectors", true), ("getConnectors/+", true), ("connectors/+/+", true)]
-                .map(|(f, n)| (f.to_string(), n))
+            [
+                ("getConnectors", true),
+                ("getConnectors/+", true),
+                ("connectors/+/+", true),
+                ("connectors/+/+/rev", true)
+            ]
+            .map(|(f, n)| (f.to_string(), n))
         );
         let shared: Vec<String> = t.subscriptions(Some("g")).into_iter().map(|s| s.filter).collect();
-        assert_eq!(shared, ["$share/g/getConnectors", "$share/g/getConnectors/+", "connectors/+/+"]);
+        assert_eq!(
+            shared,
+            ["$share/g/getConnectors", "$share/g/getConnectors/+", "connectors/+/+", "connectors/+/+/rev"]
+        );
         assert!(t.subscriptions(Some("g"))[..2].iter().all(|s| !s.no_local && s.requests));
     }
 
@@ -352,6 +375,10 @@ mod tests {
         let t = topics();
         t.is_manifest(&t.manifest("ios", "next"))
             && !t.is_manifest("connectorsX/a/b")
+            && t.is_notice(&t.notice("ios", "next"))
+            && t.is_notice(&t.notice("ios", "rev"))
+            && !t.is_notice(&t.manifest("ios", "rev"))
+            && !t.is_notice("connectors/a/b/c/rev")
             && t.status("i") == "connector-scripts/status/i"
     }
 }

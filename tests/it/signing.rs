@@ -95,6 +95,16 @@ async fn signed_replies_and_manifests_verify_with_node_crypto_and_the_js_client(
     let retained = retained_manifest(port, "connectors/ios/next").await;
     let before = assert_verified(&retained, &s.public, &s.key_id, "manifest");
     assert_eq!(retained["manifest"], body["manifest"]);
+    // The revision notice beside it: small, signed, the same revision and signing time.
+    let notice = retained_manifest(port, "connectors/ios/next/rev").await;
+    let n = assert_verified(&notice, &s.public, &s.key_id, "notice");
+    assert_eq!((&notice["revision"], &n["node"]["signedAt"]), (&retained["revision"], &before["node"]["signedAt"]));
+    assert!(notice.to_string().len() < 400, "{notice}");
+    // Gzipped, the signed manifest travels as manifestGz, and verifies as what it inflates to.
+    let gz = json!({"platform": "ios", "version": "3.1.0", "accept": ["gzip"]});
+    let gz = nest_reply(port, "signed-gzip", gz).await;
+    assert!(gz.get("manifest").is_none() && gz["manifestGz"].is_string(), "{gz}");
+    assert_verified(&gz, &s.public, &s.key_id, "reply");
     // After a hot reload the new manifest verifies and was signed later.
     let mut sub = Client::v4(port, "signed-reload").await;
     sub.subscribe("connectors/ios/next").await;
@@ -233,7 +243,9 @@ async fn foreign_manifests_are_replaced_or_cleared_at_once() {
     let intruder = Client::v4(port, "intruder").await;
     let forged = json!({"revision": "evil", "connectors": [], "publishedAt": "2099-01-01T00:00:00.000Z"});
     let published = Instant::now();
-    for topic in ["connectors/ios/next", "connectors/ios/ghost"] {
+    // The manifests and the revision notices beside them.
+    for topic in ["connectors/ios/next", "connectors/ios/ghost", "connectors/ios/next/rev", "connectors/ios/ghost/rev"]
+    {
         intruder.publish_retained(topic, forged.to_string()).await;
     }
     let healed = |action: &str| {
@@ -241,27 +253,30 @@ async fn foreign_manifests_are_replaced_or_cleared_at_once() {
         text.lines()
             .find(|l| l.starts_with(&format!("connector_scripts_manifests_healed_total{{action=\"{action}\"}}")))
             .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .filter(|n| *n >= 1)
+            .filter(|n| *n >= 2)
     };
     eventually(TIMEOUT, "the forged manifest replaced", || healed("replaced")).await;
     eventually(TIMEOUT, "the ghost manifest cleared", || healed("cleared")).await;
     // What a phone subscribing now gets: the service's own, verifiable manifest (its republish follows the count by
     // a moment: the forged one may still come first, then ours), and no ghost.
-    let mut phone = Client::v4(port, "healed-phone").await;
-    phone.subscribe("connectors/ios/next").await;
-    let ours = loop {
-        let m = phone.recv().await.json();
-        if m["revision"] != "evil" {
-            break m;
-        }
-    };
-    assert_verified(&ours, &s.public, &s.key_id, "manifest");
+    for (topic, kind) in [("connectors/ios/next", "manifest"), ("connectors/ios/next/rev", "notice")] {
+        let mut phone = Client::v4(port, &format!("healed-{kind}")).await;
+        phone.subscribe(topic).await;
+        let ours = loop {
+            let m = phone.recv().await.json();
+            if m["revision"] != "evil" {
+                break m;
+            }
+        };
+        assert_verified(&ours, &s.public, &s.key_id, kind);
+    }
     // The clear follows the count by a moment too: a late phone finds no ghost once it has gone through.
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     for attempt in 0.. {
         let mut phone = Client::v4(port, &format!("late-phone-{attempt}")).await;
         phone.subscribe("probe/late-phone").await;
         phone.subscribe("connectors/ios/ghost").await;
+        phone.subscribe("connectors/ios/ghost/rev").await;
         intruder.publish("probe/late-phone", "marker").await;
         let first = phone.recv().await;
         if first.topic == "probe/late-phone" {
@@ -320,6 +335,7 @@ async fn a_rolling_deploy_converges_on_the_newest_manifest_without_a_fight() {
     }
     assert_eq!((healed(&a), healed(&b)), before, "the instances are still rewriting each other's manifests");
     assert_eq!(retained_manifest(mosquitto.port, "connectors/ios/next").await["revision"], new_rev.as_str());
+    assert_eq!(retained_manifest(mosquitto.port, "connectors/ios/next/rev").await["revision"], new_rev.as_str());
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }

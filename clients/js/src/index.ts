@@ -6,6 +6,6 @@ export { createConnectorClient, ConnectorClient } from './client.js';
 export type { ClientOptions, ClientEvents, UpdateEvent } from './options.js';
 export { memoryStorage, localStorageAdapter } from './storage.js';
 export type { Storage, WebStorageLike } from './storage.js';
-export { verifyBundle, codeOf, sha256Hex } from './verify.js';
+export { verifyBundle, sha256Hex } from './verify.js';
 export type { VerifiedBundle } from './verify.js';
 export { gzipBase64, gunzipBase64, base64ToBytes, bytesToBase64 } from './encoding.js';

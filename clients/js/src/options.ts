@@ -23,7 +23,8 @@ export interface ClientOptions {
   reconnectMaxMs?: number;
   /** A request unanswered this long (ms) is given up and retried with backoff. Default 20 000. */
   requestTimeoutMs?: number;
-  /** Retained manifests live on `<prefix>/<platform>/<variant>`. Default `connectors`. */
+  /** Retained manifests live on `<prefix>/<platform>/<variant>`, the revision notices the client follows on
+   * `<prefix>/<platform>/<variant>/rev`. Default `connectors`. */
   manifestPrefix?: string;
   /** Storage key. Default `connector-scripts/<platform>`. */
   storageKey?: string;

@@ -41,7 +41,7 @@ export function held(v: VerifiedBundle, reply: Record<string, unknown>): Held {
     revision: v.revision,
     signedAt: v.manifest.signedAt,
     keyId: v.keyId,
-    manifestText: String(reply.manifest),
+    manifestText: v.manifestText,
     signature: String(reply.signature),
     scripts: { ...v.scripts },
     rolledBack: [],

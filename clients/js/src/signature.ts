@@ -4,7 +4,7 @@
 import * as ed from '@noble/ed25519';
 import { sha256, sha512 } from '@noble/hashes/sha2.js';
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js';
-import { base64ToBytes } from './encoding.js';
+import { base64ToBytes, gunzipBase64 } from './encoding.js';
 
 ed.hashes.sha512 = sha512;
 
@@ -81,16 +81,14 @@ export function keyId(key: PublicKey): string {
 
 interface SignedDoc {
   manifest?: unknown;
+  /** The manifest text gzipped, in base64 (replies to `accept: ["gzip"]`). */
+  manifestGz?: unknown;
   signature?: unknown;
   keyId?: unknown;
 }
 
-/** Checks the signature over `doc.manifest` (a reply or a retained manifest) and parses the manifest. */
-export function verifyManifest(doc: SignedDoc, publicKeys: PublicKey[]): { keyId: string; manifest: Manifest } {
-  const { manifest: text, signature, keyId: id } = doc;
-  if (typeof text !== 'string' || typeof signature !== 'string' || typeof id !== 'string') {
-    throw new VerifyError('unsigned', 'no manifest, signature and keyId: the service does not sign');
-  }
+/** Checks that key `id` (one of `publicKeys`) signed `text`; throws `unknown-key` or `bad-signature`. */
+function checkSignature(text: string, signature: string, id: string, publicKeys: PublicKey[], what: string): void {
   const key = publicKeys.find((k) => keyId(k) === id);
   if (!key) {
     const trusted = publicKeys.map(keyId).join(', ');
@@ -102,17 +100,61 @@ export function verifyManifest(doc: SignedDoc, publicKeys: PublicKey[]): { keyId
   } catch {
     ok = false;
   }
-  if (!ok) throw new VerifyError('bad-signature', `the manifest text is not what key ${id} signed`);
-  let manifest: Manifest;
+  if (!ok) throw new VerifyError('bad-signature', `the ${what} text is not what key ${id} signed`);
+}
+
+/** Checks the signature (see {@link checkSignature}), then parses the signed text; `bad-manifest` if it is not JSON. */
+function signedJson<T>(text: string, signature: string, id: string, publicKeys: PublicKey[], what: string): T {
+  checkSignature(text, signature, id, publicKeys, what);
   try {
-    manifest = JSON.parse(text) as Manifest;
+    return JSON.parse(text) as T;
   } catch (e) {
     throw new VerifyError('bad-manifest', String(e));
   }
+}
+
+/** The signed manifest text of a document: `manifest`, or what `manifestGz` inflates to. */
+function manifestText(doc: SignedDoc): unknown {
+  if (typeof doc.manifest === 'string' || typeof doc.manifestGz !== 'string') return doc.manifest;
+  try {
+    return gunzipBase64(doc.manifestGz);
+  } catch (e) {
+    throw new VerifyError('bad-manifest', `manifestGz does not inflate (${String(e)})`);
+  }
+}
+
+/** Checks the signature over the manifest text of `doc` (a reply or a retained manifest) and parses it. */
+export function verifyManifest(doc: SignedDoc, publicKeys: PublicKey[]): { keyId: string; manifest: Manifest; text: string } {
+  const { signature, keyId: id } = doc;
+  const text = manifestText(doc);
+  if (typeof text !== 'string' || typeof signature !== 'string' || typeof id !== 'string') {
+    throw new VerifyError('unsigned', 'no manifest, signature and keyId: the service does not sign');
+  }
+  const manifest = signedJson<Manifest>(text, signature, id, publicKeys, 'manifest');
   if (!manifest || !Array.isArray(manifest.connectors) || typeof manifest.revision !== 'string') {
     throw new VerifyError('bad-manifest', 'the signed text is not a manifest');
   }
-  return { keyId: id, manifest };
+  return { keyId: id, manifest, text };
+}
+
+/** One script object of a reply. */
+export interface ReplyConnector {
+  name?: unknown;
+  code?: unknown;
+  codeGz?: unknown;
+}
+
+/** The code of one reply entry, plain or gzipped; throws `bad-manifest` when it has neither or fails to decode. */
+export function codeOf(entry: ReplyConnector): string {
+  if (typeof entry.code === 'string') return entry.code;
+  if (typeof entry.codeGz === 'string') {
+    try {
+      return gunzipBase64(entry.codeGz);
+    } catch (e) {
+      throw new VerifyError('hash', `connector ${JSON.stringify(entry.name)}: codeGz does not decode (${String(e)})`);
+    }
+  }
+  throw new VerifyError('bad-manifest', `connector ${JSON.stringify(entry.name)} has no code`);
 }
 
 interface ReplyDoc extends SignedDoc {
@@ -135,7 +177,7 @@ export function verifyReply(reply: ReplyDoc, publicKeys: PublicKey[]): Verified 
   const scripts: { name: string; code: string }[] = [];
   for (const s of Array.isArray(reply.connectors) ? reply.connectors : []) {
     const name = String(s && s.name);
-    const code = typeof (s && s.code) === 'string' ? (s.code as string) : '';
+    const code = codeOf(s as ReplyConnector);
     const entry = manifest.connectors.find((e) => e.name === name);
     if (!entry) throw new VerifyError('not-in-manifest', `connector ${JSON.stringify(name)} is not in the signed manifest`);
     const bytes = utf8ToBytes(code);
@@ -163,7 +205,7 @@ export interface Accepted {
  * signed reply is refused; an operator's rollback is a fresh signature of older content, so it is newer and
  * passes. Throws `replayed` otherwise; returns what to store.
  */
-export function acceptManifest(previous: Accepted | null, manifest: Manifest): Accepted {
+export function acceptManifest(previous: Accepted | null, manifest: Pick<Manifest, 'revision' | 'signedAt'>): Accepted {
   const next = { revision: manifest.revision, signedAt: manifest.signedAt };
   if (!previous || previous.revision === manifest.revision) return next;
   if (Date.parse(manifest.signedAt) > Date.parse(previous.signedAt)) return next;
@@ -171,4 +213,33 @@ export function acceptManifest(previous: Accepted | null, manifest: Manifest): A
     'replayed',
     `revision ${manifest.revision} was signed at ${manifest.signedAt}, not after the accepted ${previous.revision} (${previous.signedAt})`,
   );
+}
+
+/** What a revision notice signs: that a variant has a revision, signed at a time. */
+export interface Notice {
+  kind: 'revision';
+  platform: string;
+  variant: string;
+  revision: string;
+  signedAt: string;
+}
+
+/**
+ * Verifies a retained revision notice (`<prefix>/<platform>/<variant>/rev`: `{revision, notice, signature,
+ * keyId}`): the signature over the notice text, that it is a revision notice, and that it names the revision the
+ * message says. Its `revision` and `signedAt` go through {@link acceptManifest} like a manifest's.
+ */
+export function verifyNotice(doc: Record<string, unknown>, publicKeys: PublicKey[]): Notice {
+  const { notice: text, signature, keyId: id } = doc;
+  if (typeof text !== 'string' || typeof signature !== 'string' || typeof id !== 'string') {
+    throw new VerifyError('unsigned', 'no notice, signature and keyId: the service does not sign');
+  }
+  const notice = signedJson<Notice>(text, signature, id, publicKeys, 'notice');
+  if (!notice || notice.kind !== 'revision' || typeof notice.revision !== 'string' || typeof notice.signedAt !== 'string') {
+    throw new VerifyError('bad-manifest', 'the signed text is not a revision notice');
+  }
+  if (notice.revision !== doc.revision) {
+    throw new VerifyError('mismatch', `the notice signs revision ${notice.revision}, the message says ${String(doc.revision)}`);
+  }
+  return notice;
 }

@@ -3,8 +3,8 @@
 // hashes to the manifest's sha256 with its size. Nothing is accepted partly.
 import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
-import { gunzipBase64, utf8 } from './encoding.js';
-import { Manifest, PublicKey, VerifyError, verifyManifest } from './signature.js';
+import { utf8 } from './encoding.js';
+import { codeOf, Manifest, PublicKey, ReplyConnector, VerifyError, verifyManifest } from './signature.js';
 
 /** A complete verified set of scripts for one revision, with the signed manifest it was checked against. */
 export interface VerifiedBundle {
@@ -13,27 +13,10 @@ export interface VerifiedBundle {
   revision: string;
   keyId: string;
   manifest: Manifest;
+  /** The signed manifest text as received (inflated from `manifestGz`): what storage keeps to verify again. */
+  manifestText: string;
   /** Connector name → code, for every connector of the manifest. */
   scripts: Record<string, string>;
-}
-
-interface ReplyConnector {
-  name?: unknown;
-  code?: unknown;
-  codeGz?: unknown;
-}
-
-/** The code of one reply entry, plain or gzipped; throws `bad-manifest` when it has neither or fails to decode. */
-export function codeOf(entry: ReplyConnector): string {
-  if (typeof entry.code === 'string') return entry.code;
-  if (typeof entry.codeGz === 'string') {
-    try {
-      return gunzipBase64(entry.codeGz);
-    } catch (e) {
-      throw new VerifyError('hash', `connector ${JSON.stringify(entry.name)}: codeGz does not decode (${String(e)})`);
-    }
-  }
-  throw new VerifyError('bad-manifest', `connector ${JSON.stringify(entry.name)} has no code`);
 }
 
 /** Hex SHA-256 of the UTF-8 code. */
@@ -51,7 +34,7 @@ export function verifyBundle(
   publicKeys: PublicKey[],
   held: Record<string, string> = {},
 ): VerifiedBundle {
-  const { keyId, manifest } = verifyManifest(reply, publicKeys);
+  const { keyId, manifest, text: manifestText } = verifyManifest(reply, publicKeys);
   const said = `${String(reply.platform)}/${String(reply.variant)} revision ${String(reply.revision)}`;
   const signed = `${manifest.platform}/${manifest.variant} revision ${manifest.revision}`;
   if (said !== signed) throw new VerifyError('mismatch', `the manifest is for ${signed}, the reply for ${said}`);
@@ -81,5 +64,5 @@ export function verifyBundle(
     }
     scripts[entry.name] = code;
   }
-  return { platform: manifest.platform, variant: manifest.variant, revision: manifest.revision, keyId, manifest, scripts };
+  return { platform: manifest.platform, variant: manifest.variant, revision: manifest.revision, keyId, manifest, manifestText, scripts };
 }
