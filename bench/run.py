@@ -146,8 +146,12 @@ def start_connector_scripts(paths, broker, catalog=ROOT, binary=None):
     """The service as production runs it: signing every manifest. `binary`: another build (BASELINE), given only
     the flags every build has."""
     http = free_port()
-    limits = ["--rate-limit", "0"] if binary else ["--rate-limit", "0", "--rate-limit-bare", "0",
-                                                   "--rate-limit-global", "0"]
+    limits = ["--rate-limit", "0", "--rate-limit-bare", "0", "--rate-limit-global", "0"]
+    if binary:
+        # An older build may predate the bare and global limits: switch off those it has.
+        flags = subprocess.run([binary, "serve", "--help"], stdout=subprocess.PIPE, text=True).stdout
+        limits = ["--rate-limit", "0"] + [x for f in ("--rate-limit-bare", "--rate-limit-global") if f in flags
+                                          for x in (f, "0")]
     proc = subprocess.Popen([binary or paths["connector-scripts"], "serve", "--broker", broker, "--http-listen",
                              f"127.0.0.1:{http}", *limits, "--qos-in", "0",
                              "--signing-key", signing_key(paths),
