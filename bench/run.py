@@ -418,7 +418,7 @@ def sweep_only():
         end = text.find("\n## ", start + 1)
         end = len(text) if end < 0 else end + 1
         date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        open(OUT, "w").write(text[:start] + "\n".join(section + ["", f"(This section alone: {date}.)", ""])
+        open(OUT, "w").write(text[:start] + "\n".join(section + ["", f"(This section alone: {date}.)", "", ""])
                              + text[end:])
 
 
