@@ -246,6 +246,10 @@ pub struct ServeArgs {
     /// How long shutdown may take to flush replies in flight, in seconds.
     #[arg(long, default_value_t = d::DRAIN_TIMEOUT)]
     pub drain_timeout: Seconds,
+    /// Threads that run the MQTT side (compiling has its own pool). One keeps each reply on the thread that built
+    /// it: larger replies cost less CPU (docs/PERFORMANCE.md); scale out with instances.
+    #[arg(long, env = "CONNECTOR_SCRIPTS_WORKER_THREADS", default_value_t = 1)]
+    pub worker_threads: usize,
     /// Do not watch the catalog directories (SIGHUP still reloads).
     #[arg(long)]
     pub no_watch: bool,
