@@ -9,6 +9,7 @@ use crate::ratelimit::{Admission, RateLimits, Scope};
 use crate::wire::topics::{self, Topics};
 use crate::wire::{self, Decoded, ErrorCode, Framing, Limits, Refusal, WireError};
 use bytes::Bytes;
+use std::hash::RandomState;
 use std::time::Instant;
 
 /// A received message, as the MQTT poll task (`mqtt::replies`) hands it over.
@@ -50,6 +51,8 @@ pub struct Handler {
     topics: Topics,
     limits: Limits,
     admission: Admission,
+    /// Keys the digests of request ids for the duplicate window (random per process).
+    request_keys: RandomState,
 }
 
 /// Bytes of an MQTT PUBLISH around topic and payload at most: fixed header (5), topic length (2), packet id (2),
@@ -63,7 +66,12 @@ impl Handler {
     /// A handler for requests on `topics.request`, limiting each device (the segment after the request topic),
     /// the bare topic and all requests together to `rate_limits`.
     pub fn new(topics: Topics, limits: Limits, rate_limits: RateLimits) -> Handler {
-        Handler { topics, limits, admission: Admission::new(rate_limits, MAX_TRACKED_DEVICES) }
+        Handler {
+            topics,
+            limits,
+            admission: Admission::new(rate_limits, MAX_TRACKED_DEVICES),
+            request_keys: RandomState::new(),
+        }
     }
 
     /// Handles one message against `catalog` (`None` until the first build). `broker_max` is the Maximum Packet
@@ -101,9 +109,9 @@ impl Handler {
             Framing::Nest { id } => id.as_bytes(),
             Framing::Bare => msg.correlation_data.as_deref().unwrap_or_default(),
         };
-        let key = (!id.is_empty()).then(|| request_key(reply_address, id));
+        let key = (!id.is_empty()).then(|| request_key(&self.request_keys, reply_address, id));
         let mut payload = Vec::new();
-        let mut labels = RequestLabels { platform: "other".into(), variant: String::new(), result: "ok".into() };
+        let mut labels = RequestLabels { platform: "other".into(), variant: String::new(), result: "ok" };
         let limited = self.admission.check(self.topics.device(msg.topic), now).err();
         let data = match limited {
             Some(scope) => Err(rate_limited(scope)),
@@ -126,7 +134,7 @@ impl Handler {
         let mut error = None;
         if let Err(e) = answered {
             error = Some(e.code);
-            labels.result = e.code.as_str().to_string();
+            labels.result = e.code.as_str();
             payload.clear();
             wire::frame_error(&framing, &e, &mut payload);
             // Every echoed part is bounded, so this cannot happen with sane limits; if it does, the reply is not
@@ -222,7 +230,7 @@ fn answer(
     labels.variant.clone_from(&bundle.variant);
     *release = bundle.channel.map(|c| (bundle.revision.clone(), c));
     if req.revision.as_deref() == Some(bundle.revision.as_str()) {
-        labels.result = NOT_MODIFIED.into();
+        labels.result = NOT_MODIFIED;
         wire::frame_response(framing, &wire::not_modified_body(&bundle.revision), out);
         return Ok(());
     }

@@ -8,14 +8,17 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 mod labels;
+mod window;
 pub use labels::{
     BusRejectLabels, HealLabels, InstanceLabels, NodeLabels, ReasonLabels, RequestLabels, RevisionInfoLabels,
     RevisionLabels, ScopeLabels, WhyLabels,
 };
+pub use window::request_key;
+use window::DuplicateWindow;
 
 /// What one handled message adds to the counters (built by the handler, recorded by the reply path in `mqtt::replies`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -350,50 +353,6 @@ impl Metrics {
 
 /// The `result` label of a not-modified reply.
 pub const NOT_MODIFIED: &str = "not_modified";
-
-/// A 64-bit digest of a request key (reply address + request id): 8 bytes per remembered request, and collisions
-/// are negligible at 200 000.
-pub fn request_key(reply_address: &str, id: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    reply_address.hash(&mut h);
-    id.hash(&mut h);
-    h.finish()
-}
-
-/// Request keys seen recently: two generations, each covering half the window; bounded in size.
-#[derive(Debug)]
-struct DuplicateWindow {
-    half: Duration,
-    max: usize,
-    started: Instant,
-    current: HashSet<u64>,
-    previous: HashSet<u64>,
-}
-
-impl DuplicateWindow {
-    fn new(window: Duration, max: usize) -> Self {
-        DuplicateWindow {
-            half: window / 2,
-            max,
-            started: Instant::now(),
-            current: HashSet::new(),
-            previous: HashSet::new(),
-        }
-    }
-
-    fn seen(&mut self, key: u64, now: Instant) -> bool {
-        if now.duration_since(self.started) >= self.half || self.current.len() >= self.max / 2 {
-            self.previous = std::mem::take(&mut self.current);
-            self.started = now;
-        }
-        if self.previous.contains(&key) || self.current.contains(&key) {
-            return true;
-        }
-        self.current.insert(key);
-        false
-    }
-}
 
 #[cfg(test)]
 mod tests;

@@ -288,7 +288,7 @@ impl Bundle {
     pub fn write_selection(&self, version: &str, selection: Selection<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.head);
         // A normalized semver string holds only [0-9A-Za-z.+-]: no escaping needed, but stay safe.
-        out.extend_from_slice(serde_json::to_string(version).unwrap_or_default().as_bytes());
+        let _ = serde_json::to_writer(&mut *out, version);
         out.extend_from_slice(if selection.gzip { &self.middle_gz } else { &self.middle });
         let parts = if selection.gzip { &self.script_gzip } else { &self.script_json };
         match selection.only {
@@ -299,7 +299,7 @@ impl Bundle {
         out.push(b']');
         if let Some(removed) = selection.removed {
             out.extend_from_slice(b",\"delta\":true,\"removed\":");
-            out.extend_from_slice(serde_json::to_string(removed).unwrap_or_default().as_bytes());
+            let _ = serde_json::to_writer(&mut *out, removed);
         }
         out.push(b'}');
     }

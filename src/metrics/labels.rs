@@ -11,7 +11,7 @@ pub struct RequestLabels {
     /// Variant (empty when none was resolved).
     pub variant: String,
     /// `ok`, `not_modified`, or the error code.
-    pub result: String,
+    pub result: &'static str,
 }
 
 /// Labels of `connector_scripts_broker_node`: one series per `--broker` node, 1 for the one the service is on.

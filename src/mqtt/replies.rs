@@ -11,7 +11,7 @@ use crate::wire::topics::Topics;
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::AsyncClient;
+use rumqttc::v5::{AsyncClient, ClientError, Request};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,13 +79,26 @@ pub fn answer_inline(
     received: Instant,
 ) -> Option<Pending> {
     let (topic, qos, payload, props) = reply_for(state, p, qos_out)?;
-    // Bytes: a second attempt shares the reply instead of copying it.
-    let payload = Bytes::from(payload);
-    if replies.try_publish_with_properties(topic.as_str(), qos, false, payload.clone(), props.clone()).is_ok() {
-        state.metrics.latency.observe(received.elapsed().as_secs_f64());
-        return None;
+    // Moved, not cloned: a full queue hands the publish back in the error, for the second attempt.
+    match replies.try_publish_with_properties(topic, qos, false, payload, props) {
+        Ok(()) => {
+            state.metrics.latency.observe(received.elapsed().as_secs_f64());
+            None
+        }
+        Err(ClientError::Request(Request::Publish(p)) | ClientError::TryRequest(Request::Publish(p))) => {
+            Some(Pending {
+                topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                qos,
+                payload: p.payload,
+                props: p.properties.unwrap_or_default(),
+                received,
+            })
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reply not queued");
+            None
+        }
     }
-    Some(Pending { topic, qos, payload, props, received })
 }
 
 /// Answers requests handed over by the poll task in arrival order, and acknowledges each after its reply has been

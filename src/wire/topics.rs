@@ -216,7 +216,10 @@ fn under(topic: &str, prefix: &str) -> bool {
 
 /// The topic a NestJS-style reply goes to: `<request topic>/reply`.
 pub fn reply_topic(request_topic: &str) -> String {
-    format!("{request_topic}/reply")
+    let mut t = String::with_capacity(request_topic.len() + 6);
+    t.push_str(request_topic);
+    t.push_str("/reply");
+    t
 }
 
 /// A reply topic given by a client must be publishable: non-empty, no wildcards, not absurdly long.
