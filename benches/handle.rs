@@ -15,14 +15,18 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use connector_scripts::catalog::{self, AppVersion, Catalog, CompileCache, Sources};
+use connector_scripts::config::defaults;
 use connector_scripts::handler::{Handler, Incoming};
 use connector_scripts::metrics::Metrics;
 use connector_scripts::ratelimit::{RateLimit, RateLimits};
 use connector_scripts::wire::topics::{self, Topics};
-use connector_scripts::wire::{self, Framing, Limits};
+use connector_scripts::wire::Limits;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+#[path = "support/ideal.rs"]
+mod ideal;
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -60,30 +64,19 @@ fn catalog_of(root: &Path, kb: u64) -> Catalog {
         snippets,
         platforms: root.join("platforms"),
         max_file_size: catalog::loader::DEFAULT_MAX_FILE_SIZE,
-        max_reply_size: connector_scripts::config::defaults::MAX_REPLY_SIZE,
+        max_reply_size: defaults::MAX_REPLY_SIZE,
     };
     catalog::build(&sources, &mut CompileCache::default(), None)
 }
 
 fn topics() -> Topics {
     Topics {
-        request: "getConnectors".into(),
-        manifest_prefix: "connectors".into(),
-        changed: "connectorsChanged".into(),
-        status_prefix: "connector-scripts/status".into(),
+        request: defaults::TOPIC.into(),
+        manifest_prefix: defaults::MANIFEST_TOPIC.into(),
+        changed: defaults::CHANGED_TOPIC.into(),
+        status_prefix: defaults::STATUS_TOPIC.into(),
         releases: None,
     }
-}
-
-/// The raw JSON of the envelope's `id`, as the ideal responder finds it.
-fn id_of(payload: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Id<'a> {
-        #[serde(borrow)]
-        id: Option<&'a serde_json::value::RawValue>,
-    }
-    let e: Id<'_> = serde_json::from_slice(payload).ok()?;
-    e.id.map(|r| r.get().to_string())
 }
 
 /// Nanoseconds per request of `f` over `requests`, median of `rounds`.
@@ -124,9 +117,7 @@ fn main() {
             })
             .collect();
         let ideal = time(rounds, &requests, |topic, payload| {
-            let Some(id) = id_of(payload) else { return 0 };
-            let mut out = Vec::with_capacity(body.len() + 64);
-            wire::frame_response(&Framing::Nest { id }, &body, &mut out);
+            let Some(out) = ideal::reply(&body, payload) else { return 0 };
             black_box(topics::reply_topic(topic)).len() + out.len()
         });
         let run = |limits: RateLimits, record: bool| {

@@ -13,13 +13,15 @@
 //! `cargo run --release --example loadgen -- load --broker mqtt://127.0.0.1:1883 --connections 4 --window 16`
 
 use connector_scripts::catalog::{self, AppVersion, CompileCache, Sources};
-use connector_scripts::wire::{frame_response, Framing};
 use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+#[path = "../benches/support/ideal.rs"]
+mod ideal;
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_string())
@@ -279,11 +281,9 @@ async fn respond_coalesced(args: Vec<String>) {
                     let tlen = u16::from_be_bytes([p[0], p[1]]) as usize;
                     let (t, payload) = (&p[2..2 + tlen], &p[2 + tlen..]);
                     if !t.ends_with(b"/reply") {
-                        if let Some(id) = id_of(payload) {
+                        if let Some(framed) = ideal::reply(&body, payload) {
                             let mut reply_topic = t.to_vec();
                             reply_topic.extend_from_slice(b"/reply");
-                            let mut framed = Vec::with_capacity(body.len() + 64);
-                            frame_response(&Framing::Nest { id }, &body, &mut framed);
                             out.push(0x30);
                             put_len(&mut out, 2 + reply_topic.len() + framed.len());
                             put_str(&mut out, &reply_topic);
@@ -322,9 +322,7 @@ async fn respond(args: Vec<String>) {
                 if p.topic.ends_with("/reply") {
                     continue;
                 }
-                let Some(id) = id_of(&p.payload) else { continue };
-                let mut out = Vec::with_capacity(body.len() + 64);
-                frame_response(&Framing::Nest { id }, &body, &mut out);
+                let Some(out) = ideal::reply(&body, &p.payload) else { continue };
                 let _ = client.try_publish(format!("{}/reply", p.topic), QoS::AtMostOnce, false, out);
             }
             Ok(_) => {}
@@ -334,17 +332,6 @@ async fn respond(args: Vec<String>) {
             }
         }
     }
-}
-
-/// The raw JSON of the envelope's `id`, without parsing anything else.
-fn id_of(payload: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Id<'a> {
-        #[serde(borrow)]
-        id: Option<&'a serde_json::value::RawValue>,
-    }
-    let e: Id<'_> = serde_json::from_slice(payload).ok()?;
-    e.id.map(|r| r.get().to_string())
 }
 
 fn main() {
