@@ -33,9 +33,10 @@ LOADED = os.environ.get("LOADED", "2x4" if SMOKE else "4x16")
 # Rounds interleave the responders (A B C, A B C, ...) so slow spells of a shared machine hit all of them; every
 # serving figure is the median over the rounds.
 ROUNDS = int(os.environ.get("ROUNDS", "1" if SMOKE else "3"))
-# Reply-size sweep: generated catalogs whose ios 2.4.1 replies are about these many KB.
-# Another build of the service (a path), measured in the same rounds: "unchanged within noise" as a ratio.
+# Another build of the service (a path), measured in the same rounds (serving, and each size of the sweep):
+# "unchanged within noise", or what a change did, as a paired ratio.
 BASELINE = os.environ.get("BASELINE", "")
+# Reply-size sweep: generated catalogs whose ios 2.4.1 replies are about these many KB.
 SWEEP = [int(k) for k in os.environ.get("SWEEP", "16" if SMOKE else "4,16,32,64,128").split(",") if k]
 PROFILE = os.environ.get("BENCH_PROFILE", "dev" if SMOKE else "release")
 OUT = os.environ.get("OUT", "" if SMOKE else "docs/BENCHMARKS.md")
@@ -298,6 +299,10 @@ def reply_size_sweep(paths, broker):
         catalog = sweep_catalog(kb)
         targets = [("connector-scripts", lambda: start_connector_scripts(paths, broker.url, catalog)),
                    ("ideal responder", lambda: start_printing_ready(ideal_cmd(paths, broker.url, catalog)))]
+        if BASELINE:
+            # Another build in the same rounds: what a change did at this size, paired as the ideal is.
+            targets.append(("baseline build",
+                            lambda: start_connector_scripts(paths, broker.url, catalog, binary=BASELINE)))
         rounds, size = {}, None
         try:
             for n in range(ROUNDS):
@@ -333,6 +338,14 @@ def reply_size_sweep(paths, broker):
                      "round_ratios": [(round(a["p99_us"] / max(b["p99_us"], 1), 2), round(a["rps"] / max(b["rps"], 1), 2))
                                       for a, b in zip(cs, ideal)],
                      "errors": sum(r["errors"] + r["timeouts"] for r in cs + ideal)})
+        if BASELINE:
+            base = rounds["baseline build"]
+            rows[-1]["baseline"] = {
+                "rps_ratio": statistics.median(a["rps"] / b["rps"] for a, b in zip(cs, base)),
+                "cpu_ratio": statistics.median(a["cpu_us"] / b["cpu_us"] for a, b in zip(cs, base)),
+                "cpu_us": statistics.median(r["cpu_us"] for r in base),
+                "rps_to_ideal": statistics.median(a["rps"] / b["rps"] for a, b in zip(base, ideal)),
+                "errors": sum(r["errors"] + r["timeouts"] for r in base)}
         log(json.dumps(rows[-1]))
     return rows
 
@@ -400,6 +413,12 @@ def render_sweep(sweep):
                      f"| {r['cs_cpu_us']:.1f} / {r['ideal_cpu_us']:.1f} | {r['errors']} | {'yes' if ok else '**no**'} |")
     lines += ["", "Round by round (p99 ratio, throughput ratio): " + "; ".join(
         f"~{r['kb']} KB " + ", ".join(f"{p:.2f}/{t:.2f}" for p, t in r["round_ratios"]) for r in sweep)]
+    if any("baseline" in r for r in sweep):
+        lines += ["", f"Against the baseline build (`BASELINE={BASELINE}`), same rounds, paired: " + "; ".join(
+            f"~{r['kb']} KB throughput {r['baseline']['rps_ratio']:.2f} ×, CPU per reply {r['cs_cpu_us']:.1f} against "
+            f"{r['baseline']['cpu_us']:.1f} µs ({r['baseline']['cpu_ratio']:.2f} ×), the baseline's throughput to the "
+            f"ideal's {r['baseline']['rps_to_ideal']:.2f} ×, {r['baseline']['errors']} errors"
+            for r in sweep if "baseline" in r) + "."]
     return lines
 
 

@@ -25,7 +25,14 @@ pub struct RequestWindow {
 #[derive(Debug)]
 struct Ring {
     stamps: [u64; WINDOW_SECONDS],
-    counts: BTreeMap<String, [u32; WINDOW_SECONDS]>,
+    counts: BTreeMap<String, Counts>,
+}
+
+/// One platform's requests: since start, and per second of the window.
+#[derive(Debug)]
+struct Counts {
+    total: u64,
+    per_second: [u32; WINDOW_SECONDS],
 }
 
 impl Default for RequestWindow {
@@ -46,6 +53,12 @@ impl RequestWindow {
         self.last_minute_at(self.second_now())
     }
 
+    /// Requests per platform label since start.
+    pub fn totals(&self) -> BTreeMap<String, u64> {
+        let Ok(ring) = self.ring.lock() else { return BTreeMap::new() };
+        ring.counts.iter().map(|(platform, counts)| (platform.clone(), counts.total)).collect()
+    }
+
     fn second_now(&self) -> u64 {
         // Seconds since start, plus a full window so "the second before the window" never underflows.
         self.epoch.elapsed().as_secs() + WINDOW_SECONDS as u64
@@ -57,14 +70,17 @@ impl RequestWindow {
         if ring.stamps[slot] != second {
             ring.stamps[slot] = second;
             for counts in ring.counts.values_mut() {
-                counts[slot] = 0;
+                counts.per_second[slot] = 0;
             }
         }
         match ring.counts.get_mut(platform) {
-            Some(counts) => counts[slot] = counts[slot].saturating_add(1),
+            Some(counts) => {
+                counts.total += 1;
+                counts.per_second[slot] = counts.per_second[slot].saturating_add(1);
+            }
             None => {
-                let mut counts = [0; WINDOW_SECONDS];
-                counts[slot] = 1;
+                let mut counts = Counts { total: 1, per_second: [0; WINDOW_SECONDS] };
+                counts.per_second[slot] = 1;
                 ring.counts.insert(platform.to_string(), counts);
             }
         }
@@ -79,7 +95,7 @@ impl RequestWindow {
                     .map(|s| {
                         let slot = (s % WINDOW_SECONDS as u64) as usize;
                         if ring.stamps[slot] == s {
-                            counts[slot]
+                            counts.per_second[slot]
                         } else {
                             0
                         }
@@ -159,6 +175,9 @@ mod tests {
         w.note_at("android", start + 60);
         let later = w.last_minute_at(start + 60);
         assert_eq!((later["ios"].iter().sum::<u32>(), later["android"].iter().sum::<u32>()), (0, 2));
+        // The totals since start forget nothing.
+        let totals: Vec<(String, u64)> = w.totals().into_iter().collect();
+        assert_eq!(totals, [("android".to_string(), 2), ("ios".to_string(), 2)]);
     }
 
     #[test]

@@ -252,7 +252,7 @@ fn answer(
         gzip: req.accept.as_ref().is_some_and(|a| a.iter().any(|e| e == GZIP)),
     };
     out.reserve(bundle.reply_len_hint() + 64);
-    let version = version.to_string();
+    let version = version.text();
     wire::frame_with(framing, out, |out| bundle.write_selection(&version, selection, out));
     Ok(())
 }

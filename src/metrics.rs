@@ -118,8 +118,6 @@ pub struct Metrics {
     /// Error replies per code, indexed like [`ErrorCode::ALL`] (the request family cannot be read back).
     errors: [Counter; ErrorCode::ALL.len()],
     window: Mutex<DuplicateWindow>,
-    /// Requests per platform label, for the status document (the family cannot be iterated).
-    per_platform: Mutex<BTreeMap<String, u64>>,
     /// Managed releases, per `platform/variant` → revision → [requests, reports ok, reports failed], for the
     /// liveness message the `releases` command sums.
     per_revision: Mutex<BTreeMap<String, BTreeMap<String, [u64; 3]>>>,
@@ -164,7 +162,6 @@ impl Default for Metrics {
             bus_rejected: Family::default(),
             errors: Default::default(),
             window: Mutex::new(DuplicateWindow::new(Duration::from_secs(60), 200_000)),
-            per_platform: Mutex::new(BTreeMap::new()),
             per_revision: Mutex::new(BTreeMap::new()),
         };
         m.register()
@@ -295,15 +292,8 @@ impl Metrics {
 
     fn record_request(&self, labels: &RequestLabels) {
         self.requests.get_or_create(labels).inc();
+        // Also the per-platform totals: one lock per request for both.
         self.recent.note(&labels.platform);
-        if let Ok(mut m) = self.per_platform.lock() {
-            match m.get_mut(&labels.platform) {
-                Some(n) => *n += 1,
-                None => {
-                    m.insert(labels.platform.clone(), 1);
-                }
-            }
-        }
     }
 
     /// Counts one request (`slot` 0), ok report (1) or failed report (2) for a revision.
@@ -333,7 +323,7 @@ impl Metrics {
 
     /// Requests answered per platform label.
     pub fn requests_by_platform(&self) -> BTreeMap<String, u64> {
-        self.per_platform.lock().map(|m| m.clone()).unwrap_or_default()
+        self.recent.totals()
     }
 
     fn note_request_key(&self, key: u64) {

@@ -35,8 +35,33 @@ impl fmt::Display for AppVersion {
 }
 
 impl AppVersion {
+    /// The normalized version as [`fmt::Display`] writes it; a plain `major.minor.patch` (nearly every app's) is
+    /// written without the formatting machinery, since this runs once per request.
+    pub fn text(&self) -> String {
+        let v = &self.0;
+        if !v.pre.is_empty() || !v.build.is_empty() {
+            return self.to_string();
+        }
+        let mut digits = itoa::Buffer::new();
+        let mut s = String::with_capacity(24);
+        s.push_str(digits.format(v.major));
+        s.push('.');
+        s.push_str(digits.format(v.minor));
+        s.push('.');
+        s.push_str(digits.format(v.patch));
+        s
+    }
+
     /// Parses an app version leniently (see module docs).
     pub fn parse(input: &str) -> Result<AppVersion, VersionError> {
+        match plain(input) {
+            Some(version) => Ok(AppVersion(version)),
+            None => AppVersion::parse_lenient(input),
+        }
+    }
+
+    /// Every form the module docs accept; [`plain`] is the shortcut for the common one.
+    fn parse_lenient(input: &str) -> Result<AppVersion, VersionError> {
         let err = |reason| VersionError { input: input.chars().take(MAX_LEN).collect(), reason };
         if input.len() > MAX_LEN {
             return Err(err("too long"));
@@ -85,6 +110,24 @@ impl AppVersion {
         }
         Ok(AppVersion(version))
     }
+}
+
+/// `major[.minor[.patch]]` in plain digits, read byte by byte: what nearly every app sends, parsed once per request.
+/// `None` for anything else (and for numbers too large), which [`AppVersion::parse_lenient`] then reads or refuses.
+fn plain(input: &str) -> Option<Version> {
+    let mut parts = [0u64; 3];
+    let (mut n, mut digits) = (0, 0);
+    for &b in input.as_bytes() {
+        match b {
+            b'0'..=b'9' => {
+                parts[n] = parts[n].checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+                digits += 1;
+            }
+            b'.' if digits > 0 && n < 2 => (n, digits) = (n + 1, 0),
+            _ => return None,
+        }
+    }
+    (digits > 0).then(|| Version::new(parts[0], parts[1], parts[2]))
 }
 
 /// A variant's `versions` requirement, e.g. `">=2.0, <3"`.
@@ -194,7 +237,44 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(AppVersion::parse(input).map(|v| v.to_string()), Ok(want.to_string()), "{input}");
+            // What a reply echoes: the same text, by the fast path or the general one.
+            assert_eq!(AppVersion::parse(input).map(|v| v.text()), Ok(want.to_string()), "{input}");
         }
+        let big = format!("{}.0.{}", u64::MAX, u64::MAX - 1);
+        assert_eq!(v(&big).text(), big);
+    }
+
+    #[test]
+    fn the_plain_shortcut_agrees_with_the_lenient_parser() {
+        let inputs = [
+            "3",
+            "3.1",
+            "3.1.0",
+            "10.20.30",
+            "007.08.9",
+            "0.0.0",
+            "18446744073709551615.1.2",
+            "18446744073709551616",
+            "3.",
+            ".3",
+            "3..1",
+            "3.1.0.2",
+            "3.1.0-beta",
+            " 3.1",
+            "v3",
+            "3.1a",
+            "",
+            "3.1.0+7",
+        ];
+        for input in inputs {
+            let lenient = AppVersion::parse_lenient(input);
+            match plain(input) {
+                Some(version) => assert_eq!(lenient, Ok(AppVersion(version)), "{input}"),
+                // Not plain: the lenient parser decides, and parse says what it says.
+                None => assert_eq!(AppVersion::parse(input), lenient, "{input}"),
+            }
+        }
+        assert!(plain("3.1.0").is_some() && plain("18446744073709551616").is_none() && plain("3.1.0.2").is_none());
     }
 
     #[test]

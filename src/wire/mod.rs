@@ -146,6 +146,15 @@ struct Envelope<'a> {
     data: Option<&'a RawValue>,
 }
 
+/// A well-formed NestJS request read in one pass (what nearly every request is). Anything this does not read —
+/// no `data`, bad `data`, not an object — takes [`Envelope`]'s path, which says precisely what is wrong.
+#[derive(Deserialize)]
+struct Request<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    data: RequestData,
+}
+
 /// Decodes one payload. `has_response_topic`: the MQTT 5 publish carried a Response Topic.
 pub fn decode(payload: &[u8], has_response_topic: bool, limits: &Limits) -> Decoded {
     let bad = |m: String| WireError::new(ErrorCode::BadRequest, m);
@@ -168,6 +177,17 @@ pub fn decode(payload: &[u8], has_response_topic: bool, limits: &Limits) -> Deco
             None => Decoded::Refused(Refusal::TooLarge),
         };
     }
+    if payload.first() == Some(&b'{') {
+        if let Ok(Request { id, data }) = serde_json::from_slice::<Request<'_>>(payload) {
+            let framing = match nest_id(id, has_response_topic, limits) {
+                Ok(Some(id)) => Framing::Nest { id },
+                Ok(None) if has_response_topic => Framing::Bare,
+                Ok(None) => return Decoded::Event,
+                Err(d) => return d,
+            };
+            return Decoded::Request { framing, data: checked(data, limits) };
+        }
+    }
     let envelope: Result<Envelope<'_>, _> =
         if payload.first() == Some(&b'{') { serde_json::from_slice(payload) } else { Err(not_object()) };
     let envelope = match envelope {
@@ -181,25 +201,9 @@ pub fn decode(payload: &[u8], has_response_topic: bool, limits: &Limits) -> Deco
             };
         }
     };
-    let nest_id = match envelope.id {
-        // Checked before it is parsed: an id is echoed in the reply, so its length is bounded whatever its type.
-        Some(raw) if raw.get().len() > limits.max_field_len + 2 => {
-            return match has_response_topic {
-                true => undecodable(bad(format!("`id` is longer than {} characters", limits.max_field_len))),
-                false => Decoded::Refused(Refusal::IdTooLong),
-            };
-        }
-        Some(raw) => match serde_json::from_str::<serde_json::Value>(raw.get()) {
-            // NestJS ids are strings; numbers are echoed too. Anything else cannot be an id.
-            Ok(serde_json::Value::String(_) | serde_json::Value::Number(_)) => Some(raw.get().to_string()),
-            _ => {
-                return undecodable(bad(format!(
-                    "`id` must be a string of at most {} characters",
-                    limits.max_field_len
-                )));
-            }
-        },
-        None => None,
+    let nest_id = match nest_id(envelope.id, has_response_topic, limits) {
+        Ok(id) => id,
+        Err(d) => return d,
     };
     let is_nest = envelope.pattern.is_some() || envelope.data.is_some();
     let framing = match (nest_id, has_response_topic) {
@@ -257,15 +261,45 @@ fn short(s: &str) -> String {
     s.chars().take(160).collect()
 }
 
+/// The NestJS id of an envelope, as it will be echoed (`None`: there is none), or how the message is answered
+/// when the id is unusable. The raw value is valid JSON already (the envelope parsed): its first byte says its type.
+fn nest_id(raw: Option<&RawValue>, has_response_topic: bool, limits: &Limits) -> Result<Option<String>, Decoded> {
+    let Some(raw) = raw.map(RawValue::get) else { return Ok(None) };
+    let unusable = |m: String| match has_response_topic {
+        true => Decoded::Request { framing: Framing::Bare, data: Err(WireError::new(ErrorCode::BadRequest, m)) },
+        false => Decoded::Dropped(WireError::new(ErrorCode::BadRequest, m)),
+    };
+    // Checked before anything else: an id is echoed in the reply, so its length is bounded whatever its type.
+    if raw.len() > limits.max_field_len + 2 {
+        return Err(match has_response_topic {
+            true => unusable(format!("`id` is longer than {} characters", limits.max_field_len)),
+            false => Decoded::Refused(Refusal::IdTooLong),
+        });
+    }
+    // NestJS ids are strings; numbers are echoed too. Anything else cannot be an id.
+    match raw.as_bytes().first() {
+        Some(b'"' | b'-' | b'0'..=b'9') => Ok(Some(raw.to_string())),
+        _ => Err(unusable(format!("`id` must be a string of at most {} characters", limits.max_field_len))),
+    }
+}
+
 fn parse_data(json: &[u8], limits: &Limits) -> Result<RequestData, WireError> {
-    let bad = |m: String| WireError::new(ErrorCode::BadRequest, m);
     let data: RequestData = serde_json::from_slice(json).map_err(|e| {
-        bad(format!(
-            "request data must be {{platform: string, version: string, connectors?: string[], revision?: string, \
-             deviceId?: string}}: {}",
-            short(&e.to_string())
-        ))
+        WireError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "request data must be {{platform: string, version: string, connectors?: string[], revision?: \
+                 string, deviceId?: string}}: {}",
+                short(&e.to_string())
+            ),
+        )
     })?;
+    checked(data, limits)
+}
+
+/// `data` within the limits on each field, or why not.
+fn checked(data: RequestData, limits: &Limits) -> Result<RequestData, WireError> {
+    let bad = |m: String| WireError::new(ErrorCode::BadRequest, m);
     let max = limits.max_field_len;
     let long = |what: &str| bad(format!("`{what}` is longer than {max} characters"));
     if data.platform.len() > max {

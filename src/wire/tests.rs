@@ -41,6 +41,48 @@ fn decodes_nest_envelopes_events_and_bare_requests() {
 }
 
 #[test]
+fn well_formed_requests_decode_as_the_checked_path_would() {
+    // Valid `data` takes the one-pass path; the same envelope with `data` first goes through it too. Every id kind,
+    // with and without a response topic, must come out as the field-by-field rules above say.
+    let body = r#"{"platform":"ios","version":"3","deviceId":"d1","extra":[1,{"x":null}]}"#;
+    let mut want_data = data("ios", "3");
+    want_data.device_id = Some("d1".into());
+    let nest = |id: &str| Decoded::Request { framing: Framing::Nest { id: id.into() }, data: Ok(want_data.clone()) };
+    for rt in [false, true] {
+        for (id, want) in [(r#""a b""#, Some(r#""a b""#)), ("-7.5e3", Some("-7.5e3")), ("0", Some("0"))] {
+            let envelope = format!(r#"{{"pattern":"getConnectors","data":{body},"id":{id}}}"#);
+            assert_eq!(dec(&envelope, rt), nest(want.unwrap()), "{envelope}");
+            let data_first = format!(r#"{{"data":{body},"id":{id},"pattern":{{"cmd":"x"}}}}"#);
+            assert_eq!(dec(&data_first, rt), nest(want.unwrap()), "{data_first}");
+        }
+        for id in ["true", "[1]", r#"{"x":1}"#] {
+            let envelope = format!(r#"{{"pattern":"p","data":{body},"id":{id}}}"#);
+            match (dec(&envelope, rt), rt) {
+                (Decoded::Request { framing: Framing::Bare, data: Err(e) }, true) | (Decoded::Dropped(e), false) => {
+                    assert!(e.message.contains("`id` must be a string"), "{envelope}: {}", e.message)
+                }
+                (other, _) => panic!("{envelope}: {other:?}"),
+            }
+        }
+        // No id (or a null one: NestJS sends none): an event, or a bare request when there is a response topic
+        // to answer on.
+        let want =
+            if rt { Decoded::Request { framing: Framing::Bare, data: Ok(want_data.clone()) } } else { Decoded::Event };
+        for id in ["", r#","id":null"#] {
+            let no_id = format!(r#"{{"pattern":"p","data":{body}{id}}}"#);
+            assert_eq!(dec(&no_id, rt), want, "{no_id}");
+        }
+    }
+    // Field limits hold on this path too.
+    let limits = Limits { max_field_len: 4, ..Limits::default() };
+    let long = r#"{"pattern":"p","data":{"platform":"android","version":"3"},"id":"i"}"#;
+    match decode(long.as_bytes(), false, &limits) {
+        Decoded::Request { data: Err(e), .. } => assert!(e.message.contains("`platform` is longer"), "{}", e.message),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn bad_requests_are_typed() {
     let cases = [
         (r#"{"pattern":"p","data":{"platform":1,"version":"3"},"id":"i"}"#, "request data must be"),
