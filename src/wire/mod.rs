@@ -158,14 +158,6 @@ struct Request<'a> {
 /// Decodes one payload. `has_response_topic`: the MQTT 5 publish carried a Response Topic.
 pub fn decode(payload: &[u8], has_response_topic: bool, limits: &Limits) -> Decoded {
     let bad = |m: String| WireError::new(ErrorCode::BadRequest, m);
-    // Before the framing is known: answerable only through a response topic (bare), else dropped.
-    let undecodable = |err: WireError| {
-        if has_response_topic {
-            Decoded::Request { framing: Framing::Bare, data: Err(err) }
-        } else {
-            Decoded::Dropped(err)
-        }
-    };
     // Oversized payloads are never parsed: only their first and last bytes are searched for an id to answer.
     if payload.len() > limits.max_request_bytes {
         let err = bad(format!("request is {} bytes, over the {} byte limit", payload.len(), limits.max_request_bytes));
@@ -197,7 +189,7 @@ pub fn decode(payload: &[u8], has_response_topic: bool, limits: &Limits) -> Deco
             // A NestJS client waits for its id until it times out: if one can be read, answer it.
             return match (has_response_topic, recover_nest_id(payload, limits)) {
                 (false, Some(id)) => Decoded::Request { framing: Framing::Nest { id }, data: Err(err) },
-                _ => undecodable(err),
+                _ => undecodable(err, has_response_topic),
             };
         }
     };
@@ -261,14 +253,20 @@ fn short(s: &str) -> String {
     s.chars().take(160).collect()
 }
 
+/// Before the framing is known: answerable only through a response topic (bare), else dropped.
+fn undecodable(err: WireError, has_response_topic: bool) -> Decoded {
+    if has_response_topic {
+        Decoded::Request { framing: Framing::Bare, data: Err(err) }
+    } else {
+        Decoded::Dropped(err)
+    }
+}
+
 /// The NestJS id of an envelope, as it will be echoed (`None`: there is none), or how the message is answered
 /// when the id is unusable. The raw value is valid JSON already (the envelope parsed): its first byte says its type.
 fn nest_id(raw: Option<&RawValue>, has_response_topic: bool, limits: &Limits) -> Result<Option<String>, Decoded> {
     let Some(raw) = raw.map(RawValue::get) else { return Ok(None) };
-    let unusable = |m: String| match has_response_topic {
-        true => Decoded::Request { framing: Framing::Bare, data: Err(WireError::new(ErrorCode::BadRequest, m)) },
-        false => Decoded::Dropped(WireError::new(ErrorCode::BadRequest, m)),
-    };
+    let unusable = |m: String| undecodable(WireError::new(ErrorCode::BadRequest, m), has_response_topic);
     // Checked before anything else: an id is echoed in the reply, so its length is bounded whatever its type.
     if raw.len() > limits.max_field_len + 2 {
         return Err(match has_response_topic {

@@ -49,11 +49,12 @@ fn well_formed_requests_decode_as_the_checked_path_would() {
     want_data.device_id = Some("d1".into());
     let nest = |id: &str| Decoded::Request { framing: Framing::Nest { id: id.into() }, data: Ok(want_data.clone()) };
     for rt in [false, true] {
-        for (id, want) in [(r#""a b""#, Some(r#""a b""#)), ("-7.5e3", Some("-7.5e3")), ("0", Some("0"))] {
+        // Strings and numbers are echoed as they came.
+        for id in [r#""a b""#, "-7.5e3", "0"] {
             let envelope = format!(r#"{{"pattern":"getConnectors","data":{body},"id":{id}}}"#);
-            assert_eq!(dec(&envelope, rt), nest(want.unwrap()), "{envelope}");
+            assert_eq!(dec(&envelope, rt), nest(id), "{envelope}");
             let data_first = format!(r#"{{"data":{body},"id":{id},"pattern":{{"cmd":"x"}}}}"#);
-            assert_eq!(dec(&data_first, rt), nest(want.unwrap()), "{data_first}");
+            assert_eq!(dec(&data_first, rt), nest(id), "{data_first}");
         }
         for id in ["true", "[1]", r#"{"x":1}"#] {
             let envelope = format!(r#"{{"pattern":"p","data":{body},"id":{id}}}"#);
